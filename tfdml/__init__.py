@@ -1,0 +1,41 @@
+"""tfdml: deep metric learning for TensorFlow 2.16+ / Keras 3.
+
+Core objects are imported eagerly (`tfdml.losses`, `tfdml.distances`,
+`tfdml.EmbeddingExpansion`); the heavier sub-packages (`models`, `data`,
+`training`, `metrics`, `analysis`) load on first attribute access so that
+`import tfdml` stays fast and does not pull in matplotlib or tensorflow-datasets.
+"""
+import importlib
+
+from tfdml import distances
+from tfdml.expansion import EmbeddingExpansion, expand
+from tfdml import losses
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("models", "data", "training", "metrics", "analysis")
+
+
+def export(model, path, tap="fc", **kwargs):
+    """Writes a serving SavedModel; see `tfdml.training.export.export`."""
+    from tfdml.training.export import export as _export
+
+    return _export(model, path, tap=tap, **kwargs)
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        module = importlib.import_module(f"tfdml.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'tfdml' has no attribute {name!r}")
+
+
+__all__ = [
+    "EmbeddingExpansion",
+    "expand",
+    "distances",
+    "losses",
+    "export",
+    *_LAZY_SUBMODULES,
+]

@@ -1,0 +1,365 @@
+"""Embedding Expansion (Ko & Gu, "Embedding Expansion: Augmentation in Embedding
+Space for Deep Metric Learning", CVPR 2020).
+
+For a positive pair (x_i, x_j) (x_i before x_j in batch order) EE generates the n
+points that divide the segment into n + 1 equal parts,
+
+    x̄_k = (k · x_i + (n + 1 − k) · x_j) / (n + 1),   k = 1..n,
+
+L2-normalised when `normalize=True` (paper eqs. 7–10). Synthetic points carry the
+class label of their pair. Losses use them only for negative pairs: every negative
+pair (i, k) of original points keeps its place in the loss, but its distance (or
+similarity) is replaced by the hardest value over a pool of original and synthetic
+points (paper eqs. 11–15), in the mining conditions and in the loss alike.
+
+Speed: nothing here touches the embedding dimension. Synthetic points are linear
+combinations x̄ = W x of the originals, so their inner products follow from the
+B×B Gram matrix G = X Xᵀ: ⟨x̄_s, x_b⟩ = (W G)_sb and ⟨x̄_s, x̄_t⟩ = (W G Wᵀ)_st, and
+their squared norms are the diagonal of W G Wᵀ. Memory is O((B + S)²) for S
+synthetic points; no B×B×B tensor is built.
+"""
+import keras
+import tensorflow as tf
+
+from tfdml import distances
+
+PAIR_MODES = ("consecutive", "all")
+POOLING_MODES = ("class", "anchor")
+
+
+def _check_choice(value, argument, allowed):
+    if value not in allowed:
+        raise ValueError(f"Unknown {argument}={value!r}; expected one of {list(allowed)}.")
+    return value
+
+
+def _positive_pairs(labels, pairs):
+    """Index pairs (first, second) of original points that get synthetic points.
+
+    Args:
+        labels: (B,) integer labels.
+        pairs: "consecutive" — within each class, in batch order, the 1st and 2nd
+            samples form a pair, the 3rd and 4th, ... (odd last one gets none);
+            "all" — every i < j of the same class.
+
+    Returns:
+        first, second: int32 (K,) indices; valid: bool (K,). For "consecutive" K is
+        ⌊B/2⌋ (a static bound) and invalid slots are masked; for "all" K is the exact
+        number of pairs.
+    """
+    batch = tf.shape(labels)[0]
+    same = tf.equal(labels[:, None], labels[None, :])
+    index = tf.range(batch)
+    before = index[None, :] < index[:, None]  # before[i, j]: j precedes i
+    if pairs == "all":
+        upper = tf.logical_and(same, tf.logical_not(before))
+        upper = tf.logical_and(upper, tf.not_equal(index[:, None], index[None, :]))
+        ij = tf.cast(tf.where(upper), tf.int32)
+        first, second = ij[:, 0], ij[:, 1]
+        return first, second, tf.ones_like(first, dtype=tf.bool)
+    # Rank of each sample within its class, in batch order.
+    rank = tf.reduce_sum(tf.cast(tf.logical_and(same, before), tf.int32), axis=1)
+    follows = tf.logical_and(same, tf.equal(rank[None, :], rank[:, None] + 1))
+    has_partner = tf.logical_and(tf.equal(rank % 2, 0), tf.reduce_any(follows, axis=1))
+    partner = tf.cast(tf.argmax(tf.cast(follows, tf.int32), axis=1), tf.int32)
+    # Stable compaction of the pair starts into ⌊B/2⌋ slots (pairs use 2 points each).
+    order = tf.argsort(tf.cast(tf.logical_not(has_partner), tf.int32), stable=True)
+    order = order[: batch // 2]
+    return order, tf.gather(partner, order), tf.gather(has_partner, order)
+
+
+def _interpolation_weights(n_points, dtype):
+    """(n,) weights of x_i and x_j for k = 1..n: k/(n+1) and (n+1−k)/(n+1)."""
+    k = tf.range(1, n_points + 1, dtype=dtype)
+    total = tf.cast(n_points + 1, dtype)
+    return k / total, (total - k) / total
+
+
+@keras.saving.register_keras_serializable(package="tfdml")
+class EmbeddingExpansion:
+    """Embedding Expansion configuration and computation.
+
+    Args:
+        n_points: number n of synthetic points per positive pair; 0 disables EE
+            (the loss is then exactly the loss without EE).
+        normalize: L2-normalise synthetic points (required for losses on
+            normalised embeddings, paper eqs. 7–10). Use `False` for losses on
+            unnormalised embeddings such as N-pair.
+        pairs: "consecutive" (official code, default): within each class in batch
+            order the 1st and 2nd samples form a pair, the 3rd and 4th, and so on
+            — S = n·⌊m/2⌋ points per class of m samples. "all": every positive
+            pair (the paper's P) — S = n·m(m−1)/2 per class.
+        pooling: how a negative pair (i, k) between classes a = y_i and b = y_k
+            is pooled. "class" (paper eqs. 11–15): hardest pair among all points
+            (original or synthetic) of class a × all points of class b. "anchor"
+            (official code): hardest pair in G(i) × G(k), where G(i) is x_i plus
+            the synthetic points on segments having x_i as an end. `None` lets
+            the loss choose (TripletLoss: "anchor", the official HPHN code; the
+            other losses: "class", the paper's equations).
+    """
+
+    def __init__(self, n_points=2, normalize=True, pairs="consecutive", pooling=None):
+        if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 0:
+            raise ValueError(f"n_points must be a non-negative int, got {n_points!r}.")
+        self.n_points = n_points
+        self.normalize = bool(normalize)
+        self.pairs = _check_choice(pairs, "pairs", PAIR_MODES)
+        self.pooling = None if pooling is None else _check_choice(pooling, "pooling", POOLING_MODES)
+
+    def get_config(self):
+        return {
+            "n_points": self.n_points,
+            "normalize": self.normalize,
+            "pairs": self.pairs,
+            "pooling": self.pooling,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"EmbeddingExpansion({args})"
+
+    def __eq__(self, other):
+        return isinstance(other, EmbeddingExpansion) and self.get_config() == other.get_config()
+
+    # ------------------------------------------------------------------ points
+    def synthetic_structure(self, labels, dtype=tf.float32):
+        """Coefficients of the synthetic points as combinations of the originals.
+
+        Args:
+            labels: (B,) integer labels.
+            dtype: float dtype of the coefficients.
+
+        Returns:
+            dict with `coefficients` (S, B) (row s has weight k/(n+1) on the pair's
+            first point and (n+1−k)/(n+1) on its second; zero rows for invalid
+            slots), `first`, `second` (S,) endpoint indices, `valid` (S,) bool,
+            `labels` (S,). Points are ordered pair by pair, k = 1..n within a pair.
+        """
+        n = self.n_points
+        first, second, valid = _positive_pairs(labels, self.pairs)
+        w_first, w_second = _interpolation_weights(n, dtype)
+        batch = tf.shape(labels)[0]
+        num_pairs = tf.shape(first)[0]
+        first_s = tf.reshape(tf.repeat(first[:, None], n, axis=1), [-1])
+        second_s = tf.reshape(tf.repeat(second[:, None], n, axis=1), [-1])
+        valid_s = tf.reshape(tf.repeat(valid[:, None], n, axis=1), [-1])
+        wf = tf.reshape(tf.tile(w_first[None, :], [num_pairs, 1]), [-1])
+        ws = tf.reshape(tf.tile(w_second[None, :], [num_pairs, 1]), [-1])
+        mask = tf.cast(valid_s, dtype)
+        coefficients = (
+            tf.one_hot(first_s, batch, dtype=dtype) * (wf * mask)[:, None]
+            + tf.one_hot(second_s, batch, dtype=dtype) * (ws * mask)[:, None]
+        )
+        return {
+            "coefficients": coefficients,
+            "first": first_s,
+            "second": second_s,
+            "valid": valid_s,
+            "labels": tf.gather(labels, first_s),
+        }
+
+    def expand(self, embeddings, labels):
+        """Explicit synthetic points (for analysis; losses use the Gram form).
+
+        Args:
+            embeddings: (B, D) float embeddings.
+            labels: (B,) integer labels.
+
+        Returns:
+            points (B + S, D) — originals first, then the valid synthetic points in
+            pair order, k = 1..n; point_labels (B + S,); is_synthetic (B + S,) bool.
+        """
+        embeddings = tf.convert_to_tensor(embeddings)
+        labels = tf.convert_to_tensor(labels)
+        structure = self.synthetic_structure(labels, embeddings.dtype)
+        keep = tf.where(structure["valid"])[:, 0]
+        synthetic = tf.matmul(tf.gather(structure["coefficients"], keep), embeddings)
+        if self.normalize:
+            synthetic = distances.l2_normalize(synthetic)
+        points = tf.concat([embeddings, synthetic], axis=0)
+        point_labels = tf.concat([labels, tf.gather(structure["labels"], keep)], axis=0)
+        is_synthetic = tf.concat(
+            [tf.zeros_like(labels, dtype=tf.bool), tf.ones_like(keep, dtype=tf.bool)], axis=0
+        )
+        return points, point_labels, is_synthetic
+
+    def expanded_gram(self, gram, labels):
+        """Gram matrix of all original and synthetic points, from the B×B Gram.
+
+        Args:
+            gram: (B, B) Gram matrix of the original embeddings.
+            labels: (B,) integer labels.
+
+        Returns:
+            (gram_all (P, P) with P = B + S and the original block equal to `gram`
+            bit for bit, structure dict from `synthetic_structure`).
+        """
+        structure = self.synthetic_structure(labels, gram.dtype)
+        w = structure["coefficients"]
+        syn_orig = tf.matmul(w, gram)  # (S, B)
+        syn_syn = tf.matmul(syn_orig, w, transpose_b=True)  # (S, S)
+        if self.normalize:
+            sq_norm = tf.linalg.diag_part(syn_syn)
+            inv = tf.math.rsqrt(tf.maximum(sq_norm, distances._NORM_FLOOR))
+            inv = tf.where(structure["valid"], inv, tf.zeros_like(inv))
+            syn_orig = syn_orig * inv[:, None]
+            syn_syn = syn_syn * inv[:, None] * inv[None, :]
+        top = tf.concat([gram, tf.transpose(syn_orig)], axis=1)
+        bottom = tf.concat([syn_orig, syn_syn], axis=1)
+        return tf.concat([top, bottom], axis=0), structure
+
+    # ----------------------------------------------------------------- pooling
+    def pooled_matrix(self, gram, labels, metric, pooling):
+        """Hardest negative-pair values between original points under EE.
+
+        Args:
+            gram: (B, B) Gram matrix of the (possibly normalised) embeddings.
+            labels: (B,) integer labels.
+            metric: a `tfdml.distances.METRICS` name; distances pool by minimum,
+                similarities by maximum.
+            pooling: "class" or "anchor" (see the class docstring).
+
+        Returns:
+            (matrix (B, B) — the metric between originals, (B, B) pooled matrix).
+            Only the entries of negative pairs of the pooled matrix are meaningful.
+        """
+        batch = tf.shape(labels)[0]
+        gram_all, structure = self.expanded_gram(gram, labels)
+        full = metric_from_gram(gram_all, metric)
+        original = full[:batch, :batch]
+        similarity = distances.is_similarity(metric)
+        segment_reduce = tf.math.unsorted_segment_max if similarity else tf.math.unsorted_segment_min
+        reduce_pair = tf.maximum if similarity else tf.minimum
+        dummy = batch  # segment of invalid synthetic slots, dropped at the end
+        if pooling == "class":
+            # Group = index of the first sample of the class in the batch.
+            same = tf.equal(labels[:, None], labels[None, :])
+            representative = tf.cast(tf.argmax(tf.cast(same, tf.int32), axis=1), tf.int32)
+            syn_group = tf.where(
+                structure["valid"], tf.gather(representative, structure["first"]), dummy
+            )
+            groups = tf.concat([representative, syn_group], axis=0)
+            by_class = _pool_rows_and_columns(full, groups, groups, batch + 1, segment_reduce, reduce_pair)
+            pooled = tf.gather(tf.gather(by_class, representative, axis=0), representative, axis=1)
+        else:
+            index = tf.range(batch)
+            group_a = tf.concat([index, tf.where(structure["valid"], structure["first"], dummy)], 0)
+            group_b = tf.concat([index, tf.where(structure["valid"], structure["second"], dummy)], 0)
+            pooled = _pool_rows_and_columns(full, group_a, group_b, batch + 1, segment_reduce, reduce_pair)
+            pooled = pooled[:batch, :batch]
+        return original, pooled
+
+    def hard_negative_sources(self, embeddings, labels, distance="euclidean", pooling="anchor"):
+        """How often the hardest negative of an anchor involves a synthetic point.
+
+        For every anchor i with a negative, the batch-hard negative pair is the
+        closest pair between i's pool (G(i) for `pooling="anchor"`, all points of
+        i's class for "class") and the points of other classes. It counts as
+        "synthetic" when either point of that pair is synthetic (EE paper Fig. 6).
+
+        Args:
+            embeddings: (B, D) embeddings (L2-normalised here if `self.normalize`).
+            labels: (B,) integer labels.
+            distance: "euclidean", "squared_euclidean" or "cosine_distance".
+            pooling: "anchor" or "class".
+
+        Returns:
+            dict with int32 scalars `synthetic` and `original`.
+        """
+        distances.check_metric(distance, "distance", distances.DISTANCES)
+        _check_choice(pooling, "pooling", POOLING_MODES)
+        embeddings = tf.convert_to_tensor(embeddings)
+        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+        if self.normalize:
+            embeddings = distances.l2_normalize(embeddings)
+        batch = tf.shape(labels)[0]
+        gram = tf.matmul(embeddings, embeddings, transpose_b=True)
+        gram_all, structure = self.expanded_gram(gram, labels)
+        full = metric_from_gram(gram_all, distance)
+        valid = structure["valid"]
+        point_labels = tf.concat([labels, structure["labels"]], axis=0)
+        point_valid = tf.concat([tf.ones_like(labels, dtype=tf.bool), valid], axis=0)
+        is_syn = tf.concat([tf.zeros_like(labels, dtype=tf.bool), tf.ones_like(valid)], axis=0)
+        big = tf.constant(full.dtype.max, full.dtype)
+        negative_col = tf.logical_and(
+            tf.not_equal(labels[:, None], point_labels[None, :]), point_valid[None, :]
+        )  # (B, P)
+        syn_rows = full[batch:]  # (S, P)
+        dummy = batch
+        if pooling == "anchor":
+            by_first = tf.math.unsorted_segment_min(syn_rows, tf.where(valid, structure["first"], dummy), batch + 1)
+            by_second = tf.math.unsorted_segment_min(syn_rows, tf.where(valid, structure["second"], dummy), batch + 1)
+            syn_pool = tf.minimum(by_first, by_second)[:batch]
+        else:
+            same = tf.equal(labels[:, None], labels[None, :])
+            representative = tf.cast(tf.argmax(tf.cast(same, tf.int32), axis=1), tf.int32)
+            syn_group = tf.where(valid, tf.gather(representative, structure["first"]), dummy)
+            by_class = tf.math.unsorted_segment_min(syn_rows, syn_group, batch + 1)
+            syn_pool = tf.gather(by_class, representative)
+            # The class pool also holds the other original samples of the class.
+            orig_class = tf.math.unsorted_segment_min(full[:batch], representative, batch + 1)
+            syn_pool = tf.minimum(syn_pool, tf.gather(orig_class, representative))
+        from_original = tf.where(negative_col, full[:batch], big)
+        from_pool = tf.where(negative_col, syn_pool, big)
+        best_orig_row = tf.reduce_min(from_original, axis=1)
+        best_pool_row = tf.reduce_min(from_pool, axis=1)
+        best_col = tf.argmin(tf.minimum(from_original, from_pool), axis=1, output_type=tf.int32)
+        has_negative = tf.reduce_any(negative_col, axis=1)
+        # Synthetic if the winning column is synthetic or only a pool row reaches the minimum
+        # (for "class" pooling pool rows include originals; count those as synthetic only
+        # when the winning row is synthetic, i.e. the synthetic rows alone reach it).
+        if pooling == "class":
+            syn_only = tf.gather(by_class, representative)
+            best_syn_row = tf.reduce_min(tf.where(negative_col, syn_only, big), axis=1)
+            best_orig_rows = tf.reduce_min(
+                tf.where(negative_col, tf.gather(orig_class, representative), big), axis=1
+            )
+            row_is_syn = best_syn_row < tf.minimum(best_orig_rows, best_orig_row)
+        else:
+            row_is_syn = best_pool_row < best_orig_row
+        synthetic_wins = tf.logical_or(row_is_syn, tf.gather(is_syn, best_col))
+        synthetic_wins = tf.logical_and(synthetic_wins, has_negative)
+        n_syn = tf.reduce_sum(tf.cast(synthetic_wins, tf.int32))
+        n_all = tf.reduce_sum(tf.cast(has_negative, tf.int32))
+        return {"synthetic": n_syn, "original": n_all - n_syn}
+
+
+def _pool_rows_and_columns(matrix, group_a, group_b, num_groups, segment_reduce, reduce_pair):
+    """Reduces a (P, P) matrix to (G, G) over point groups on both axes.
+
+    Every point belongs to the groups `group_a[p]` and `group_b[p]` (the same for
+    original points, the two endpoints for anchor-pooled synthetic points).
+    """
+
+    def reduce_rows(m):
+        return reduce_pair(segment_reduce(m, group_a, num_groups), segment_reduce(m, group_b, num_groups))
+
+    rows = reduce_rows(matrix)  # (G, P)
+    return tf.transpose(reduce_rows(tf.transpose(rows)))  # (G, G)
+
+
+def metric_from_gram(gram, metric):
+    """Pairwise `metric` among the points of a square Gram matrix.
+
+    The diagonal of distance metrics is set to exactly zero.
+    """
+    sq_norms = tf.linalg.diag_part(gram)
+    result = distances.from_gram(gram, sq_norms, sq_norms, metric)
+    if not distances.is_similarity(metric):
+        result = tf.linalg.set_diag(result, tf.zeros_like(sq_norms))
+    return result
+
+
+def expand(embeddings, labels, n_points=2, normalize=True, pairs="consecutive"):
+    """Functional form of `EmbeddingExpansion.expand`.
+
+    Returns:
+        points (B + S, D) (originals first), point_labels (B + S,), is_synthetic
+        (B + S,) bool.
+    """
+    labels = tf.reshape(tf.convert_to_tensor(labels), [-1])
+    return EmbeddingExpansion(n_points, normalize, pairs).expand(embeddings, labels)

@@ -1,0 +1,26 @@
+"""Deep-metric-learning losses, all called as `loss(labels, embeddings)`.
+
+Build one by class or by name: `tfdml.losses.get("triplet", margin=0.2)`;
+`tfdml.losses.names()` lists the registered names.
+"""
+from tfdml.losses.base import MetricLoss
+from tfdml.losses.contrastive import ContrastiveLoss
+from tfdml.losses.lifted import LiftedStructureLoss
+from tfdml.losses.multi_similarity import MultiSimilarityLoss
+from tfdml.losses.npair import NPairLoss
+from tfdml.losses.registry import get, get_class, names
+from tfdml.losses.state import attach_loss_state
+from tfdml.losses.triplet import TripletLoss
+
+__all__ = [
+    "MetricLoss",
+    "TripletLoss",
+    "LiftedStructureLoss",
+    "NPairLoss",
+    "MultiSimilarityLoss",
+    "ContrastiveLoss",
+    "get",
+    "get_class",
+    "names",
+    "attach_loss_state",
+]

@@ -1,0 +1,222 @@
+"""Triplet miners (Roth et al. 2020 §3.1 and the papers they cite).
+
+`mine_triplets` turns a batch's distance matrices into index triplets
+(anchor, positive, negative) plus a validity mask. Two B×B matrices are used:
+`pos_distances` between original points (for anchor–positive pairs) and
+`neg_distances` for anchor–negative pairs (EE-pooled under Embedding Expansion,
+otherwise the same matrix). Every miner is O(B²) in memory (O(B² log B) time for
+"semihard"), XLA-compatible and seedable.
+
+Per-anchor miners (T = B, triplet t has anchor t):
+- "hard" (batch-hard / HPHN, Hermans et al. 2017): farthest positive, nearest
+  negative.
+- "easy_positive_hard" (Xuan et al. 2020): nearest positive, nearest negative.
+- "easy_positive_semihard" (Xuan et al. 2020, EPSHN): nearest positive, then the
+  nearest negative farther than it (d_an > d_ap); anchors without one are invalid.
+- "softhard" (Roth & Brattoli): a random positive among those farther than the
+  nearest negative (all positives if none is), a random negative among those
+  closer than the farthest positive (all negatives if none is).
+- "random": a random positive and a random negative.
+Per-(anchor, positive) miners (T = B·B, t = i·B + j):
+- "semihard" (Schroff et al. 2015): a random negative with
+  d_ap < d_an < d_ap + margin, else the nearest negative.
+- "distance" (Wu et al. 2017, "Sampling matters"): a negative drawn with weight
+  ∝ q(d)⁻¹, q(d) ∝ d^{D−2} (1 − d²/4)^{(D−3)/2}, d clamped below at 0.5, weight
+  0 for d > 1.4 (uniform among all negatives if every weight is 0); computed in
+  log space so nothing overflows. Assumes L2-normalised embeddings.
+A triplet is valid when its anchor has a positive and a negative (and, for the
+per-pair miners, j is a positive of i).
+"""
+import collections
+
+import keras
+import tensorflow as tf
+
+from tfdml.losses.base import make_seed_generator, pair_masks
+
+PER_ANCHOR = ("hard", "easy_positive_hard", "easy_positive_semihard", "softhard", "random")
+PER_PAIR = ("semihard", "distance")
+MININGS = PER_ANCHOR + PER_PAIR + ("all",)
+
+MinedTriplets = collections.namedtuple("MinedTriplets", ["anchor", "positive", "negative", "valid"])
+
+DISTANCE_WEIGHT_FLOOR = 0.5
+DISTANCE_WEIGHT_CUTOFF = 1.4
+
+
+def check_mining(mining, allowed=MININGS):
+    if mining not in allowed:
+        raise ValueError(f"Unknown mining={mining!r}; expected one of {list(allowed)}.")
+    return mining
+
+
+def _argmin_masked(values, mask):
+    big = tf.constant(values.dtype.max, values.dtype)
+    return tf.argmin(tf.where(mask, values, big), axis=1, output_type=tf.int32)
+
+
+def _argmax_masked(values, mask):
+    small = tf.constant(values.dtype.min, values.dtype)
+    return tf.argmax(tf.where(mask, values, small), axis=1, output_type=tf.int32)
+
+
+def _random_member(mask, seed_generator):
+    """Per row, a uniformly random column among True entries (0 if none)."""
+    keys = keras.random.uniform(tf.shape(mask), seed=seed_generator)
+    return tf.argmax(tf.where(mask, keys, -tf.ones_like(keys)), axis=1, output_type=tf.int32)
+
+
+def _prefer(mask, fallback):
+    """Rows of `mask` that have no True entry are replaced by `fallback`."""
+    return tf.where(tf.reduce_any(mask, axis=1, keepdims=True), mask, fallback)
+
+
+def _per_anchor(pos_d, neg_d, pos_mask, neg_mask, mining, seed_generator):
+    has_pos = tf.reduce_any(pos_mask, axis=1)
+    has_neg = tf.reduce_any(neg_mask, axis=1)
+    valid = tf.logical_and(has_pos, has_neg)
+    if mining == "hard":
+        return _argmax_masked(pos_d, pos_mask), _argmin_masked(neg_d, neg_mask), valid
+    if mining in ("easy_positive_hard", "easy_positive_semihard"):
+        positive = _argmin_masked(pos_d, pos_mask)
+        if mining == "easy_positive_hard":
+            return positive, _argmin_masked(neg_d, neg_mask), valid
+        d_ap = tf.gather(pos_d, positive, batch_dims=1)
+        farther = tf.logical_and(neg_mask, neg_d > d_ap[:, None])
+        valid = tf.logical_and(valid, tf.reduce_any(farther, axis=1))
+        return positive, _argmin_masked(neg_d, farther), valid
+    if mining == "softhard":
+        big = tf.constant(pos_d.dtype.max, pos_d.dtype)
+        max_pos = tf.reduce_max(tf.where(pos_mask, pos_d, -big), axis=1, keepdims=True)
+        min_neg = tf.reduce_min(tf.where(neg_mask, neg_d, big), axis=1, keepdims=True)
+        hard_pos = tf.logical_and(pos_mask, pos_d > min_neg)
+        hard_neg = tf.logical_and(neg_mask, neg_d < max_pos)
+        positive = _random_member(_prefer(hard_pos, pos_mask), seed_generator)
+        negative = _random_member(_prefer(hard_neg, neg_mask), seed_generator)
+        return positive, negative, valid
+    # random
+    return _random_member(pos_mask, seed_generator), _random_member(neg_mask, seed_generator), valid
+
+
+def _semihard_negatives(pos_d, neg_d, neg_mask, margin, seed_generator):
+    """(B, B) negative index for every (anchor i, positive j) pair.
+
+    Sorting each anchor's negatives once makes the semi-hard candidates of pair
+    (i, j) a contiguous range [lo, hi) of the sorted row, found by binary search,
+    so no B×B×B tensor is needed.
+    """
+    big = tf.constant(neg_d.dtype.max, neg_d.dtype)
+    masked = tf.where(neg_mask, neg_d, big)
+    order = tf.argsort(masked, axis=1, stable=True)
+    sorted_d = tf.gather(masked, order, batch_dims=1)
+    lo = tf.searchsorted(sorted_d, pos_d, side="right")  # first index with d > d_ap
+    hi = tf.searchsorted(sorted_d, pos_d + margin, side="left")  # first with d >= d_ap + m
+    count = tf.maximum(hi - lo, 0)
+    u = keras.random.uniform(tf.shape(pos_d), seed=seed_generator, dtype="float32")
+    offset = tf.minimum(tf.cast(tf.floor(u * tf.cast(count, tf.float32)), tf.int32), count - 1)
+    pick = tf.where(count > 0, lo + offset, tf.zeros_like(lo))  # else nearest negative
+    return tf.gather(order, pick, batch_dims=1)
+
+
+def distance_weight_logits(neg_d, neg_mask, embedding_dim):
+    """log q(d)⁻¹ of Wu et al. for every anchor row (−inf where not allowed).
+
+    Args:
+        neg_d: (B, B) Euclidean distances between L2-normalised embeddings.
+        neg_mask: (B, B) negative-pair mask.
+        embedding_dim: the embedding dimension D.
+
+    Returns:
+        (B, B) float32 logits; rows with no negative within the cut-off get
+        uniform logits over all negatives.
+    """
+    d = tf.cast(neg_d, tf.float32)
+    dim = float(embedding_dim)
+    clamped = tf.maximum(d, DISTANCE_WEIGHT_FLOOR)
+    one_minus = tf.maximum(1.0 - tf.square(clamped) / 4.0, 1e-8)
+    log_q = (dim - 2.0) * tf.math.log(clamped) + ((dim - 3.0) / 2.0) * tf.math.log(one_minus)
+    allowed = tf.logical_and(neg_mask, d <= DISTANCE_WEIGHT_CUTOFF)
+    allowed = _prefer(allowed, neg_mask)
+    log_w = tf.where(allowed, -log_q, tf.zeros_like(log_q))
+    peak = tf.reduce_max(tf.where(allowed, log_w, tf.fill(tf.shape(log_w), -1e30)), axis=1, keepdims=True)
+    neg_inf = tf.fill(tf.shape(log_w), float("-inf"))
+    return tf.where(allowed, log_w - tf.stop_gradient(peak), neg_inf)
+
+
+def _distance_negatives(neg_d, neg_mask, embedding_dim, seed_generator):
+    logits = distance_weight_logits(neg_d, neg_mask, embedding_dim)
+    has_neg = tf.reduce_any(neg_mask, axis=1, keepdims=True)
+    logits = tf.where(has_neg, logits, tf.zeros_like(logits))  # keep sampler defined
+    batch = tf.shape(neg_d)[0]
+    samples = keras.random.categorical(tf.stop_gradient(logits), batch, seed=seed_generator)
+    return tf.cast(samples, tf.int32)  # (B, B): sample j is used for the pair (i, j)
+
+
+def mine_triplets(pos_distances, neg_distances, labels, mining, margin=0.2, seed=None, embedding_dim=None):
+    """Mines triplets from a batch (see the module docstring for each miner).
+
+    Args:
+        pos_distances: (B, B) distances between original points.
+        neg_distances: (B, B) distances for negative pairs (EE-pooled or equal to
+            `pos_distances`).
+        labels: (B,) integer labels.
+        mining: a name in `PER_ANCHOR + PER_PAIR`.
+        margin: semi-hard window width.
+        seed: int, None or `keras.random.SeedGenerator` for the random miners.
+        embedding_dim: embedding dimension D, required for "distance".
+
+    Returns:
+        `MinedTriplets(anchor, positive, negative, valid)`, int32 / bool of shape
+        (T,): T = B for per-anchor miners, B·B for per-pair miners.
+    """
+    check_mining(mining, PER_ANCHOR + PER_PAIR)
+    seed_generator = make_seed_generator(seed)
+    labels = tf.reshape(labels, [-1])
+    pos_mask, neg_mask = pair_masks(labels)
+    batch = tf.shape(labels)[0]
+    index = tf.range(batch)
+    if mining in PER_ANCHOR:
+        positive, negative, valid = _per_anchor(
+            pos_distances, neg_distances, pos_mask, neg_mask, mining, seed_generator
+        )
+        return MinedTriplets(index, positive, negative, valid)
+    if mining == "semihard":
+        negative = _semihard_negatives(pos_distances, neg_distances, neg_mask, margin, seed_generator)
+    else:
+        if embedding_dim is None:
+            raise ValueError("embedding_dim is required for mining='distance'.")
+        negative = _distance_negatives(neg_distances, neg_mask, embedding_dim, seed_generator)
+    anchor = tf.repeat(index, batch)
+    positive = tf.tile(index, [batch])
+    has_neg = tf.reduce_any(neg_mask, axis=1)
+    valid = tf.logical_and(pos_mask, has_neg[:, None])
+    return MinedTriplets(anchor, positive, tf.reshape(negative, [-1]), tf.reshape(valid, [-1]))
+
+
+def apply_rho(triplets, labels, rho, seed_generator):
+    """Roth et al.'s ρ-regularisation of mined triplets.
+
+    With probability `rho` per triplet, (i, p, n) becomes (i, i, j) with j a
+    random other sample of i's class (when i has one): the loss then pushes a
+    same-class sample away (d_ap = 0, d_an = d(i, j) on original points).
+
+    Returns:
+        (MinedTriplets, swapped bool (T,)) — `swapped` marks replaced triplets,
+        whose "negative" must use the original (not EE-pooled) distance.
+    """
+    if rho <= 0.0:
+        return triplets, tf.zeros_like(triplets.valid)
+    labels = tf.reshape(labels, [-1])
+    pos_mask, _ = pair_masks(labels)
+    same_class_other = _random_member(pos_mask, seed_generator)  # (B,)
+    has_other = tf.reduce_any(pos_mask, axis=1)
+    draw = keras.random.uniform(tf.shape(triplets.anchor), seed=seed_generator, dtype="float32")
+    swapped = tf.logical_and(draw < rho, tf.gather(has_other, triplets.anchor))
+    swapped = tf.logical_and(swapped, triplets.valid)
+    replaced = MinedTriplets(
+        triplets.anchor,
+        tf.where(swapped, triplets.anchor, triplets.positive),
+        tf.where(swapped, tf.gather(same_class_other, triplets.anchor), triplets.negative),
+        triplets.valid,
+    )
+    return replaced, swapped

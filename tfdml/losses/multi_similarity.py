@@ -1,0 +1,70 @@
+"""Multi-similarity loss (Wang et al. 2019) in the form of EE eqs. 4–6 and 14–15."""
+import tensorflow as tf
+
+from tfdml.losses.base import (
+    MetricLoss,
+    check_number,
+    deserialize_expansion,
+    masked_logsumexp,
+    normalize_if,
+    pair_matrices,
+    serialize_expansion,
+)
+from tfdml.losses.registry import register
+
+
+@register("multi_similarity")
+class MultiSimilarityLoss(MetricLoss):
+    """Multi-similarity loss (Wang et al., CVPR 2019; Ko & Gu, CVPR 2020 eqs. 4–6).
+
+    On cosine similarities s of L2-normalised embeddings, for anchor i with
+    positives P_i (same class, ≠ i) and negatives N_i:
+
+    - pair mining (eqs. 4–5): a negative k is kept if s_ik + ε > min_{j∈P_i} s_ij;
+      a positive j is kept if s_ij − ε < max_{k∈N_i} s_ik;
+    - ℓ_i = 1/α · log(1 + Σ_{kept j} exp(−α (s_ij − λ)))
+          + 1/β · log(1 + Σ_{kept k} exp( β (s_ik − λ)))   (eq. 6, "+1" inside both logs)
+
+    loss = mean over all B anchors of ℓ_i (an anchor with nothing kept adds 0).
+
+    With Embedding Expansion (EE eqs. 14–15) every negative similarity s_ik is the
+    pooled one (maximum over the pool; default pooling "class"), in the mining
+    conditions and in ℓ.
+
+    Args:
+        alpha: α (positive scale). beta: β (negative scale). base: λ.
+        epsilon: ε of the pair mining.
+        normalize: L2-normalise embeddings first (default True).
+        expansion: `tfdml.EmbeddingExpansion` or None.
+    """
+
+    def __init__(self, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1, normalize=True, expansion=None,
+                 name="multi_similarity_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha = check_number(alpha, "alpha", 0.0, allow_equal_min=False)
+        self.beta = check_number(beta, "beta", 0.0, allow_equal_min=False)
+        self.base = check_number(base, "base")
+        self.epsilon = check_number(epsilon, "epsilon", 0.0)
+        self.normalize = bool(normalize)
+        self.expansion = deserialize_expansion(expansion)
+
+    def compute(self, labels, embeddings):
+        embeddings = normalize_if(embeddings, self.normalize)
+        m = pair_matrices(embeddings, labels, "cosine", self.expansion, "class")
+        big = tf.constant(1e4, m.positive.dtype)
+        pos_sim, neg_sim = tf.stop_gradient(m.positive), tf.stop_gradient(m.negative)
+        min_pos = tf.reduce_min(tf.where(m.positive_mask, pos_sim, big), axis=1, keepdims=True)
+        max_neg = tf.reduce_max(tf.where(m.negative_mask, neg_sim, -big), axis=1, keepdims=True)
+        keep_neg = tf.logical_and(m.negative_mask, neg_sim + self.epsilon > min_pos)
+        keep_pos = tf.logical_and(m.positive_mask, pos_sim - self.epsilon < max_neg)
+        pos_lse = masked_logsumexp(-self.alpha * (m.positive - self.base), keep_pos, axis=1)
+        neg_lse = masked_logsumexp(self.beta * (m.negative - self.base), keep_neg, axis=1)
+        # log(1 + Σ exp(z)) = softplus(logsumexp(z)); empty sums give softplus(-1e4) = 0.
+        per_anchor = tf.nn.softplus(pos_lse) / self.alpha + tf.nn.softplus(neg_lse) / self.beta
+        return tf.reduce_mean(per_anchor)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(alpha=self.alpha, beta=self.beta, base=self.base, epsilon=self.epsilon,
+                      normalize=self.normalize, expansion=serialize_expansion(self.expansion))
+        return config
