@@ -230,8 +230,39 @@ class EmbeddingExpansion:
         batch = tf.shape(labels)[0]
         gram_all, structure = self.expanded_gram(gram, labels)
         full = metric_from_gram(gram_all, metric)
-        original = full[:batch, :batch]
-        similarity = distances.is_similarity(metric)
+        pooled = self.pool(full, labels, structure, distances.is_similarity(metric), pooling)
+        return full[:batch, :batch], pooled
+
+    def expanded_points(self, embeddings, labels):
+        """All original and synthetic-slot points, for metrics without a Gram form.
+
+        Returns:
+            (points (B + S, D) — invalid slots are zero rows that `pool` ignores,
+            structure dict from `synthetic_structure`).
+        """
+        structure = self.synthetic_structure(labels, embeddings.dtype)
+        synthetic = tf.matmul(structure["coefficients"], embeddings)
+        if self.normalize:
+            synthetic = distances.l2_normalize(synthetic)
+        return tf.concat([embeddings, synthetic], axis=0), structure
+
+    def pool(self, full, labels, structure, similarity, pooling):
+        """Pools a (P, P) matrix over all points down to (B, B) original pairs.
+
+        Args:
+            full: (B + S, B + S) metric among original and synthetic-slot points
+                (layout of `expanded_gram` / `expanded_points`). It need not be
+                symmetric.
+            labels: (B,) integer labels.
+            structure: dict from `synthetic_structure`.
+            similarity: True to pool by maximum, False by minimum.
+            pooling: "class" or "anchor".
+
+        Returns:
+            (B, B) pooled matrix (meaningful for negative pairs).
+        """
+        _check_choice(pooling, "pooling", POOLING_MODES)
+        batch = tf.shape(labels)[0]
         segment_reduce = tf.math.unsorted_segment_max if similarity else tf.math.unsorted_segment_min
         reduce_pair = tf.maximum if similarity else tf.minimum
         dummy = batch  # segment of invalid synthetic slots, dropped at the end
@@ -244,14 +275,12 @@ class EmbeddingExpansion:
             )
             groups = tf.concat([representative, syn_group], axis=0)
             by_class = _pool_rows_and_columns(full, groups, groups, batch + 1, segment_reduce, reduce_pair)
-            pooled = tf.gather(tf.gather(by_class, representative, axis=0), representative, axis=1)
-        else:
-            index = tf.range(batch)
-            group_a = tf.concat([index, tf.where(structure["valid"], structure["first"], dummy)], 0)
-            group_b = tf.concat([index, tf.where(structure["valid"], structure["second"], dummy)], 0)
-            pooled = _pool_rows_and_columns(full, group_a, group_b, batch + 1, segment_reduce, reduce_pair)
-            pooled = pooled[:batch, :batch]
-        return original, pooled
+            return tf.gather(tf.gather(by_class, representative, axis=0), representative, axis=1)
+        index = tf.range(batch)
+        group_a = tf.concat([index, tf.where(structure["valid"], structure["first"], dummy)], 0)
+        group_b = tf.concat([index, tf.where(structure["valid"], structure["second"], dummy)], 0)
+        pooled = _pool_rows_and_columns(full, group_a, group_b, batch + 1, segment_reduce, reduce_pair)
+        return pooled[:batch, :batch]
 
     def hard_negative_sources(self, embeddings, labels, distance="euclidean", pooling="anchor"):
         """How often the hardest negative of an anchor involves a synthetic point.
