@@ -127,40 +127,48 @@ class EmbeddingExpansion:
 
     # ------------------------------------------------------------------ points
     def synthetic_structure(self, labels, dtype=tf.float32):
-        """Coefficients of the synthetic points as combinations of the originals.
+        """Which originals each synthetic point combines, and with which weights.
 
         Args:
             labels: (B,) integer labels.
-            dtype: float dtype of the coefficients.
+            dtype: float dtype of the weights.
 
         Returns:
-            dict with `coefficients` (S, B) (row s has weight k/(n+1) on the pair's
-            first point and (n+1−k)/(n+1) on its second; zero rows for invalid
-            slots), `first`, `second` (S,) endpoint indices, `valid` (S,) bool,
-            `labels` (S,). Points are ordered pair by pair, k = 1..n within a pair.
+            dict of (S,) tensors, points ordered pair by pair with k = 1..n within a
+            pair (S = K·n for K pair slots): `first`, `second` endpoint indices,
+            `weight_first` = k/(n+1) and `weight_second` = (n+1−k)/(n+1) (both 0 on
+            invalid slots), `valid` bool and `labels`; plus `num_slots` K.
         """
         n = self.n_points
         first, second, valid = _positive_pairs(labels, self.pairs)
         w_first, w_second = _interpolation_weights(n, dtype)
-        batch = tf.shape(labels)[0]
         num_pairs = tf.shape(first)[0]
-        first_s = tf.reshape(tf.repeat(first[:, None], n, axis=1), [-1])
-        second_s = tf.reshape(tf.repeat(second[:, None], n, axis=1), [-1])
         valid_s = tf.reshape(tf.repeat(valid[:, None], n, axis=1), [-1])
-        wf = tf.reshape(tf.tile(w_first[None, :], [num_pairs, 1]), [-1])
-        ws = tf.reshape(tf.tile(w_second[None, :], [num_pairs, 1]), [-1])
         mask = tf.cast(valid_s, dtype)
-        coefficients = (
-            tf.one_hot(first_s, batch, dtype=dtype) * (wf * mask)[:, None]
-            + tf.one_hot(second_s, batch, dtype=dtype) * (ws * mask)[:, None]
-        )
+        first_s = tf.reshape(tf.repeat(first[:, None], n, axis=1), [-1])
         return {
-            "coefficients": coefficients,
             "first": first_s,
-            "second": second_s,
+            "second": tf.reshape(tf.repeat(second[:, None], n, axis=1), [-1]),
+            "weight_first": tf.reshape(tf.tile(w_first[None, :], [num_pairs, 1]), [-1]) * mask,
+            "weight_second": tf.reshape(tf.tile(w_second[None, :], [num_pairs, 1]), [-1]) * mask,
             "valid": valid_s,
             "labels": tf.gather(labels, first_s),
+            "num_slots": num_pairs,
         }
+
+    def expanded_points(self, embeddings, labels):
+        """All original and synthetic-slot points, for metrics without a Gram form.
+
+        Returns:
+            (points (B + S, D) — invalid slots are zero rows that `pool` ignores,
+            structure dict from `synthetic_structure`).
+        """
+        embeddings = tf.convert_to_tensor(embeddings)
+        structure = self.synthetic_structure(labels, embeddings.dtype)
+        synthetic = _combine(embeddings, structure, axis=0)
+        if self.normalize:
+            synthetic = distances.l2_normalize(synthetic)
+        return tf.concat([embeddings, synthetic], axis=0), structure
 
     def expand(self, embeddings, labels):
         """Explicit synthetic points (for analysis; losses use the Gram form).
@@ -173,19 +181,17 @@ class EmbeddingExpansion:
             points (B + S, D) — originals first, then the valid synthetic points in
             pair order, k = 1..n; point_labels (B + S,); is_synthetic (B + S,) bool.
         """
-        embeddings = tf.convert_to_tensor(embeddings)
         labels = tf.convert_to_tensor(labels)
-        structure = self.synthetic_structure(labels, embeddings.dtype)
-        keep = tf.where(structure["valid"])[:, 0]
-        synthetic = tf.matmul(tf.gather(structure["coefficients"], keep), embeddings)
-        if self.normalize:
-            synthetic = distances.l2_normalize(synthetic)
-        points = tf.concat([embeddings, synthetic], axis=0)
-        point_labels = tf.concat([labels, tf.gather(structure["labels"], keep)], axis=0)
-        is_synthetic = tf.concat(
-            [tf.zeros_like(labels, dtype=tf.bool), tf.ones_like(keep, dtype=tf.bool)], axis=0
+        points, structure = self.expanded_points(embeddings, labels)
+        batch = tf.shape(labels)[0]
+        keep = tf.concat([tf.ones_like(labels, dtype=tf.bool), structure["valid"]], axis=0)
+        point_labels = tf.concat([labels, structure["labels"]], axis=0)
+        is_synthetic = tf.range(tf.shape(keep)[0]) >= batch
+        return (
+            tf.boolean_mask(points, keep),
+            tf.boolean_mask(point_labels, keep),
+            tf.boolean_mask(is_synthetic, keep),
         )
-        return points, point_labels, is_synthetic
 
     def expanded_gram(self, gram, labels):
         """Gram matrix of all original and synthetic points, from the B×B Gram.
@@ -199,9 +205,8 @@ class EmbeddingExpansion:
             bit for bit, structure dict from `synthetic_structure`).
         """
         structure = self.synthetic_structure(labels, gram.dtype)
-        w = structure["coefficients"]
-        syn_orig = tf.matmul(w, gram)  # (S, B)
-        syn_syn = tf.matmul(syn_orig, w, transpose_b=True)  # (S, S)
+        syn_orig = _combine(gram, structure, axis=0)  # (S, B) = W G
+        syn_syn = _combine(syn_orig, structure, axis=1)  # (S, S) = W G Wᵀ
         if self.normalize:
             sq_norm = tf.linalg.diag_part(syn_syn)
             inv = tf.math.rsqrt(tf.maximum(sq_norm, distances._NORM_FLOOR))
@@ -229,25 +234,22 @@ class EmbeddingExpansion:
         """
         batch = tf.shape(labels)[0]
         gram_all, structure = self.expanded_gram(gram, labels)
-        full = metric_from_gram(gram_all, metric)
+        # The square root is monotone: pool squared distances, take roots on B×B only.
+        pooled_metric = "squared_euclidean" if metric == "euclidean" else metric
+        full = metric_from_gram(gram_all, pooled_metric)
         pooled = self.pool(full, labels, structure, distances.is_similarity(metric), pooling)
-        return full[:batch, :batch], pooled
-
-    def expanded_points(self, embeddings, labels):
-        """All original and synthetic-slot points, for metrics without a Gram form.
-
-        Returns:
-            (points (B + S, D) — invalid slots are zero rows that `pool` ignores,
-            structure dict from `synthetic_structure`).
-        """
-        structure = self.synthetic_structure(labels, embeddings.dtype)
-        synthetic = tf.matmul(structure["coefficients"], embeddings)
-        if self.normalize:
-            synthetic = distances.l2_normalize(synthetic)
-        return tf.concat([embeddings, synthetic], axis=0), structure
+        original = full[:batch, :batch]
+        if metric == "euclidean":
+            return distances.safe_sqrt(original), distances.safe_sqrt(pooled)
+        return original, pooled
 
     def pool(self, full, labels, structure, similarity, pooling):
         """Pools a (P, P) matrix over all points down to (B, B) original pairs.
+
+        "anchor": pooled[i, k] = hardest over G(i) × G(k). "class": the hardest over
+        the classes' pools, which is the hardest anchor-pooled value over i' of
+        class y_i and k' of class y_k (every synthetic point lies in the pool G of
+        its endpoints, which belong to its class).
 
         Args:
             full: (B + S, B + S) metric among original and synthetic-slot points
@@ -263,24 +265,15 @@ class EmbeddingExpansion:
         """
         _check_choice(pooling, "pooling", POOLING_MODES)
         batch = tf.shape(labels)[0]
-        segment_reduce = tf.math.unsorted_segment_max if similarity else tf.math.unsorted_segment_min
-        reduce_pair = tf.maximum if similarity else tf.minimum
-        dummy = batch  # segment of invalid synthetic slots, dropped at the end
-        if pooling == "class":
-            # Group = index of the first sample of the class in the batch.
-            same = tf.equal(labels[:, None], labels[None, :])
-            representative = tf.cast(tf.argmax(tf.cast(same, tf.int32), axis=1), tf.int32)
-            syn_group = tf.where(
-                structure["valid"], tf.gather(representative, structure["first"]), dummy
-            )
-            groups = tf.concat([representative, syn_group], axis=0)
-            by_class = _pool_rows_and_columns(full, groups, groups, batch + 1, segment_reduce, reduce_pair)
-            return tf.gather(tf.gather(by_class, representative, axis=0), representative, axis=1)
-        index = tf.range(batch)
-        group_a = tf.concat([index, tf.where(structure["valid"], structure["first"], dummy)], 0)
-        group_b = tf.concat([index, tf.where(structure["valid"], structure["second"], dummy)], 0)
-        pooled = _pool_rows_and_columns(full, group_a, group_b, batch + 1, segment_reduce, reduce_pair)
-        return pooled[:batch, :batch]
+        if self.n_points == 0:
+            pooled = full[:batch, :batch]
+        elif self.pairs == "consecutive":
+            pooled = _anchor_pool_disjoint(full, labels, structure, self.n_points, similarity)
+        else:
+            pooled = _anchor_pool_segments(full, labels, structure, similarity)
+        if pooling == "anchor":
+            return pooled
+        return _class_pool(pooled, labels, similarity)
 
     def hard_negative_sources(self, embeddings, labels, distance="euclidean", pooling="anchor"):
         """How often the hardest negative of an anchor involves a synthetic point.
@@ -324,8 +317,7 @@ class EmbeddingExpansion:
             by_second = tf.math.unsorted_segment_min(syn_rows, tf.where(valid, structure["second"], dummy), batch + 1)
             syn_pool = tf.minimum(by_first, by_second)[:batch]
         else:
-            same = tf.equal(labels[:, None], labels[None, :])
-            representative = tf.cast(tf.argmax(tf.cast(same, tf.int32), axis=1), tf.int32)
+            representative = class_representatives(labels)
             syn_group = tf.where(valid, tf.gather(representative, structure["first"]), dummy)
             by_class = tf.math.unsorted_segment_min(syn_rows, syn_group, batch + 1)
             syn_pool = tf.gather(by_class, representative)
@@ -357,18 +349,82 @@ class EmbeddingExpansion:
         return {"synthetic": n_syn, "original": n_all - n_syn}
 
 
-def _pool_rows_and_columns(matrix, group_a, group_b, num_groups, segment_reduce, reduce_pair):
-    """Reduces a (P, P) matrix to (G, G) over point groups on both axes.
+def _combine(matrix, structure, axis=0):
+    """Applies the synthetic coefficients W: `W @ matrix` (axis 0) or `matrix @ Wᵀ` (axis 1).
 
-    Every point belongs to the groups `group_a[p]` and `group_b[p]` (the same for
-    original points, the two endpoints for anchor-pooled synthetic points).
+    Each row of W has two non-zeros, so this is two gathers, not a matmul.
     """
+    wf, ws = structure["weight_first"], structure["weight_second"]
+    if axis == 0:
+        return (wf[:, None] * tf.gather(matrix, structure["first"])
+                + ws[:, None] * tf.gather(matrix, structure["second"]))
+    return (wf[None, :] * tf.gather(matrix, structure["first"], axis=1)
+            + ws[None, :] * tf.gather(matrix, structure["second"], axis=1))
+
+
+def _anchor_pool_disjoint(full, labels, structure, n_points, similarity):
+    """Anchor pooling when every original point ends at most one pair slot.
+
+    The n synthetic points of a slot are contiguous, so pooling is a reduction
+    over that axis followed by a gather of each original point's slot (dense ops
+    only; no scatter).
+    """
+    batch = tf.shape(labels)[0]
+    reduce = tf.reduce_max if similarity else tf.reduce_min
+    pair_reduce = tf.maximum if similarity else tf.minimum
+    num_slots = structure["num_slots"]
+    slot_first = structure["first"][::n_points]
+    slot_second = structure["second"][::n_points]
+    slot_valid = structure["valid"][::n_points]
+    index = tf.range(batch)
+    ends = tf.logical_and(
+        tf.logical_or(tf.equal(index[:, None], slot_first[None, :]), tf.equal(index[:, None], slot_second[None, :])),
+        slot_valid[None, :],
+    )  # (B, K)
+    has_slot = tf.reduce_any(ends, axis=1)
+    slot_of = tf.cast(tf.argmax(tf.cast(ends, tf.int32), axis=1), tf.int32)
+    points = tf.shape(full)[1]
+    rows_by_slot = reduce(tf.reshape(full[batch:], [num_slots, n_points, points]), axis=1)  # (K, P)
+    rows = tf.where(has_slot[:, None], pair_reduce(full[:batch], tf.gather(rows_by_slot, slot_of)), full[:batch])
+    cols_by_slot = reduce(tf.reshape(rows[:, batch:], [batch, num_slots, n_points]), axis=2)  # (B, K)
+    cols = tf.gather(cols_by_slot, slot_of, axis=1)
+    return tf.where(has_slot[None, :], pair_reduce(rows[:, :batch], cols), rows[:, :batch])
+
+
+def _anchor_pool_segments(full, labels, structure, similarity):
+    """Anchor pooling for overlapping pools ("all" pairs) via segment reductions.
+
+    Every synthetic point belongs to the pools of its two endpoints.
+    """
+    batch = tf.shape(labels)[0]
+    segment_reduce = tf.math.unsorted_segment_max if similarity else tf.math.unsorted_segment_min
+    pair_reduce = tf.maximum if similarity else tf.minimum
+    index = tf.range(batch)
+    dummy = batch  # segment of invalid synthetic slots, dropped at the end
+    group_a = tf.concat([index, tf.where(structure["valid"], structure["first"], dummy)], 0)
+    group_b = tf.concat([index, tf.where(structure["valid"], structure["second"], dummy)], 0)
 
     def reduce_rows(m):
-        return reduce_pair(segment_reduce(m, group_a, num_groups), segment_reduce(m, group_b, num_groups))
+        return pair_reduce(segment_reduce(m, group_a, batch + 1), segment_reduce(m, group_b, batch + 1))
 
-    rows = reduce_rows(matrix)  # (G, P)
-    return tf.transpose(reduce_rows(tf.transpose(rows)))  # (G, G)
+    rows = reduce_rows(full)  # (B + 1, P)
+    return tf.transpose(reduce_rows(tf.transpose(rows)))[:batch, :batch]
+
+
+def class_representatives(labels):
+    """Index of the first sample of each sample's class in the batch, (B,)."""
+    same = tf.equal(labels[:, None], labels[None, :])
+    return tf.cast(tf.argmax(tf.cast(same, tf.int32), axis=1), tf.int32)
+
+
+def _class_pool(anchor_pooled, labels, similarity):
+    """Hardest anchor-pooled value over all pairs of samples of the two classes."""
+    batch = tf.shape(labels)[0]
+    segment_reduce = tf.math.unsorted_segment_max if similarity else tf.math.unsorted_segment_min
+    representative = class_representatives(labels)
+    rows = segment_reduce(anchor_pooled, representative, batch)
+    by_class = tf.transpose(segment_reduce(tf.transpose(rows), representative, batch))
+    return tf.gather(tf.gather(by_class, representative, axis=0), representative, axis=1)
 
 
 def metric_from_gram(gram, metric):
