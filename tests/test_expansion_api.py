@@ -101,3 +101,16 @@ def test_pooled_values_never_exceed_originals():
             assert np.all(pooled.numpy() <= original.numpy() + 1e-12)
             sim, pooled_sim = EmbeddingExpansion(2, pairs=pairs).pooled_matrix(gram, y, "cosine", pooling)
             assert np.all(pooled_sim.numpy() >= sim.numpy() - 1e-12)
+
+
+@pytest.mark.parametrize("pairs", ["consecutive", "all"])
+def test_batch_without_positive_pairs_has_zero_finite_gradient(pairs):
+    x = tf.constant(np.random.default_rng(2).normal(size=(5, 3)))
+    y = tf.constant([0, 1, 2, 3, 4])
+    loss = tfdml.losses.LiftedStructureLoss(expansion=EmbeddingExpansion(2, pairs=pairs))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = loss(y, x)
+    grad = tape.gradient(value, x).numpy()
+    assert float(value) == 0.0
+    assert np.all(grad == 0.0)

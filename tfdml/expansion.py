@@ -358,8 +358,9 @@ def _combine(matrix, structure, axis=0):
     if axis == 0:
         return (wf[:, None] * tf.gather(matrix, structure["first"])
                 + ws[:, None] * tf.gather(matrix, structure["second"]))
-    return (wf[None, :] * tf.gather(matrix, structure["first"], axis=1)
-            + ws[None, :] * tf.gather(matrix, structure["second"], axis=1))
+    # Axis-1 gathers go through a transpose: TF's axis-1 gather gradient fails on
+    # empty index lists (a batch without positive pairs under pairs="all").
+    return tf.transpose(_combine(tf.transpose(matrix), structure, axis=0))
 
 
 def _anchor_pool_disjoint(full, labels, structure, n_points, similarity):
