@@ -1,0 +1,28 @@
+"""Evaluation metrics for embeddings: retrieval, clustering, space structure.
+
+Nearest neighbours are computed in chunks (TF matmul + top-k); memory is
+O(chunk × N), never N×N.
+"""
+from tfdml.metrics.callbacks import RetrievalEvaluation
+from tfdml.metrics.clustering import clustering_metrics, nmi, pairwise_f1
+from tfdml.metrics.evaluate import METRIC_NAMES, embed, evaluate_embeddings
+from tfdml.metrics.neighbors import iter_nearest_neighbors, nearest_neighbors
+from tfdml.metrics.retrieval import recall_at_k, retrieval_metrics
+from tfdml.metrics.structure import class_separation, singular_values, spectral_decay
+
+__all__ = [
+    "RetrievalEvaluation",
+    "METRIC_NAMES",
+    "class_separation",
+    "clustering_metrics",
+    "embed",
+    "evaluate_embeddings",
+    "iter_nearest_neighbors",
+    "nearest_neighbors",
+    "nmi",
+    "pairwise_f1",
+    "recall_at_k",
+    "retrieval_metrics",
+    "singular_values",
+    "spectral_decay",
+]
