@@ -1,0 +1,57 @@
+"""Small registered layers used by tfdml models: pixel preprocessing, L2 norm."""
+import keras
+from keras import ops
+
+# Per-channel constants of the keras.applications preprocessing modes.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "unit", "none")
+
+
+@keras.saving.register_keras_serializable(package="tfdml")
+class PixelPreprocessing(keras.layers.Layer):
+    """Maps raw RGB pixels in [0, 255] to a backbone's expected input.
+
+    Modes (as in `keras.applications` `preprocess_input`):
+    - "caffe": RGB → BGR, minus the ImageNet BGR mean (ResNet, VGG).
+    - "tf": x / 127.5 − 1 (Inception, MobileNet, Xception).
+    - "torch": x / 255, minus ImageNet mean, divided by std (DenseNet, GoogLeNet).
+    - "unit": x / 255 (tfdml's small CNN).
+    - "none": unchanged (EfficientNet / ConvNeXt include their own scaling).
+    """
+
+    def __init__(self, mode="tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise ValueError(f"Unknown preprocessing mode={mode!r}; expected one of {PREPROCESSING_MODES}.")
+        self.mode = mode
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
+            std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
+            return (x / 255.0 - mean) / std
+        if self.mode == "unit":
+            return x / 255.0
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="tfdml")
+class L2Normalization(keras.layers.Layer):
+    """L2-normalises the last axis (zero vectors stay zero); output in float32."""
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor(x.shape, dtype="float32")
