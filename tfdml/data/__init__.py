@@ -1,0 +1,23 @@
+"""Datasets with zero-shot class splits, batch samplers and augmentation pipelines."""
+from tfdml.data.augmentation import AUGMENTATIONS, make_augmentation
+from tfdml.data.datasets import DATASETS, EXPECTED_COUNTS, check_counts, image_folder, load_split
+from tfdml.data.digits import digits_split
+from tfdml.data.pipelines import eval_pipeline, train_pipeline
+from tfdml.data.samplers import SAMPLERS, batch_indices
+from tfdml.data.split import Split
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "EXPECTED_COUNTS",
+    "SAMPLERS",
+    "Split",
+    "batch_indices",
+    "check_counts",
+    "digits_split",
+    "eval_pipeline",
+    "image_folder",
+    "load_split",
+    "make_augmentation",
+    "train_pipeline",
+]

@@ -1,0 +1,191 @@
+"""Standard DML datasets with the zero-shot class splits (EE paper §5.1).
+
+The first half of the classes is the training split, the second half the test
+split. Each dataset loads from a local folder in its original layout (download
+links rot), and CUB-200-2011 / CARS196 also through tensorflow-datasets:
+
+- cub200: `<data_dir>/CUB_200_2011/` (or `<data_dir>` itself) with `images.txt`,
+  `image_class_labels.txt` and `images/`; classes 1–100 train, 101–200 test;
+  5,864 / 5,924 images. tfds: `caltech_birds2011`.
+- cars196: `<data_dir>/cars_annos.txt`, one line per image:
+  `relative/path.jpg class_id` (1-based class ids; a text export of the devkit's
+  `cars_annos.mat`, which needs scipy to read and is therefore not parsed here),
+  or one sub-folder per class; classes 1–98 train, 99–196 test; 8,054 / 8,131
+  images. tfds: `cars196`.
+- sop (Stanford Online Products): `<data_dir>/Ebay_train.txt` and
+  `Ebay_test.txt` (its own split files: `image_id class_id super_class_id path`);
+  11,318 / 11,316 classes, 59,551 / 60,502 images. Not in tensorflow-datasets.
+- folder: any `<data_dir>/<class_name>/<image>` tree; sorted class names, the
+  first half train.
+"""
+import os
+import warnings
+
+import numpy as np
+
+from tfdml.data.digits import digits_split
+from tfdml.data.split import Split
+
+EXPECTED_COUNTS = {  # (classes, images) per split
+    "cub200": {"train": (100, 5864), "test": (100, 5924)},
+    "cars196": {"train": (98, 8054), "test": (98, 8131)},
+    "sop": {"train": (11318, 59551), "test": (11316, 60502)},
+}
+TFDS_NAMES = {"cub200": "caltech_birds2011", "cars196": "cars196"}
+DATASETS = ("digits", "cub200", "cars196", "sop", "folder")
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def _require(path, what):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path!r}.")
+    return path
+
+
+def _read_rows(path):
+    with open(_require(path, "annotation file")) as handle:
+        return [line.split() for line in handle if line.strip()]
+
+
+def _half_split(paths, labels, split, name):
+    """Keeps the first (train) or second (test) half of the sorted classes."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    half = classes[: len(classes) // 2] if split == "train" else classes[len(classes) // 2:]
+    keep = np.isin(labels, half)
+    return Split(name, labels[keep], paths=[p for p, k in zip(paths, keep) if k])
+
+
+def check_counts(split_obj, name, split, strict=False):
+    """Compares a split's class/image counts with the standard ones.
+
+    Warns (or raises `ValueError` when `strict`) on a mismatch, naming both counts.
+    """
+    expected = EXPECTED_COUNTS.get(name, {}).get(split)
+    if expected is None:
+        return
+    got = (split_obj.num_classes, split_obj.num_images)
+    if got != expected:
+        message = (f"{name} {split}: loaded {got[0]} classes / {got[1]} images, the standard split has "
+                   f"{expected[0]} / {expected[1]}.")
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message)
+
+
+def cub200_folder(data_dir, split):
+    root = os.path.join(data_dir, "CUB_200_2011")
+    root = root if os.path.isdir(root) else data_dir
+    images = {row[0]: row[1] for row in _read_rows(os.path.join(root, "images.txt"))}
+    labels = {row[0]: int(row[1]) for row in _read_rows(os.path.join(root, "image_class_labels.txt"))}
+    ids = sorted(images, key=int)
+    paths = [os.path.join(root, "images", images[i]) for i in ids]
+    return _half_split(paths, [labels[i] for i in ids], split, "cub200")
+
+
+def cars196_folder(data_dir, split):
+    annotations = os.path.join(data_dir, "cars_annos.txt")
+    if os.path.exists(annotations):
+        rows = _read_rows(annotations)
+        return _half_split([os.path.join(data_dir, r[0]) for r in rows], [int(r[1]) for r in rows], split,
+                           "cars196")
+    if os.path.exists(os.path.join(data_dir, "cars_annos.mat")):
+        raise FileNotFoundError(
+            f"{data_dir!r} has cars_annos.mat but no cars_annos.txt: export it to 'path class_id' lines "
+            "(reading .mat files needs scipy, which tfdml does not depend on) or use tensorflow-datasets.")
+    return image_folder(data_dir, split, name="cars196")
+
+
+def sop_folder(data_dir, split):
+    name = "Ebay_train.txt" if split == "train" else "Ebay_test.txt"
+    rows = _read_rows(os.path.join(data_dir, name))[1:]  # header line
+    return Split("sop", [int(r[1]) for r in rows], paths=[os.path.join(data_dir, r[3]) for r in rows])
+
+
+def image_folder(data_dir, split, name="folder"):
+    """A `<data_dir>/<class>/<image>` tree, split by sorted class name (first half train)."""
+    _require(data_dir, "dataset folder")
+    classes = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+    if len(classes) < 2:
+        raise FileNotFoundError(f"{data_dir!r} must contain at least two class sub-folders, found {classes}.")
+    paths, labels = [], []
+    for index, cls in enumerate(classes):
+        for file in sorted(os.listdir(os.path.join(data_dir, cls))):
+            if file.lower().endswith(_IMAGE_EXTENSIONS):
+                paths.append(os.path.join(data_dir, cls, file))
+                labels.append(index)
+    result = _half_split(paths, labels, split, name)
+    half = len(classes) // 2
+    result.class_names = classes[:half] if split == "train" else classes[half:]
+    return result
+
+
+def tfds_split(name, split, data_dir=None, download=False):
+    """CUB-200-2011 / CARS196 through tensorflow-datasets (train+test pooled, split by class).
+
+    Images stay encoded in memory and are decoded on the fly.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        dataset = tfds.load(TFDS_NAMES[name], split="train+test", data_dir=data_dir, download=download,
+                            decoders={"image": tfds.decode.SkipDecoding()})
+    except Exception as error:
+        raise RuntimeError(
+            f"tensorflow-datasets could not load {TFDS_NAMES[name]!r} ({type(error).__name__}: {error}). "
+            f"Prepare it once with network access, or pass data_dir= a local copy in the original layout."
+        ) from error
+    encoded, labels = [], []
+    for example in dataset.as_numpy_iterator():
+        encoded.append(example["image"])
+        labels.append(int(example["label"]))
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    half = classes[: len(classes) // 2] if split == "train" else classes[len(classes) // 2:]
+    keep = np.isin(labels, half)
+    return Split(name, labels[keep], images=[e for e, k in zip(encoded, keep) if k])
+
+
+def load_split(name, split, data_dir=None, strict=False, image_size=32, download=False):
+    """Loads one split of a dataset.
+
+    Args:
+        name: one of `DATASETS`.
+        split: "train" or "test".
+        data_dir: folder with the dataset in its original layout (for "folder"
+            and "sop" required); for cub200/cars196 without a local layout the
+            tensorflow-datasets data_dir.
+        strict: raise instead of warn when class/image counts differ from the
+            standard split.
+        image_size: image side for "digits".
+        download: allow tensorflow-datasets to download.
+
+    Returns:
+        A `Split`.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset={name!r}; expected one of {DATASETS}.")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    if name == "digits":
+        return digits_split(split, image_size)
+    if name in ("folder", "sop") and data_dir is None:
+        raise ValueError(f"dataset {name!r} needs data_dir.")
+    if name == "folder":
+        return image_folder(data_dir, split)
+    if name == "sop":
+        result = sop_folder(data_dir, split)
+    elif data_dir is not None and _has_original_layout(name, data_dir):
+        result = cub200_folder(data_dir, split) if name == "cub200" else cars196_folder(data_dir, split)
+    else:
+        result = tfds_split(name, split, data_dir, download)
+    check_counts(result, name, split, strict)
+    return result
+
+
+def _has_original_layout(name, data_dir):
+    if name == "cub200":
+        return any(os.path.exists(os.path.join(d, "images.txt"))
+                   for d in (data_dir, os.path.join(data_dir, "CUB_200_2011")))
+    return (os.path.exists(os.path.join(data_dir, "cars_annos.txt"))
+            or os.path.exists(os.path.join(data_dir, "cars_annos.mat")))
