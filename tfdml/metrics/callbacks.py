@@ -10,9 +10,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     Metrics are written into the epoch `logs` (so they appear in
     `history.history`, `CSVLogger` and `TensorBoard`) as `{prefix}{name}`, e.g.
     `val_recall@1`, or `{prefix}{tap}_{name}` for each tap when `taps` is given.
-    On epochs that are not evaluated the last values are repeated so every epoch
-    row has the same keys (Keras' History and CSVLogger expect that); the first
-    evaluation happens on epoch `every` (1-based) and on the last epoch.
+    Evaluation happens after the first epoch, every `every` epochs (1-based) and
+    after the last epoch; on the other epochs the last values are repeated so
+    every epoch row has the same keys (Keras' History and CSVLogger expect that).
 
     Args:
         dataset: finite dataset of `(images, labels)` batches.

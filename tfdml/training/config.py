@@ -1,0 +1,165 @@
+"""Training configuration: defaults, YAML loading, `key=value` overrides, validation.
+
+A config is a nested dict. Every key must exist in `DEFAULT_CONFIG` (except
+inside `loss.params`, which goes to the loss constructor, and `expansion`,
+which may be null); values must have the default's type (ints are accepted for
+floats, null for keys whose default is null). Errors name the full dotted key.
+"""
+import copy
+import os
+
+import yaml
+
+DEFAULT_CONFIG = {
+    "seed": 0,
+    "output_dir": "runs/default",
+    "dataset": {"name": "digits", "data_dir": None, "image_size": 32, "strict_counts": False},
+    "model": {
+        "backbone": "small_cnn",
+        "embedding_dim": 64,
+        "pooling": "avg",
+        "extra_fc": 0,
+        "normalize": True,
+        "freeze_batchnorm": False,
+        "weights": None,
+    },
+    "loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "hard"}},
+    "expansion": {"n_points": 2, "normalize": True, "pairs": "consecutive", "pooling": None},
+    "sampler": {"name": "m_per_class", "batch_size": 40, "samples_per_class": 8},
+    "augmentation": {"train": "ee", "test": "test"},
+    "optimizer": {"name": "adam", "learning_rate": 0.001, "weight_decay": 0.0, "momentum": 0.9},
+    "schedule": {"decay_epochs": [], "factor": 0.5},
+    "training": {
+        "epochs": 8,
+        "steps_per_epoch": 30,
+        "eval_every": 4,
+        "eval_batch_size": 256,
+        "ks": [1, 2, 4, 8],
+        "taps": ["pool", "fc"],
+        "export_tap": "fc",
+        "mixed_precision": False,
+        "jit_compile": "auto",
+        "strategy": "auto",
+        "tensorboard": True,
+    },
+}
+
+# Keys whose value may be any mapping / null.
+_FREE_FORM = {"loss.params"}
+_NULLABLE_SECTIONS = {"expansion"}
+_CHOICES = {
+    "optimizer.name": ("adam", "sgd"),
+    "training.strategy": ("auto", "default", "mirrored", "multi_worker"),
+    "sampler.name": ("m_per_class", "class_random", "full_random"),
+    "augmentation.train": ("ee", "roth", "test", "none"),
+    "augmentation.test": ("ee", "roth", "test", "none"),
+    "model.pooling": ("avg", "max"),
+}
+
+
+def _type_ok(value, default):
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _merge(base, update, prefix=""):
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            valid = ", ".join(sorted(base))
+            raise ValueError(f"Unknown config key {dotted!r}; valid keys here: {valid}.")
+        if dotted in _FREE_FORM:
+            if not isinstance(value, dict):
+                raise ValueError(f"Config key {dotted!r} must be a mapping, got {value!r}.")
+            base[key] = dict(value)
+        elif dotted in _NULLABLE_SECTIONS and value is None:
+            base[key] = None
+        elif isinstance(base[key], dict) or (dotted in _NULLABLE_SECTIONS and base[key] is None):
+            if not isinstance(value, dict):
+                raise ValueError(f"Config key {dotted!r} must be a mapping, got {value!r}.")
+            if base[key] is None:
+                base[key] = copy.deepcopy(DEFAULT_CONFIG[key])
+            _merge(base[key], value, dotted + ".")
+        else:
+            if value is not None and not _type_ok(value, base[key]):
+                raise ValueError(
+                    f"Config key {dotted!r} must be of type {type(base[key]).__name__}, got {value!r}.")
+            if value is None and base[key] is not None and not isinstance(base[key], list):
+                raise ValueError(f"Config key {dotted!r} cannot be null.")
+            if dotted in _CHOICES and value not in _CHOICES[dotted]:
+                raise ValueError(f"Config key {dotted!r} must be one of {_CHOICES[dotted]}, got {value!r}.")
+            base[key] = value
+    return base
+
+
+def _set_dotted(update, dotted, value):
+    parts = dotted.split(".")
+    node = update
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"Override {dotted!r} goes through a non-mapping key.")
+    node[parts[-1]] = value
+
+
+def parse_override(text):
+    """'a.b=value' → ('a.b', YAML-parsed value)."""
+    if "=" not in text:
+        raise ValueError(f"Override {text!r} must look like key.path=value.")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def validate(config):
+    """Validates a complete config dict and returns a resolved deep copy."""
+    resolved = _merge(copy.deepcopy(DEFAULT_CONFIG), copy.deepcopy(config))
+    training = resolved["training"]
+    for key in ("epochs", "steps_per_epoch", "eval_every", "eval_batch_size"):
+        if training[key] < 1:
+            raise ValueError(f"Config key 'training.{key}' must be >= 1, got {training[key]}.")
+    if resolved["optimizer"]["learning_rate"] <= 0:
+        raise ValueError("Config key 'optimizer.learning_rate' must be > 0.")
+    sampler = resolved["sampler"]
+    if sampler["name"] != "full_random" and sampler["batch_size"] % sampler["samples_per_class"]:
+        raise ValueError(
+            f"Config key 'sampler.batch_size' ({sampler['batch_size']}) must be divisible by "
+            f"'sampler.samples_per_class' ({sampler['samples_per_class']}).")
+    return resolved
+
+
+def load_config(path=None, overrides=()):
+    """Loads a YAML config (or the defaults), applies `key=value` overrides, validates.
+
+    Args:
+        path: YAML file, or None for `DEFAULT_CONFIG`.
+        overrides: iterable of "dotted.key=value" strings (values parsed as YAML).
+
+    Returns:
+        The resolved config dict.
+    """
+    config = {}
+    if path is not None:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Config file not found: {path!r}.")
+        with open(path) as handle:
+            config = yaml.safe_load(handle) or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"Config file {path!r} must contain a mapping.")
+    config = validate(config)
+    update = {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(update, key, value)
+    return validate(_merge(config, update)) if update else config
+
+
+def save_config(config, path):
+    with open(path, "w") as handle:
+        yaml.safe_dump(config, handle, sort_keys=False)
