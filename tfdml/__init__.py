@@ -1,19 +1,21 @@
 """tfdml: deep metric learning for TensorFlow 2.16+ / Keras 3.
 
 Core objects are imported eagerly (`tfdml.losses`, `tfdml.distances`,
-`tfdml.EmbeddingExpansion`); the heavier sub-packages (`models`, `data`,
+`tfdml.EmbeddingExpansion`, `tfdml.models`, so that every registered Keras class
+can be deserialised after `import tfdml`); the heavier sub-packages (`data`,
 `training`, `metrics`, `analysis`) load on first attribute access so that
-`import tfdml` stays fast and does not pull in matplotlib or tensorflow-datasets.
+`import tfdml` does not pull in scikit-learn, matplotlib or tensorflow-datasets.
 """
 import importlib
 
 from tfdml import distances
 from tfdml.expansion import EmbeddingExpansion, expand
 from tfdml import losses
+from tfdml import models
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("models", "data", "training", "metrics", "analysis")
+_LAZY_SUBMODULES = ("data", "training", "metrics", "analysis")
 
 
 def export(model, path, tap="fc", **kwargs):
@@ -36,6 +38,7 @@ __all__ = [
     "expand",
     "distances",
     "losses",
+    "models",
     "export",
     *_LAZY_SUBMODULES,
 ]
