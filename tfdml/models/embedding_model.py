@@ -89,6 +89,13 @@ class EmbeddingModel(keras.Model):
             attach_loss_state(self, loss, self.embedding_dim)
         return super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
+    def get_compile_config(self):
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        """Restores the compile state of a saved model (through `compile` above)."""
+        return super().compile_from_config(config)
+
     def get_config(self):
         return {**self._config, "name": self.name}
 

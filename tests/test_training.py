@@ -1,0 +1,142 @@
+"""Configs, the training job, resuming, strategy equivalence and evaluate.py."""
+import csv
+import glob
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+import tfdml
+from tfdml.training import DEFAULT_CONFIG, load_config, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config(tmp_path, **training):
+    overrides = [f"output_dir={tmp_path / 'run'}", "dataset.image_size=16", "model.embedding_dim=8",
+                 "sampler.batch_size=20", "sampler.samples_per_class=4", "training.epochs=2",
+                 "training.steps_per_epoch=3", "training.eval_every=1", "training.tensorboard=false"]
+    overrides += [f"training.{k}={v}" for k, v in training.items()]
+    return load_config(None, overrides)
+
+
+def test_default_config_file_matches_embedded_default():
+    with open(os.path.join(ROOT, "configs", "default.yaml")) as handle:
+        assert yaml.safe_load(handle) == DEFAULT_CONFIG
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
+def test_shipped_configs_validate_and_build_their_loss(path):
+    config = load_config(path)
+    loss = tfdml.training.build_loss(config)
+    assert isinstance(loss, keras.losses.Loss)
+
+
+def test_ee_paper_config_numbers():
+    config = load_config(os.path.join(ROOT, "configs", "ee_cub200.yaml"))
+    assert config["model"]["backbone"] == "googlenet" and config["model"]["embedding_dim"] == 512
+    assert config["dataset"]["image_size"] == 227
+    assert (config["sampler"]["batch_size"], config["sampler"]["samples_per_class"]) == (128, 32)
+    assert config["loss"]["params"] == {"margin": 1e-5, "mining": "hard"}
+    assert config["optimizer"]["learning_rate"] == 1e-4 and config["optimizer"]["weight_decay"] == 5e-4
+    assert config["schedule"] == {"decay_epochs": [400, 800, 1200, 1600], "factor": 0.5}
+    assert config["training"]["epochs"] == 4000 and config["training"]["steps_per_epoch"] == 100 * 32 // 128
+    assert config["expansion"]["n_points"] == 2
+    assert load_config(os.path.join(ROOT, "configs", "ee_cub200_no_ee.yaml"))["expansion"] is None
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match="'training.epochz'"):
+        load_config(None, ["training.epochz=3"])
+    with pytest.raises(ValueError, match="'optimizer.learning_rate'"):
+        load_config(None, ["optimizer.learning_rate=fast"])
+    with pytest.raises(ValueError, match="'optimizer.name'"):
+        load_config(None, ["optimizer.name=lamb"])
+    with pytest.raises(ValueError, match="'sampler.batch_size'"):
+        load_config(None, ["sampler.batch_size=30", "sampler.samples_per_class=4"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  backbone: small_cnn\n  depth: 3\n")
+    with pytest.raises(ValueError, match="'model.depth'"):
+        load_config(str(bad))
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_overrides_are_parsed_as_yaml():
+    config = load_config(None, ["training.epochs=3", "schedule.decay_epochs=[1, 2]", "expansion=null",
+                                "loss.params={margin: 0.1, mining: semihard}"])
+    assert config["training"]["epochs"] == 3 and config["schedule"]["decay_epochs"] == [1, 2]
+    assert config["expansion"] is None and config["loss"]["params"]["mining"] == "semihard"
+
+
+def test_step_decay_schedule():
+    schedule = tfdml.training.step_decay(1.0, [2, 4], 0.5, steps_per_epoch=10)
+    assert [float(schedule(s)) for s in (0, 19, 21, 41)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_reduced_default_run_writes_run_directory(tmp_path):
+    config = _tiny_config(tmp_path)
+    results = run(config, verbose=0)
+    run_dir = config["output_dir"]
+    for name in ("config.yaml", "log.csv", "best.keras", "final.keras", "metrics.json", "saved_model"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    assert set(results) == {"pool", "fc"} and 0.0 <= results["fc"]["recall@1"] <= 1.0
+    with open(os.path.join(run_dir, "metrics.json")) as handle:
+        assert json.load(handle)["pool"]["recall@8"] == pytest.approx(results["pool"]["recall@8"])
+    with open(os.path.join(run_dir, "log.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and "val_pool_recall@1" in rows[0]
+
+    import evaluate
+
+    table = evaluate.main(["--model", os.path.join(run_dir, "final.keras"), "--dataset", "digits", "--taps",
+                           "all", "--report", str(tmp_path / "report")])
+    assert set(table) == {"pool", "fc"}
+    for tap in ("pool", "fc"):
+        assert table[tap]["recall@1"] == pytest.approx(results[tap]["recall@1"], abs=1e-6)
+    assert os.path.exists(tmp_path / "report" / "report.md")
+    served = evaluate.main(["--model", os.path.join(run_dir, "saved_model"), "--dataset", "digits",
+                            "--image-size", "16"])
+    assert served["output"]["recall@1"] == pytest.approx(results["fc"]["recall@1"], abs=1e-3)
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("simulated kill")
+
+
+def test_interrupted_run_resumes_from_backup(tmp_path):
+    config = _tiny_config(tmp_path, epochs=4)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(config, callbacks=[_Crash()], verbose=0)
+    run(config, verbose=0)
+    with open(os.path.join(config["output_dir"], "log.csv")) as handle:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
+    assert epochs == [0, 1, 2, 3]  # continued at epoch 2, not restarted
+
+
+def _one_step_weights(strategy, x, y, initial):
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5)])
+        model.set_weights(initial)
+        model.compile(optimizer=keras.optimizers.SGD(0.5),
+                      loss=tfdml.losses.TripletLoss(margin=0.5, expansion=tfdml.EmbeddingExpansion(2)))
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0, shuffle=False)
+    return model.get_weights()
+
+
+def test_mirrored_step_equals_single_device_step_with_global_batch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    initial = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5)]).get_weights()
+    single = _one_step_weights(tf.distribute.get_strategy(), x, y, initial)
+    mirrored = _one_step_weights(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), x, y, initial)
+    assert not np.allclose(single[0], initial[0])  # the step did something
+    for a, b in zip(single, mirrored):
+        np.testing.assert_allclose(a, b, atol=1e-5)
