@@ -94,7 +94,9 @@ class EmbeddingModel(keras.Model):
 
     def compile_from_config(self, config):
         """Restores the compile state of a saved model (through `compile` above)."""
-        return super().compile_from_config(config)
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
         return {**self._config, "name": self.name}
