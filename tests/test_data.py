@@ -142,3 +142,9 @@ def test_eval_pipeline_keeps_order_and_size():
     split = load_split("digits", "test", image_size=16)
     labels = np.concatenate([y.numpy() for _, y in tfdml.data.eval_pipeline(split, 100, 16)])
     np.testing.assert_array_equal(labels, split.labels)
+
+
+def test_train_pipeline_rejects_more_classes_than_the_split_has():
+    split = load_split("digits", "train")
+    with pytest.raises(ValueError, match="only 5 classes"):
+        tfdml.data.train_pipeline(split, batch_size=64, samples_per_class=8)

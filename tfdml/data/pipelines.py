@@ -2,7 +2,7 @@
 import tensorflow as tf
 
 from tfdml.data.augmentation import make_augmentation
-from tfdml.data.samplers import batch_indices
+from tfdml.data.samplers import batch_indices, check_sampler_arguments
 
 
 def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_class=32, augmentation="ee",
@@ -12,6 +12,7 @@ def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_cla
     Index batches come from `tfdml.data.samplers.batch_indices`; images are
     loaded and augmented per sample in parallel, then re-batched and prefetched.
     """
+    check_sampler_arguments(sampler, batch_size, samples_per_class, split.num_classes)
     labels = tf.constant(split.labels)
     indices = tf.data.Dataset.from_generator(
         lambda: batch_indices(split.labels, sampler, batch_size, samples_per_class, seed),
