@@ -177,7 +177,8 @@ def _grouped_dataset(x, labels, per_class=4, classes=4):
 def test_model_fit_lowers_the_loss(name):
     x, labels = _separable_problem()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16)])
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(16)(inputs))
     loss = _build(name, dim=16, seed=0) if name in RANDOM_LOSSES else _build(name, dim=16)
     tfdml.losses.attach_loss_state(model, loss, embedding_dim=16)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)

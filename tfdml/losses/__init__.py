@@ -6,6 +6,7 @@ Build one by class or by name: `tfdml.losses.get("triplet", margin=0.2)`;
 from tfdml.losses.base import MetricLoss
 from tfdml.losses.contrastive import ContrastiveLoss
 from tfdml.losses.lifted import LiftedStructureLoss
+from tfdml.losses.margin import MarginBeta, MarginLoss
 from tfdml.losses.multi_similarity import MultiSimilarityLoss
 from tfdml.losses.npair import NPairLoss
 from tfdml.losses.registry import get, get_class, names
@@ -19,6 +20,8 @@ __all__ = [
     "NPairLoss",
     "MultiSimilarityLoss",
     "ContrastiveLoss",
+    "MarginBeta",
+    "MarginLoss",
     "get",
     "get_class",
     "names",
