@@ -9,8 +9,10 @@
 config.yaml for the image size), a `.keras` file, or a SavedModel exported by
 `tfdml.export`. Prints Recall@K (1, 2, 4, 8; 1, 10, 100, 1000 for sop) and NMI;
 `--taps all` prints every tap side by side (Vo & Hays Table 3 style).
-`--output FILE` writes the metrics as JSON; `--report DIR` writes metrics.json
-and a report.md with all metrics of `tfdml.metrics.evaluate_embeddings`.
+`--output FILE` writes the metrics as JSON; `--report DIR` writes, per tap,
+metrics.json (every metric of `tfdml.metrics.evaluate_embeddings`), the analysis
+plots (spectrum, same-vs-different, distance heatmap, synthetic queries, joint
+train/test t-SNE) and a report.md embedding them (`tfdml.analysis.write_report`).
 """
 import argparse
 import json
@@ -79,32 +81,27 @@ def main(argv=None):
         raise ValueError("Taps need a run directory or .keras file of a tfdml EmbeddingModel.")
     else:
         embedders = {"output": serving or model}
-    metric_names = None if args.report else ("recall", "nmi")
     results = {}
+    train_data = None
+    if args.report:
+        train_split = tfdml.data.load_split(args.dataset, "train", args.data_dir, image_size=image_size)
+        train_data = tfdml.data.eval_pipeline(train_split, args.batch_size, image_size)
     for tap, embedder in embedders.items():
         embeddings, labels = tfdml.metrics.embed(embedder, data)
-        results[tap] = tfdml.metrics.evaluate_embeddings(embeddings, labels, ks=ks, metrics=metric_names)
+        if args.report:
+            train_embeddings, train_labels = tfdml.metrics.embed(embedder, train_data)
+            directory = os.path.join(args.report, tap) if len(embedders) > 1 else args.report
+            results[tap] = tfdml.analysis.write_report(
+                directory, embeddings, labels, train_embeddings, train_labels, ks=ks,
+                title=f"{args.model} on {args.dataset} (test split), tap {tap}")
+        else:
+            results[tap] = tfdml.metrics.evaluate_embeddings(embeddings, labels, ks=ks, metrics=("recall", "nmi"))
     print(f"{split}")
     print(format_table(results, ks))
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(results, handle, indent=2)
-    if args.report:
-        write_report(args.report, results, args)
     return results
-
-
-def write_report(report_dir, results, args):
-    """metrics.json plus a short report.md table of every metric per tap."""
-    os.makedirs(report_dir, exist_ok=True)
-    with open(os.path.join(report_dir, "metrics.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
-    keys = list(next(iter(results.values())))
-    lines = [f"# Evaluation of `{args.model}` on `{args.dataset}` (test split)", "",
-             "| tap | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {tap} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |" for tap, m in results.items()]
-    with open(os.path.join(report_dir, "report.md"), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -94,11 +94,16 @@ def test_reduced_default_run_writes_run_directory(tmp_path):
     import evaluate
 
     table = evaluate.main(["--model", os.path.join(run_dir, "final.keras"), "--dataset", "digits", "--taps",
-                           "all", "--report", str(tmp_path / "report")])
+                           "all"])
     assert set(table) == {"pool", "fc"}
     for tap in ("pool", "fc"):
         assert table[tap]["recall@1"] == pytest.approx(results[tap]["recall@1"], abs=1e-6)
-    assert os.path.exists(tmp_path / "report" / "report.md")
+    report = evaluate.main(["--model", os.path.join(run_dir, "final.keras"), "--dataset", "digits", "--tap", "fc",
+                            "--report", str(tmp_path / "report")])
+    assert report["fc"]["recall@1"] == pytest.approx(results["fc"]["recall@1"], abs=1e-6)
+    assert "map@r" in report["fc"] and "rho" in report["fc"]
+    for name in ("report.md", "metrics.json", "spectrum.png", "joint_tsne.png", "same_vs_different.png"):
+        assert os.path.getsize(tmp_path / "report" / name) > 0, name
     served = evaluate.main(["--model", os.path.join(run_dir, "saved_model"), "--dataset", "digits",
                             "--image-size", "16"])
     assert served["output"]["recall@1"] == pytest.approx(results["fc"]["recall@1"], abs=1e-3)

@@ -1,0 +1,140 @@
+"""Analysis tools: each runs on small data / a small model and writes a readable PNG."""
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfdml
+from tfdml import analysis
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path):
+    with open(path, "rb") as handle:
+        assert handle.read(8) == PNG_SIGNATURE
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image.std() > 0.01  # not a blank canvas
+
+
+def _clustered(classes=5, per_class=12, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), per_class)
+    x = rng.normal(size=(classes, dim))[labels] * 3 + rng.normal(size=(len(labels), dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A small EmbeddingModel trained briefly on digits, with its data."""
+    keras.utils.set_random_seed(0)
+    train = tfdml.data.load_split("digits", "train", image_size=16)
+    test = tfdml.data.load_split("digits", "test", image_size=16)
+    model = tfdml.models.EmbeddingModel("small_cnn", 16, input_shape=(16, 16, 3))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=tfdml.losses.TripletLoss())
+    data = tfdml.data.train_pipeline(train, batch_size=20, samples_per_class=4, augmentation="none", image_size=16)
+    model.fit(data, steps_per_epoch=5, epochs=1, verbose=0)
+    test_images = np.concatenate([x.numpy() for x, _ in tfdml.data.eval_pipeline(test, 200, 16, "none")])[:150]
+    return model, test_images, test.labels[:150], data
+
+
+def test_distance_heatmap(tmp_path):
+    x, y = _clustered()
+    d = analysis.distance_heatmap(x, y, str(tmp_path / "h.png"))
+    assert d.shape == (5, 5) and d.min() >= 0 and d.max() == pytest.approx(1.0)
+    assert np.mean(np.diag(d)) < np.mean(d[~np.eye(5, dtype=bool)])  # same class closer
+    _assert_png(tmp_path / "h.png")
+
+
+def test_synthetic_query_recall_and_test_queries(tmp_path):
+    x, y = _clustered()
+    assert 0.9 <= analysis.synthetic_query_recall(x, y, n_points=2) <= 1.0
+    positions, recalls = analysis.synthetic_test_queries(x, y, n_points=3, path=str(tmp_path / "q.png"))
+    assert list(positions) == [1, 2, 3] and np.all((recalls >= 0) & (recalls <= 1))
+    _assert_png(tmp_path / "q.png")
+
+
+def test_hard_negative_ratio_counts_every_anchor():
+    x, y = _clustered(classes=3, per_class=4)
+    stats = analysis.hard_negative_ratio([(x, y)], tfdml.EmbeddingExpansion(2))
+    assert stats["synthetic"] + stats["original"] == 12 and 0 <= stats["ratio"] <= 1
+
+
+def test_occlusion_robustness_starts_at_plain_recall(fitted, tmp_path):
+    model, images, labels, _ = fitted
+    plain = tfdml.metrics.recall_at_k(model.predict(images, verbose=0), labels, ks=(1,))["recall@1"]
+    for kind in ("center", "boundary"):
+        sizes, recalls = analysis.occlusion_robustness(model, images, labels, kind, steps=3,
+                                                       path=str(tmp_path / f"{kind}.png"))
+        assert sizes[0] == 0 and sizes[-1] == 16
+        assert recalls[0] == pytest.approx(plain, abs=1e-6)
+        _assert_png(tmp_path / f"{kind}.png")
+
+
+def test_joint_tsne(tmp_path):
+    x, y = _clustered(seed=1)
+    xt, yt = _clustered(seed=2)
+    a, b = analysis.joint_tsne(x, y, xt, yt, str(tmp_path / "t.png"), perplexity=10)
+    assert a.shape == (60, 2) and b.shape == (60, 2)
+    _assert_png(tmp_path / "t.png")
+
+
+def test_yoked_tsne_yoke_controls_alignment(tmp_path):
+    x, y = _clustered(classes=4, per_class=15, seed=3)
+    noisy = x + 0.2 * np.random.default_rng(0).normal(size=x.shape)
+    free_a, free_b = analysis.yoked_tsne(x, noisy, yoke=0.0, perplexity=10, iterations=250)
+    tied_a, tied_b = analysis.yoked_tsne(x, noisy, yoke=100.0, perplexity=10, iterations=250, labels=y,
+                                         path=str(tmp_path / "y.png"))
+    free_gap = np.abs(free_a - free_b).mean() / free_a.std()
+    tied_gap = np.abs(tied_a - tied_b).mean() / tied_a.std()
+    assert tied_gap < 0.01 < 0.2 < free_gap
+    _assert_png(tmp_path / "y.png")
+    with pytest.raises(ValueError, match="same number of points"):
+        analysis.yoked_tsne(x, x[:10])
+
+
+def test_same_vs_different_matches_loops(tmp_path):
+    x, y = _clustered(seed=4)
+    result = analysis.same_vs_different({"train": (x, y), "test": (x[::-1], y[::-1])}, str(tmp_path / "s.png"))
+    sims = x @ x.T
+    for i in range(0, 60, 7):
+        same = max(sims[i, j] for j in range(60) if j != i and y[j] == y[i])
+        diff = max(sims[i, j] for j in range(60) if y[j] != y[i])
+        assert result["train"]["same"][i] == pytest.approx(same, abs=1e-5)
+        assert result["train"]["different"][i] == pytest.approx(diff, abs=1e-5)
+    assert 0 <= result["test"]["correct_fraction"] <= 1
+    _assert_png(tmp_path / "s.png")
+
+
+def test_spectrum(tmp_path):
+    x, _ = _clustered()
+    values = analysis.singular_value_spectrum(x, str(tmp_path / "sp.png"))
+    assert values.shape == (8,) and values.sum() == pytest.approx(1.0) and np.all(np.diff(values) <= 1e-12)
+    _assert_png(tmp_path / "sp.png")
+
+
+def test_tap_and_expansion_callbacks_log_into_history(fitted, tmp_path):
+    model, images, labels, data = fitted
+    test = tf.data.Dataset.from_tensor_slices((images, labels)).batch(64)
+    taps = analysis.TapRecallHistory({"train": data.take(2), "test": test})
+    monitor = analysis.ExpansionMonitor(data.take(2), tfdml.EmbeddingExpansion(2))
+    history = model.fit(data, steps_per_epoch=2, epochs=2, verbose=0, callbacks=[taps, monitor])
+    for key in ("tap_pool_test_recall@1", "tap_fc_train_recall@1", "ee_synthetic_recall@1",
+                "ee_synthetic_negative_ratio"):
+        assert len(history.history[key]) == 2, key
+    analysis.plot_tap_recalls(taps.history, str(tmp_path / "taps.png"))
+    _assert_png(tmp_path / "taps.png")
+
+
+def test_write_report(tmp_path):
+    x, y = _clustered(seed=5)
+    xt, yt = _clustered(seed=6)
+    metrics = analysis.write_report(str(tmp_path), x, y, xt, yt)
+    assert {"recall@1", "map@r", "rho", "pi_ratio"} <= set(metrics)
+    text = (tmp_path / "report.md").read_text()
+    for name in ("spectrum.png", "same_vs_different.png", "distance_heatmap.png", "synthetic_queries.png",
+                 "joint_tsne.png"):
+        assert f"]({name})" in text
+        _assert_png(tmp_path / name)

@@ -1,0 +1,177 @@
+"""Embedding Expansion analyses (Ko & Gu, CVPR 2020, Figs. 3, 6, 7, 8 and 9)."""
+import keras
+import numpy as np
+
+from tfdml.analysis.plotting import figure, line_plot, save
+from tfdml.expansion import EmbeddingExpansion
+from tfdml.metrics import embed, recall_at_k
+
+
+def synthetic_query_recall(embeddings, labels, n_points=2, normalize=True, pairs="consecutive", k=1):
+    """Recall@k of EE's synthetic points used as queries against the original points (Fig. 3).
+
+    High values mean synthetic points carry their class's information.
+    """
+    ee = EmbeddingExpansion(n_points, normalize, pairs)
+    points, point_labels, synthetic = (np.asarray(v) for v in ee.expand(embeddings, np.asarray(labels)))
+    if not synthetic.any():
+        return float("nan")
+    result = recall_at_k(points[synthetic], point_labels[synthetic], ks=(k,),
+                         reference_embeddings=points[~synthetic], reference_labels=point_labels[~synthetic])
+    return result[f"recall@{k}"]
+
+
+def hard_negative_ratio(embeddings_batches, expansion, distance="euclidean", pooling="anchor"):
+    """Fraction of batch-hard negatives that involve a synthetic point (Fig. 6).
+
+    Args:
+        embeddings_batches: iterable of `(embeddings, labels)` training batches.
+        expansion: the `EmbeddingExpansion` used in training.
+
+    Returns:
+        dict with `synthetic`, `original` counts and `ratio` = synthetic / total.
+    """
+    synthetic = original = 0
+    for embeddings, labels in embeddings_batches:
+        counts = expansion.hard_negative_sources(embeddings, labels, distance, pooling)
+        synthetic += int(counts["synthetic"])
+        original += int(counts["original"])
+    total = synthetic + original
+    return {"synthetic": synthetic, "original": original, "ratio": synthetic / total if total else float("nan")}
+
+
+class ExpansionMonitor(keras.callbacks.Callback):
+    """Logs EE statistics each epoch on a few training batches (Figs. 3 and 6).
+
+    Writes `ee_synthetic_recall@1` (synthetic points as queries) and
+    `ee_synthetic_negative_ratio` (share of hard negatives that are synthetic)
+    into the epoch logs / `history.history`.
+
+    Args:
+        batches: a few `(images, labels)` training batches (a finite iterable).
+        expansion: the `EmbeddingExpansion` used by the loss.
+    """
+
+    def __init__(self, batches, expansion):
+        super().__init__()
+        self.batches = list(batches)
+        self.expansion = expansion
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        embedded = [(np.asarray(self.model(x, training=False)), np.asarray(y)) for x, y in self.batches]
+        x = np.concatenate([e for e, _ in embedded])
+        y = np.concatenate([l for _, l in embedded])
+        logs["ee_synthetic_recall@1"] = synthetic_query_recall(x, y, self.expansion.n_points,
+                                                               self.expansion.normalize, self.expansion.pairs)
+        logs["ee_synthetic_negative_ratio"] = hard_negative_ratio(embedded, self.expansion)["ratio"]
+
+
+def distance_heatmap(embeddings, labels, path=None, max_classes=30):
+    """Euclidean distances between the first and second sample of each class (Fig. 7).
+
+    Rows: first sample of each class; columns: second sample; normalised to
+    [0, 1] by the largest distance. A dark diagonal means same-class pairs are
+    closer than different-class pairs.
+
+    Returns:
+        (C, C) matrix in [0, 1] for the first `max_classes` classes having ≥ 2 samples.
+    """
+    embeddings, labels = np.asarray(embeddings, np.float64), np.asarray(labels)
+    firsts, seconds = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) >= 2:
+            firsts.append(embeddings[idx[0]])
+            seconds.append(embeddings[idx[1]])
+        if len(firsts) == max_classes:
+            break
+    a, b = np.array(firsts), np.array(seconds)
+    d = np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0.0))
+    d = d / d.max() if d.max() > 0 else d
+    fig, (ax,) = figure(width=5.5)
+    im = ax.imshow(d, cmap="viridis", vmin=0, vmax=1)
+    ax.set_title("Distances: 1st vs 2nd sample per class")
+    ax.set_xlabel("class (second sample)")
+    ax.set_ylabel("class (first sample)")
+    fig.colorbar(im, ax=ax, label="normalised Euclidean distance")
+    save(fig, path)
+    return d
+
+
+def _occlude(images, size, kind):
+    images = np.array(images, dtype=np.float32, copy=True)
+    h, w = images.shape[1:3]
+    s = int(size)
+    if s <= 0:
+        return images
+    if kind == "center":
+        top, left = (h - s) // 2, (w - s) // 2
+        images[:, max(top, 0):max(top, 0) + s, max(left, 0):max(left, 0) + s] = 0.0
+    else:
+        frame = min(s // 2, h // 2)
+        mask = np.ones((h, w), bool)
+        mask[frame:h - frame, frame:w - frame] = False
+        images[:, mask] = 0.0
+    return images
+
+
+def occlusion_robustness(embedder, images, labels, kind="center", steps=6, path=None, batch_size=256):
+    """Recall@1 as a centre hole or boundary frame grows from 0 to the image size (Fig. 8).
+
+    Args:
+        embedder: model from raw images to embeddings.
+        images: (N, H, W, 3) raw images; labels: (N,).
+        kind: "center" (a black square of side s in the middle) or "boundary"
+            (a black frame leaving the (H − s) × (W − s) centre visible).
+        steps: number of sizes from 0 to H.
+
+    Returns:
+        (sizes, recalls) arrays.
+    """
+    if kind not in ("center", "boundary"):
+        raise ValueError(f"kind must be 'center' or 'boundary', got {kind!r}.")
+    images, labels = np.asarray(images), np.asarray(labels)
+    sizes = np.linspace(0, images.shape[1], steps).round().astype(int)
+    recalls = []
+    for size in sizes:
+        occluded = _occlude(images, size, kind)
+        data = [(occluded[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size)]
+        embeddings, y = embed(embedder, data)
+        recalls.append(recall_at_k(embeddings, y, ks=(1,))["recall@1"])
+    recalls = np.array(recalls)
+    line_plot(sizes, {f"{kind} occlusion": recalls}, path, f"Robustness to {kind} occlusion",
+              "occlusion size (pixels)", "Recall@1", (0, 1.05))
+    return sizes, recalls
+
+
+def synthetic_test_queries(embeddings, labels, n_points=2, normalize=True, pairs_per_class=5, seed=0, path=None):
+    """Recall@1 of synthetic queries made from random same-class test pairs (Fig. 9).
+
+    For each class, `pairs_per_class` random pairs of test points are combined by
+    EE into n points each; every synthetic point queries the original test set.
+
+    Returns:
+        (positions k = 1..n, Recall@1 per position).
+    """
+    rng = np.random.default_rng(seed)
+    embeddings, labels = np.asarray(embeddings, np.float32), np.asarray(labels)
+    queries = {k: [] for k in range(1, n_points + 1)}
+    query_labels = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 2:
+            continue
+        for _ in range(pairs_per_class):
+            i, j = rng.choice(idx, size=2, replace=False)
+            for k in range(1, n_points + 1):
+                point = (k * embeddings[i] + (n_points + 1 - k) * embeddings[j]) / (n_points + 1)
+                queries[k].append(point / max(np.linalg.norm(point), 1e-12) if normalize else point)
+            query_labels.append(c)
+    positions = np.arange(1, n_points + 1)
+    recalls = np.array([recall_at_k(np.array(queries[k]), np.array(query_labels), ks=(1,),
+                                    reference_embeddings=embeddings, reference_labels=labels)["recall@1"]
+                        for k in positions])
+    line_plot(positions, {"synthetic queries": recalls}, path, "Synthetic test queries (EE)",
+              "interpolation position k", "Recall@1", (0, 1.05))
+    return positions, recalls
