@@ -1,6 +1,7 @@
 """Configs, the training job, resuming, strategy equivalence and evaluate.py."""
 import csv
 import glob
+import inspect
 import json
 import os
 
@@ -32,8 +33,21 @@ def test_default_config_file_matches_embedded_default():
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
 def test_shipped_configs_validate_and_build_their_loss(path):
     config = load_config(path)
-    loss = tfdml.training.build_loss(config)
+    loss = tfdml.training.build_loss(config, num_classes=100)
     assert isinstance(loss, keras.losses.Loss)
+
+
+@pytest.mark.parametrize("name", tfdml.losses.names())
+def test_every_registered_loss_builds_from_a_config(name):
+    config = load_config(None, [f"loss.name={name}"])  # another loss: its own defaults, not triplet's
+    if "expansion" not in inspect.signature(tfdml.losses.get_class(name).__init__).parameters:
+        with pytest.raises(ValueError, match="'expansion'.*expansion=null"):
+            tfdml.training.build_loss(config, num_classes=7)
+        config = load_config(None, [f"loss.name={name}", "expansion=null"])
+    loss = tfdml.training.build_loss(config, num_classes=7)
+    assert type(loss) is tfdml.losses.get_class(name)
+    if "num_classes" in loss.get_config():
+        assert loss.get_config()["num_classes"] == 7
 
 
 def test_ee_paper_config_numbers():

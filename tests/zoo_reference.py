@@ -142,3 +142,59 @@ def snr(x, labels, triplets=None, margin=0.2, reg=0.005, n=0, pairs="consecutive
             terms.append(value)
     regulariser = reg * np.mean([abs(np.sum(v)) for v in xh])
     return (float(np.mean(terms)) if terms else 0.0) + regulariser
+
+
+# ------------------------------------------------------------- proxy losses
+def _cross_entropy(logits, target):
+    top = max(logits)
+    return top + math.log(sum(math.exp(v - top) for v in logits)) - logits[target]
+
+
+def proxy_nca(x, labels, proxies, scale=3.0):
+    """Movshovitz-Attias et al.: −log(exp(−d_y) / Σ_{c≠y} exp(−d_c)), d on s·x̂, s·p̂."""
+    xs, ps = scale * ref.normalize(x), scale * ref.normalize(proxies)
+    terms = []
+    for v, y in zip(xs, labels):
+        d = [float(np.sum((v - p) ** 2)) for p in ps]
+        others = [-d[c] for c in range(len(ps)) if c != y]
+        terms.append(d[y] + (_log_sum_exp(others) if others else 0.0))
+    return float(np.mean(terms))
+
+
+def normalized_softmax(x, labels, weights, temperature=0.05):
+    xs, ws = ref.normalize(x), ref.normalize(weights)
+    return float(np.mean([_cross_entropy([float(v @ w) / temperature for w in ws], y) for v, y in zip(xs, labels)]))
+
+
+def arcface(x, labels, weights, margin=0.5, scale=16.0):
+    """Deng et al.: target logit s·cos(θ_y + m) with θ_y = arccos(x̂ᵀŵ_y)."""
+    xs, ws = ref.normalize(x), ref.normalize(weights)
+    terms = []
+    for v, y in zip(xs, labels):
+        logits = [scale * float(v @ w) for w in ws]
+        logits[y] = scale * math.cos(math.acos(min(max(float(v @ ws[y]), -1.0), 1.0)) + margin)
+        terms.append(_cross_entropy(logits, y))
+    return float(np.mean(terms))
+
+
+def soft_triple(x, labels, centres, num_classes, k, la=8.0, gamma=0.1, margin=0.01, tau=0.2):
+    """Qian et al. eqs. 8–12 with the centre regulariser (official code's ε = 1e-5);
+    centre rows are grouped by class: row c·K + j is centre j of class c."""
+    xs, ws = ref.normalize(x), ref.normalize(centres)
+    terms = []
+    for v, y in zip(xs, labels):
+        relaxed = []
+        for c in range(num_classes):
+            s = [float(v @ ws[c * k + j]) for j in range(k)]
+            e = [math.exp(value / gamma) for value in s]
+            relaxed.append(sum(ej / sum(e) * sj for ej, sj in zip(e, s)))
+        logits = [la * (relaxed[c] - (margin if c == y else 0.0)) for c in range(num_classes)]
+        terms.append(_cross_entropy(logits, y))
+    reg = 0.0
+    if k > 1:
+        for c in range(num_classes):
+            for a in range(k):
+                for b in range(a + 1, k):
+                    reg += math.sqrt(2 + 1e-5 - 2 * float(ws[c * k + a] @ ws[c * k + b]))
+        reg /= num_classes * k * (k - 1)
+    return float(np.mean(terms)) + tau * reg

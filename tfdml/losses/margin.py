@@ -1,6 +1,4 @@
 """Margin loss with a learnable boundary β (Wu et al. 2017, "Sampling matters")."""
-import keras
-import numpy as np
 import tensorflow as tf
 
 from tfdml.losses import mining as mining_lib
@@ -13,24 +11,7 @@ from tfdml.losses.base import (
     serialize_expansion,
 )
 from tfdml.losses.registry import register
-
-
-@keras.saving.register_keras_serializable(package="tfdml")
-class MarginBeta(keras.layers.Layer):
-    """Holds the margin loss's boundary β: one scalar or one value per class."""
-
-    def __init__(self, size=1, initial=1.2, **kwargs):
-        super().__init__(**kwargs)
-        self.size = int(size)
-        self.initial = float(initial)
-        self.beta = self.add_weight(shape=(self.size,), initializer="ones", name="beta", trainable=True)
-        self.beta.assign(np.full((self.size,), self.initial))  # exact in float64 too
-
-    def call(self, inputs):  # never used as a model layer; present for Keras' Layer contract
-        return inputs
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size, "initial": self.initial}
+from tfdml.losses.variables import LossVariable
 
 
 @register("margin")
@@ -45,12 +26,13 @@ class MarginLoss(MetricLoss):
     loss = Σ ℓ_apn / #(non-zero hinge terms) (Σ ℓ when there is none)
            + ν · Σ_{triplets} β_{y_a}.
 
-    β is trainable (`learn_beta=True`): a `MarginBeta` layer exposed as
-    `state_layer`. Attach it to the model so `model.fit` trains it and saves it:
+    β is trainable (`learn_beta=True`): a `LossVariable` layer exposed as
+    `state_layer` (`loss.state_layer.numpy()` reads β). Attach it to the model so `model.fit` trains it and saves it:
     `tfdml.models.EmbeddingModel.compile` does that automatically; for other
     Keras models call `tfdml.losses.attach_loss_state(model, loss)` before
-    `compile`. β then uses the model's optimizer and learning rate (Roth et al.
-    give β its own rate, 5e-4; a per-variable rate is not implemented yet).
+    `compile`. β uses the model's optimizer with its learning rate multiplied by
+    `beta_lr_multiplier` (Roth et al. train β with 5e-4 while the network uses
+    1e-5: multiplier 50 with Adam; see `LossVariable`).
 
     Triplets come from any `TripletLoss` miner (default distance-weighted
     sampling); ρ-regularisation and Embedding Expansion (negative distances
@@ -62,6 +44,7 @@ class MarginLoss(MetricLoss):
             [0, num_classes)).
         num_classes: number of classes for per-class β.
         nu: weight ν of the β regulariser.
+        beta_lr_multiplier: learning-rate multiplier of β.
         mining: a `tfdml.losses.mining` miner name (not "all").
         rho: ρ-regularisation probability.
         expansion: `tfdml.EmbeddingExpansion` or None.
@@ -71,7 +54,7 @@ class MarginLoss(MetricLoss):
     default_pooling = "anchor"
 
     def __init__(self, margin=0.2, beta=1.2, learn_beta=True, per_class_beta=False, num_classes=None, nu=0.0,
-                 mining="distance", rho=0.0, expansion=None, seed=None, name="margin_loss", **kwargs):
+                 beta_lr_multiplier=1.0, mining="distance", rho=0.0, expansion=None, seed=None, name="margin_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.margin = check_number(margin, "margin")
         self.beta = check_number(beta, "beta")
@@ -87,8 +70,10 @@ class MarginLoss(MetricLoss):
         self.seed = seed
         self._seed_generator = make_seed_generator(seed)
         size = num_classes if self.per_class_beta else 1
-        self.state_layer = (MarginBeta(size, self.beta, name="margin_beta", dtype=self.compute_dtype.name)
-                            if self.learn_beta else None)
+        self.beta_lr_multiplier = check_number(beta_lr_multiplier, "beta_lr_multiplier", 0.0,
+                                               allow_equal_min=False)
+        self.state_layer = (LossVariable((size,), self.beta, self.beta_lr_multiplier, name="margin_beta",
+                                         dtype=self.compute_dtype.name) if self.learn_beta else None)
 
     def build_state(self, embedding_dim=None):
         """β does not depend on the embedding size; it exists from construction."""
@@ -97,7 +82,7 @@ class MarginLoss(MetricLoss):
     def _betas(self, anchor_labels):
         if self.state_layer is None:
             return tf.fill(tf.shape(anchor_labels), tf.constant(self.beta, self.compute_dtype))
-        values = tf.cast(self.state_layer.beta, self.compute_dtype)
+        values = tf.cast(self.state_layer.value, self.compute_dtype)
         if not self.per_class_beta:
             return tf.fill(tf.shape(anchor_labels), values[0])
         if tf.executing_eagerly():
@@ -133,6 +118,7 @@ class MarginLoss(MetricLoss):
         config = super().get_config()
         config.update(margin=self.margin, beta=self.beta, learn_beta=self.learn_beta,
                       per_class_beta=self.per_class_beta, num_classes=self.num_classes, nu=self.nu,
+                      beta_lr_multiplier=self.beta_lr_multiplier,
                       mining=self.mining, rho=self.rho, expansion=serialize_expansion(self.expansion),
                       seed=self.seed)
         return config

@@ -4,6 +4,8 @@ A config is a nested dict. Every key must exist in `DEFAULT_CONFIG` (except
 inside `loss.params`, which goes to the loss constructor, and `expansion`,
 which may be null); values must have the default's type (ints are accepted for
 floats, null for keys whose default is null). Errors name the full dotted key.
+Setting `loss.name` to another loss without `loss.params` starts from that
+loss's own defaults (the previous loss's parameters would not fit it).
 """
 import copy
 import os
@@ -70,6 +72,8 @@ def _type_ok(value, default):
 
 
 def _merge(base, update, prefix=""):
+    if prefix == "loss." and "params" not in update and update.get("name", base["name"]) != base["name"]:
+        base["params"] = {}
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in base:

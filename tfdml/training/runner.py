@@ -9,6 +9,7 @@ where it stopped), `best.keras` (best validation Recall@1 of the first tap),
 (serving export of `training.export_tap`).
 """
 import importlib.util
+import inspect
 import json
 import os
 import warnings
@@ -22,11 +23,25 @@ from tfdml.training.optimizers import make_optimizer
 from tfdml.training.strategy import make_strategy
 
 
-def build_loss(config):
-    """The configured loss, with Embedding Expansion when `expansion` is set."""
+def build_loss(config, num_classes=None):
+    """The configured loss, with Embedding Expansion when `expansion` is set.
+
+    Args:
+        config: validated config.
+        num_classes: number of training classes; passed as `num_classes` to
+            losses that take it (proxy losses, per-class margin β) unless
+            `loss.params` sets it.
+    """
     params = dict(config["loss"]["params"])
+    cls = tfdml.losses.get_class(config["loss"]["name"])
+    accepted = inspect.signature(cls.__init__).parameters
     if config["expansion"] is not None and config["expansion"]["n_points"] > 0:
+        if "expansion" not in accepted:
+            raise ValueError(f"Config key 'expansion' is set, but loss {config['loss']['name']!r} does not support "
+                             "Embedding Expansion; set 'expansion: null' (--set expansion=null).")
         params["expansion"] = tfdml.EmbeddingExpansion(**config["expansion"])
+    if num_classes is not None and "num_classes" in accepted:
+        params.setdefault("num_classes", int(num_classes))
     return tfdml.losses.get(config["loss"]["name"], **params)
 
 
@@ -115,7 +130,7 @@ def run(config, callbacks=(), verbose=2):
         print(f"train: {train_split}  test: {test_split}")
         with strategy.scope():
             model = build_model(config)
-            loss = build_loss(config)
+            loss = build_loss(config, train_split.num_classes)
             model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"]), loss=loss,
                           jit_compile=training["jit_compile"])
         model.fit(train_data, epochs=training["epochs"], steps_per_epoch=training["steps_per_epoch"],

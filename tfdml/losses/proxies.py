@@ -1,0 +1,99 @@
+"""Base class of losses with trainable class proxies (ProxyNCA, SoftTriple, ArcFace,
+normalised softmax)."""
+import warnings
+
+import tensorflow as tf
+
+from tfdml import distances
+from tfdml.losses.base import MetricLoss, check_number
+from tfdml.losses.variables import LossVariable
+
+
+def check_class_labels(labels, num_classes):
+    """Checks that integer labels lie in [0, num_classes).
+
+    Eagerly this raises a ValueError naming `labels`; in graphs it adds a
+    `tf.debugging` assertion (a no-op under XLA, where labels are clipped).
+
+    Returns:
+        The labels, clipped to the valid range.
+    """
+    if tf.executing_eagerly():
+        low, high = int(tf.reduce_min(labels)), int(tf.reduce_max(labels))
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"labels must be class ids in [0, num_classes={num_classes}), got values in "
+                             f"[{low}, {high}].")
+    else:
+        tf.debugging.assert_less(labels, tf.cast(num_classes, labels.dtype), message=f"labels must be < num_classes={num_classes}")
+        tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
+    return tf.clip_by_value(labels, tf.cast(0, labels.dtype), tf.cast(num_classes - 1, labels.dtype))
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean over the batch of −log softmax(logits)[label] (float64-exact)."""
+    target = tf.gather(logits, labels, axis=1, batch_dims=1)
+    return tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - target)
+
+
+class ProxyLoss(MetricLoss):
+    """Base of proxy losses: `num_classes · proxies_per_class` trainable proxies.
+
+    The proxies are a `LossVariable` exposed as `state_layer`, shape
+    (num_classes · proxies_per_class, D), rows grouped by class (class c owns
+    rows c·K … c·K + K − 1). They are created with the embedding size D by
+    `build_state(D)` — called by `tfdml.losses.attach_loss_state(model, loss)`
+    and by `tfdml.models.EmbeddingModel.compile`, which make the model track
+    them so `model.fit` trains them and checkpoints / `.keras` files save them —
+    or, failing that, on the first call (with a warning: a model that does not
+    track them will not train them). Serving models built by
+    `EmbeddingModel.embedder` / `tfdml.export` never contain them. Initial
+    proxies are N(0, 1/D); `lr_multiplier` scales their learning rate (Roth et
+    al. train proxies with their own rate; see `LossVariable`).
+
+    Labels must be class ids in [0, num_classes).
+
+    Args:
+        num_classes: number of training classes.
+        lr_multiplier: learning-rate multiplier of the proxies.
+        seed: seed of the proxy initialisation.
+    """
+
+    proxies_per_class = 1
+
+    def __init__(self, num_classes, lr_multiplier=1.0, seed=None, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+        self.num_classes = num_classes
+        self.lr_multiplier = check_number(lr_multiplier, "lr_multiplier", 0.0, allow_equal_min=False)
+        self.seed = seed
+        self.state_layer = LossVariable((num_classes * self.proxies_per_class, None), "normal", self.lr_multiplier,
+                                        seed, name=f"{name}_proxies", dtype=self.compute_dtype.name)
+
+    def build_state(self, embedding_dim):
+        """Creates the proxies for `embedding_dim`-d embeddings (idempotent)."""
+        return self.state_layer.build_for(embedding_dim)
+
+    def unit_proxies(self, embeddings):
+        """The L2-normalised proxies in the compute dtype, built on first use."""
+        if not self.state_layer.built_for_embeddings:
+            warnings.warn(
+                f"{type(self).__name__} creates its proxies on first call. A model trains and saves them only "
+                "if it tracks them: use tfdml.models.EmbeddingModel, or call "
+                "tfdml.losses.attach_loss_state(model, loss) before compile.", stacklevel=3)
+        if embeddings.shape[-1] is not None:
+            self.build_state(embeddings.shape[-1])  # creates, or checks the embedding size
+        return distances.l2_normalize(tf.cast(self.state_layer.value, embeddings.dtype))
+
+    def compute(self, labels, embeddings):
+        labels = check_class_labels(labels, self.num_classes)
+        return self.proxy_loss(labels, distances.l2_normalize(embeddings), self.unit_proxies(embeddings))
+
+    def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """The loss from labels, L2-normalised embeddings (B, D) and proxies (P, D)."""
+        raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, lr_multiplier=self.lr_multiplier, seed=self.seed)
+        return config
