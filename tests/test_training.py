@@ -50,6 +50,19 @@ def test_every_registered_loss_builds_from_a_config(name):
         assert loss.get_config()["num_classes"] == 7
 
 
+def test_roth_config_numbers():
+    config = load_config(os.path.join(ROOT, "configs", "roth_margin_cub200.yaml"))
+    assert config["model"]["backbone"] == "resnet50" and config["model"]["embedding_dim"] == 128
+    assert config["model"]["freeze_batchnorm"] and config["optimizer"]["learning_rate"] == 1e-5
+    assert config["optimizer"]["weight_decay"] == 4e-4 and config["sampler"]["samples_per_class"] == 2
+    loss = tfdml.training.build_loss(config, num_classes=100)
+    assert loss.mining == "distance" and loss.rho == 0.0
+    # β's own rate 5e-4 = 50 × 1e-5 through the learning-rate multiplier.
+    assert loss.state_layer.lr_multiplier * config["optimizer"]["learning_rate"] == pytest.approx(5e-4)
+    rho = tfdml.training.build_loss(load_config(os.path.join(ROOT, "configs", "roth_margin_rho_cub200.yaml")))
+    assert rho.rho == 0.4
+
+
 def test_ee_paper_config_numbers():
     config = load_config(os.path.join(ROOT, "configs", "ee_cub200.yaml"))
     assert config["model"]["backbone"] == "googlenet" and config["model"]["embedding_dim"] == 512
@@ -159,3 +172,4 @@ def test_mirrored_step_equals_single_device_step_with_global_batch():
     assert not np.allclose(single[0], initial[0])  # the step did something
     for a, b in zip(single, mirrored):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
