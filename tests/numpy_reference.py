@@ -53,6 +53,14 @@ def synthetic_points(x, labels, n, normalized, pairs="consecutive"):
     return out
 
 
+def pool_points(pts, labels, i, pooling):
+    """Points standing in for original i: all points of its class ("class") or G(i) —
+    i and the synthetic points on its segments ("anchor"). `pts`: (point, label, owners)."""
+    if pooling == "class":
+        return [p for p, l, _ in pts if l == labels[i]]
+    return [p for p, _, owners in pts if i in owners]
+
+
 def negative_matrix(x, labels, metric, n=0, normalized=True, pairs="consecutive", pooling="class"):
     """B×B matrix whose negative entries are EE-pooled (min distance / max similarity)."""
     b = len(labels)
@@ -66,13 +74,8 @@ def negative_matrix(x, labels, metric, n=0, normalized=True, pairs="consecutive"
             if n == 0 or labels[i] == labels[k]:
                 out[i, k] = dist(x[i], x[k], metric)
                 continue
-            if pooling == "class":
-                pi = [p for p, l, _ in pts if l == labels[i]]
-                pk = [p for p, l, _ in pts if l == labels[k]]
-            else:
-                pi = [p for p, _, owners in pts if i in owners]
-                pk = [p for p, _, owners in pts if k in owners]
-            out[i, k] = better(dist(p, q, metric) for p in pi for q in pk)
+            out[i, k] = better(dist(p, q, metric) for p in pool_points(pts, labels, i, pooling)
+                               for q in pool_points(pts, labels, k, pooling))
     return out
 
 

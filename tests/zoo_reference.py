@@ -120,13 +120,8 @@ def snr(x, labels, triplets=None, margin=0.2, reg=0.005, n=0, pairs="consecutive
     def pooled(a, q):
         if n == 0:
             return snr_distance(xh[a], xh[q])
-        if pooling == "class":
-            side_a = [p for p, lab, _ in pts if lab == labels[a]]
-            side_q = [p for p, lab, _ in pts if lab == labels[q]]
-        else:
-            side_a = [p for p, _, owners in pts if a in owners]
-            side_q = [p for p, _, owners in pts if q in owners]
-        return min(snr_distance(u, v) for u in side_a for v in side_q)
+        return min(snr_distance(u, v) for u in ref.pool_points(pts, labels, a, pooling)
+                   for v in ref.pool_points(pts, labels, q, pooling))
 
     if triplets is None:
         triplets = [(a, p, q, True, False) for a in range(b) for p in range(b) for q in range(b)

@@ -15,6 +15,7 @@ import os
 import warnings
 
 import keras
+import tensorflow as tf
 
 import tfdml
 from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings
@@ -43,6 +44,20 @@ def build_loss(config, num_classes=None):
     if num_classes is not None and "num_classes" in accepted:
         params.setdefault("num_classes", int(num_classes))
     return tfdml.losses.get(config["loss"]["name"], **params)
+
+
+def fit_model(model, strategy, data, **kwargs):
+    """`model.fit(data, **kwargs)`, with a clear error for an upstream limitation: Keras 3's
+    `fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585)."""
+    try:
+        return model.fit(data, **kwargs)
+    except ValueError as error:
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise RuntimeError(
+                "model.fit failed under MultiWorkerMirroredStrategy (training.strategy / TF_CONFIG): Keras 3's "
+                "fit does not support it yet (keras-team/keras#20585). Train on one machine with "
+                "training.strategy=mirrored over its GPUs.") from error
+        raise
 
 
 def build_model(config):
@@ -133,7 +148,8 @@ def run(config, callbacks=(), verbose=2):
             loss = build_loss(config, train_split.num_classes)
             model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"]), loss=loss,
                           jit_compile=training["jit_compile"])
-        model.fit(train_data, epochs=training["epochs"], steps_per_epoch=training["steps_per_epoch"],
+        fit_model(model, strategy, train_data, epochs=training["epochs"],
+                  steps_per_epoch=training["steps_per_epoch"],
                   callbacks=make_callbacks(config, run_dir, test_data, callbacks), verbose=verbose)
         model.save(os.path.join(run_dir, "final.keras"))
         taps = training["taps"] or [model.taps[-1]]
