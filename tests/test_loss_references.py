@@ -281,3 +281,17 @@ def test_rho_replaces_triplets_with_same_class_pushes():
     # ρ = 1: every triplet is (i, i, j): loss = mean [0 − d_ij + m]_+ over the drawn j.
     value = _value(always, y, x)
     assert 0.0 <= value <= 0.2
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("length", [1, 2, 7, 64])
+def test_row_searchsorted_equals_numpy(side, length):
+    rng = np.random.default_rng(length)
+    rows = np.sort(rng.integers(0, 5, size=(3, length)).astype(np.float64), axis=1)  # many ties
+    values = rng.integers(-1, 7, size=(3, 11)).astype(np.float64)
+    expected = np.stack([np.searchsorted(r, v, side=side) for r, v in zip(rows, values)])
+    got = mining.row_searchsorted(tf.constant(rows), tf.constant(values), side=side)
+    np.testing.assert_array_equal(got.numpy(), expected)
+    unknown = tf.function(lambda r, v: mining.row_searchsorted(r, v, side=side),
+                          input_signature=[tf.TensorSpec([None, None], tf.float64)] * 2)
+    np.testing.assert_array_equal(unknown(rows, values).numpy(), expected)

@@ -98,6 +98,46 @@ def _per_anchor(pos_d, neg_d, pos_mask, neg_mask, mining, seed_generator):
     return _random_member(pos_mask, seed_generator), _random_member(neg_mask, seed_generator), valid
 
 
+def row_searchsorted(sorted_rows, values, side="left"):
+    """`tf.searchsorted` as a fixed-depth binary search made of gathers:
+    O(B·T·log N) work with only gathers and selects, so it compiles to the same
+    cost under XLA on every device.
+
+    Args:
+        sorted_rows: (B, N) rows sorted in non-decreasing order.
+        values: (B, T) values to place in their row.
+        side: "left" (count of entries < value) or "right" (entries <= value).
+
+    Returns:
+        (B, T) int32 insertion indices in [0, N].
+    """
+    length = sorted_rows.shape[1]
+    depth = int(length).bit_length() if length is not None else 31
+    size = tf.shape(sorted_rows)[1]
+    below = tf.less if side == "left" else tf.less_equal
+    position = tf.zeros(tf.shape(values), tf.int32)  # entries known to lie before the value
+    for bit in reversed(range(depth)):
+        candidate = position + (1 << bit)
+        inside = candidate <= size
+        entry = tf.gather(sorted_rows, tf.minimum(candidate, size) - 1, batch_dims=1)
+        position = tf.where(tf.logical_and(inside, below(entry, values)), candidate, position)
+    return position
+
+
+def _sample_rows(logits, seed_generator):
+    """B draws per row i from softmax(logits[i]) (entries at −inf never drawn), by
+    inverse-CDF search: O(B² log B) time and O(B²) memory, also under XLA (where
+    `categorical` would build a B×B×B Gumbel tensor)."""
+    probabilities = tf.exp(logits - tf.reduce_max(logits, axis=1, keepdims=True))
+    cdf = tf.cumsum(probabilities, axis=1)
+    u = keras.random.uniform(tf.shape(logits), seed=seed_generator, dtype=logits.dtype) * cdf[:, -1:]
+    index = row_searchsorted(cdf, u, side="right")  # first entry whose cdf exceeds u
+    possible = probabilities > 0
+    last = tf.shape(logits)[1] - 1 - tf.argmax(tf.cast(tf.reverse(possible, [1]), tf.int32), axis=1,
+                                               output_type=tf.int32)
+    return tf.minimum(index, last[:, None])
+
+
 def _semihard_negatives(pos_d, neg_d, neg_mask, margin, seed_generator):
     """(B, B) negative index for every (anchor i, positive j) pair.
 
@@ -109,8 +149,8 @@ def _semihard_negatives(pos_d, neg_d, neg_mask, margin, seed_generator):
     masked = tf.where(neg_mask, neg_d, big)
     order = tf.argsort(masked, axis=1, stable=True)
     sorted_d = tf.gather(masked, order, batch_dims=1)
-    lo = tf.searchsorted(sorted_d, pos_d, side="right")  # first index with d > d_ap
-    hi = tf.searchsorted(sorted_d, pos_d + margin, side="left")  # first with d >= d_ap + m
+    lo = row_searchsorted(sorted_d, pos_d, side="right")  # first index with d > d_ap
+    hi = row_searchsorted(sorted_d, pos_d + margin, side="left")  # first with d >= d_ap + m
     count = tf.maximum(hi - lo, 0)
     u = keras.random.uniform(tf.shape(pos_d), seed=seed_generator, dtype="float32")
     offset = tf.minimum(tf.cast(tf.floor(u * tf.cast(count, tf.float32)), tf.int32), count - 1)
@@ -147,9 +187,7 @@ def _distance_negatives(neg_d, neg_mask, embedding_dim, seed_generator):
     logits = distance_weight_logits(neg_d, neg_mask, embedding_dim)
     has_neg = tf.reduce_any(neg_mask, axis=1, keepdims=True)
     logits = tf.where(has_neg, logits, tf.zeros_like(logits))  # keep sampler defined
-    batch = tf.shape(neg_d)[0]
-    samples = keras.random.categorical(tf.stop_gradient(logits), batch, seed=seed_generator)
-    return tf.cast(samples, tf.int32)  # (B, B): sample j is used for the pair (i, j)
+    return _sample_rows(tf.stop_gradient(logits), seed_generator)  # (B, B): sample j for the pair (i, j)
 
 
 def mine_triplets(pos_distances, neg_distances, labels, mining, margin=0.2, seed=None, embedding_dim=None):
