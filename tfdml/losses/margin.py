@@ -27,7 +27,8 @@ class MarginLoss(MetricLoss):
            + ν · Σ_{triplets} β_{y_a}.
 
     β is trainable (`learn_beta=True`): a `LossVariable` layer exposed as
-    `state_layer` (`loss.state_layer.numpy()` reads β). Attach it to the model so `model.fit` trains it and saves it:
+    `state_layer` (`loss.state_layer.numpy()` reads β). Attach it to the model so
+    `model.fit` trains it and saves it:
     `tfdml.models.EmbeddingModel.compile` does that automatically; for other
     Keras models call `tfdml.losses.attach_loss_state(model, loss)` before
     `compile`. β uses the model's optimizer with its learning rate multiplied by
@@ -54,7 +55,8 @@ class MarginLoss(MetricLoss):
     default_pooling = "anchor"
 
     def __init__(self, margin=0.2, beta=1.2, learn_beta=True, per_class_beta=False, num_classes=None, nu=0.0,
-                 beta_lr_multiplier=1.0, mining="distance", rho=0.0, expansion=None, seed=None, name="margin_loss", **kwargs):
+                 beta_lr_multiplier=1.0, mining="distance", rho=0.0, expansion=None, seed=None, name="margin_loss",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.margin = check_number(margin, "margin")
         self.beta = check_number(beta, "beta")

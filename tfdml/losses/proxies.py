@@ -24,7 +24,8 @@ def check_class_labels(labels, num_classes):
             raise ValueError(f"labels must be class ids in [0, num_classes={num_classes}), got values in "
                              f"[{low}, {high}].")
     else:
-        tf.debugging.assert_less(labels, tf.cast(num_classes, labels.dtype), message=f"labels must be < num_classes={num_classes}")
+        tf.debugging.assert_less(labels, tf.cast(num_classes, labels.dtype),
+                                 message=f"labels must be < num_classes={num_classes}")
         tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
     return tf.clip_by_value(labels, tf.cast(0, labels.dtype), tf.cast(num_classes - 1, labels.dtype))
 
