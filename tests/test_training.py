@@ -133,7 +133,15 @@ def test_reduced_default_run_writes_run_directory(tmp_path):
         assert os.path.getsize(tmp_path / "report" / name) > 0, name
     served = evaluate.main(["--model", os.path.join(run_dir, "saved_model"), "--dataset", "digits",
                             "--image-size", "16"])
-    assert served["output"]["recall@1"] == pytest.approx(results["fc"]["recall@1"], abs=1e-3)
+    # The served graph computes the same embeddings up to float rounding (checked directly), which can
+    # flip a near-tie between neighbours, so its Recall@1 may differ from Keras' by a query or two.
+    queries = tfdml.data.load_split("digits", "test", image_size=16).num_images
+    assert served["output"]["recall@1"] == pytest.approx(results["fc"]["recall@1"], abs=3 / queries)
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (6, 16, 16, 3)), tf.float32)
+    serving = tf.saved_model.load(os.path.join(run_dir, "saved_model")).signatures["serving_default"]
+    served_embeddings = next(iter(serving(images).values())).numpy()
+    keras_embeddings = keras.models.load_model(os.path.join(run_dir, "final.keras")).embedder(tap="fc")(images)
+    np.testing.assert_allclose(served_embeddings, keras.ops.convert_to_numpy(keras_embeddings), atol=1e-5)
 
 
 class _Crash(keras.callbacks.Callback):
