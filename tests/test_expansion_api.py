@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import tfdml
+from tfdml.analysis.expansion_analysis import hard_negative_sources
 from tfdml.expansion import EmbeddingExpansion
 
 
@@ -74,7 +75,7 @@ def test_hard_negative_sources_matches_loops():
     y = np.array([0, 0, 1, 1, 2, 2, 0, 0])
     for trial in range(3):
         x = rng.normal(size=(8, 3))
-        counts = EmbeddingExpansion(3).hard_negative_sources(x, y)
+        counts = hard_negative_sources(EmbeddingExpansion(3), x, y)
         expected = _hard_negative_sources_reference(x, y, 3)
         assert int(counts["synthetic"]) == expected
         assert int(counts["synthetic"]) + int(counts["original"]) == 8
