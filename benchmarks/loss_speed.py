@@ -48,8 +48,7 @@ def time_loss(loss, batch, dim, classes, jit, repeats):
 
 
 def build(name, dim):
-    cls = tfdml.losses.get_class(name)
-    needs_classes = "num_classes" in cls.__init__.__code__.co_varnames
+    needs_classes = "num_classes" in tfdml.losses.get_class(name).config_args
     loss = tfdml.losses.get(name, **(PROXY_ARGS if needs_classes else {}))
     loss.build_state(dim)
     return loss

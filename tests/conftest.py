@@ -14,3 +14,39 @@ try:
     )
 except RuntimeError:  # devices already initialised by another import
     pass
+
+
+# ----------------------------------------------- helpers shared by the loss tests
+import numpy as np  # noqa: E402
+
+import tfdml  # noqa: E402
+
+#: Label layouts of the loss reference tests (classes of different sizes and orders).
+LAYOUTS = {
+    "2_per_class": np.array([0, 0, 1, 1, 2, 2, 3, 3]),
+    "4_per_class": np.array([5, 5, 5, 5, 9, 9, 9, 9]),
+    "uneven": np.array([0, 0, 0, 1, 2, 2, 2, 2, 3, 3]),
+    "interleaved": np.array([1, 0, 1, 2, 0, 2, 1, 0]),
+    "two_classes": np.array([4, 4, 4, 7, 7, 7]),
+}
+
+
+def random_embeddings(labels, dim, seed, scale=1.0):
+    """float64 N(0, scale²) embeddings, one row per label."""
+    return np.random.default_rng(seed).normal(size=(len(labels), dim)) * scale
+
+
+def make_expansion(n, pairs, pooling, normalize=True):
+    """`EmbeddingExpansion(n_points=n, pairs=pairs, pooling=pooling, normalize=normalize)`."""
+    return tfdml.EmbeddingExpansion(n_points=n, pairs=pairs, pooling=pooling, normalize=normalize)
+
+
+def loss_value(loss, labels, x):
+    """The loss of float64 embeddings `x` as a Python float."""
+    return float(loss(tf.constant(labels), tf.constant(x, tf.float64)))
+
+
+def expansion_id(expansion):
+    """Readable test id of an (n, pairs, pooling) tuple, e.g. "n2-consecutive-class"."""
+    n, pairs, pooling = expansion
+    return f"n{n}-{pairs}-{pooling}"

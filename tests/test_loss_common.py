@@ -1,4 +1,6 @@
 """Checks every registered loss must pass: built by name with its default config."""
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -51,11 +53,61 @@ def test_serialisation_round_trip(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_expansion_config_round_trip(name):
-    if "expansion" not in tfdml.losses.get_class(name).__init__.__code__.co_varnames:
+    if not tfdml.losses.get_class(name).supports_expansion:
         pytest.skip("loss without expansion")
     loss = _build(name, expansion=tfdml.EmbeddingExpansion(3, pairs="all", pooling="anchor"))
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert restored.expansion == loss.expansion
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_class_declares_its_arguments_and_capabilities(name):
+    """`config_args` lists exactly the constructor arguments (so `get_config` saves them all)."""
+    cls = tfdml.losses.get_class(name)
+    signature = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "name", "kwargs")]
+    assert list(cls.config_args) == signature
+    assert cls.supports_expansion == ("expansion" in signature)
+    assert (cls.default_pooling in ("class", "anchor")) == cls.supports_expansion
+    assert cls.random_sampling <= ("seed" in signature)
+
+
+def test_default_pooling_of_the_triplet_family_is_anchor():
+    anchor = {name for name in ALL if tfdml.losses.get_class(name).default_pooling == "anchor"}
+    assert anchor == {"triplet", "margin", "quadruplet", "snr"}
+    loss = tfdml.losses.SNRLoss(expansion=tfdml.EmbeddingExpansion(2))
+    assert loss.pooling == "anchor"
+    assert tfdml.losses.SNRLoss(expansion=tfdml.EmbeddingExpansion(2, pooling="class")).pooling == "class"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unsupported_expansion_or_seed_is_rejected(name):
+    cls = tfdml.losses.get_class(name)
+    if not cls.supports_expansion:
+        with pytest.raises(ValueError, match="expansion"):
+            _build(name, expansion=tfdml.EmbeddingExpansion(2))
+    if "seed" not in cls.config_args:
+        with pytest.raises(ValueError, match="seed"):
+            _build(name, seed=1)
+    else:
+        with pytest.raises(ValueError, match="seed must be an int"):
+            _build(name, seed="one")
+
+
+def test_bad_hyperparameters_name_the_argument():
+    for build, argument in [
+        (lambda: tfdml.losses.TripletLoss(margin=float("nan")), "margin"),
+        (lambda: tfdml.losses.TripletLoss(form="square"), "form"),
+        (lambda: tfdml.losses.TripletLoss(temperature=0.0), "temperature"),
+        (lambda: tfdml.losses.TripletLoss(embedding_scale=-1.0), "embedding_scale"),
+        (lambda: tfdml.losses.ContrastiveLoss(rho=1.5), "rho"),
+        (lambda: tfdml.losses.AngularLoss(alpha_degrees=90.0), "alpha_degrees"),
+        (lambda: tfdml.losses.HistogramLoss(bins=1), "bins"),
+        (lambda: tfdml.losses.NPairLoss(embedding_reg=-0.1), "embedding_reg"),
+        (lambda: tfdml.losses.MarginLoss(lr_multiplier=0.0), "lr_multiplier"),
+        (lambda: tfdml.losses.QuadrupletLoss(second_margin="big"), "second_margin"),
+    ]:
+        with pytest.raises(ValueError, match=argument):
+            build()
 
 
 DEGENERATE = {
@@ -87,8 +139,8 @@ def test_degenerate_batches_give_finite_values_and_gradients(name, case):
 # Losses whose value is 0 without a positive pair, with their regularisers switched off.
 NO_TUPLE_ARGS = {
     "triplet": {}, "lifted": {}, "multi_similarity": {}, "histogram": {}, "quadruplet": {}, "margin": {},
-    "npair": {"l2_reg": 0.0}, "angular": {"l2_reg": 0.0}, "generalized_lifted": {"embedding_l2": 0.0},
-    "snr": {"reg": 0.0},
+    "npair": {"embedding_reg": 0.0}, "angular": {"embedding_reg": 0.0}, "generalized_lifted": {"embedding_reg": 0.0},
+    "snr": {"embedding_reg": 0.0},
 }
 
 

@@ -16,6 +16,8 @@ Metrics:
 """
 import tensorflow as tf
 
+from tfdml.checks import check_choice
+
 DISTANCES = ("euclidean", "squared_euclidean", "cosine_distance")
 SIMILARITIES = ("cosine", "dot")
 METRICS = DISTANCES + SIMILARITIES
@@ -28,11 +30,7 @@ _NORM_FLOOR = 1e-12
 
 def check_metric(metric, argument="distance", allowed=METRICS):
     """Raises a `ValueError` naming `argument` if `metric` is not in `allowed`."""
-    if metric not in allowed:
-        raise ValueError(
-            f"Unknown {argument}={metric!r}; expected one of {sorted(allowed)}."
-        )
-    return metric
+    return check_choice(metric, argument, allowed)
 
 
 def is_similarity(metric):
@@ -55,10 +53,18 @@ def safe_sqrt(squared):
     return tf.where(positive, tf.sqrt(safe), tf.zeros_like(squared))
 
 
+def inverse_norm(squared_norms):
+    """1/‖x‖ from squared norms ‖x‖², floored so zero vectors give a finite value.
+
+    Every L2 normalisation in tfdml (embeddings, EE's synthetic points, cosine
+    similarities) multiplies by this, so they all treat tiny vectors alike.
+    """
+    return tf.math.rsqrt(tf.maximum(squared_norms, _NORM_FLOOR))
+
+
 def l2_normalize(x, axis=-1):
     """L2-normalises `x` along `axis`; zero vectors stay zero with finite gradients."""
-    squared_norm = tf.reduce_sum(tf.square(x), axis=axis, keepdims=True)
-    return x * tf.math.rsqrt(tf.maximum(squared_norm, _NORM_FLOOR))
+    return x * inverse_norm(tf.reduce_sum(tf.square(x), axis=axis, keepdims=True))
 
 
 def from_gram(gram, row_sq_norms, col_sq_norms, metric):
@@ -77,9 +83,7 @@ def from_gram(gram, row_sq_norms, col_sq_norms, metric):
     if metric == "dot":
         return gram
     if metric in ("cosine", "cosine_distance"):
-        inv_row = tf.math.rsqrt(tf.maximum(row_sq_norms, _NORM_FLOOR))
-        inv_col = tf.math.rsqrt(tf.maximum(col_sq_norms, _NORM_FLOOR))
-        cosine = gram * inv_row[:, None] * inv_col[None, :]
+        cosine = gram * inverse_norm(row_sq_norms)[:, None] * inverse_norm(col_sq_norms)[None, :]
         return cosine if metric == "cosine" else 1.0 - cosine
     squared = tf.maximum(row_sq_norms[:, None] + col_sq_norms[None, :] - 2.0 * gram, 0.0)
     if metric == "squared_euclidean":

@@ -22,15 +22,10 @@ import keras
 import tensorflow as tf
 
 from tfdml import distances
+from tfdml.checks import check_choice, check_int
 
 PAIR_MODES = ("consecutive", "all")
 POOLING_MODES = ("class", "anchor")
-
-
-def _check_choice(value, argument, allowed):
-    if value not in allowed:
-        raise ValueError(f"Unknown {argument}={value!r}; expected one of {list(allowed)}.")
-    return value
 
 
 def _positive_pairs(labels, pairs):
@@ -94,17 +89,17 @@ class EmbeddingExpansion:
             (original or synthetic) of class a × all points of class b. "anchor"
             (official code): hardest pair in G(i) × G(k), where G(i) is x_i plus
             the synthetic points on segments having x_i as an end. `None` lets
-            the loss choose (TripletLoss: "anchor", the official HPHN code; the
-            other losses: "class", the paper's equations).
+            the loss choose its class attribute `default_pooling`: "anchor" for
+            the triplet family (triplet — exactly the official HPHN code —,
+            margin, quadruplet and SNR), "class" (the paper's equations) for
+            the other pair-based losses.
     """
 
     def __init__(self, n_points=2, normalize=True, pairs="consecutive", pooling=None):
-        if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 0:
-            raise ValueError(f"n_points must be a non-negative int, got {n_points!r}.")
-        self.n_points = n_points
+        self.n_points = check_int(n_points, "n_points", minimum=0)
         self.normalize = bool(normalize)
-        self.pairs = _check_choice(pairs, "pairs", PAIR_MODES)
-        self.pooling = None if pooling is None else _check_choice(pooling, "pooling", POOLING_MODES)
+        self.pairs = check_choice(pairs, "pairs", PAIR_MODES)
+        self.pooling = None if pooling is None else check_choice(pooling, "pooling", POOLING_MODES)
 
     def get_config(self):
         return {
@@ -209,7 +204,7 @@ class EmbeddingExpansion:
         syn_syn = _combine(syn_orig, structure, axis=1)  # (S, S) = W G Wᵀ
         if self.normalize:
             sq_norm = tf.linalg.diag_part(syn_syn)
-            inv = tf.math.rsqrt(tf.maximum(sq_norm, distances._NORM_FLOOR))
+            inv = distances.inverse_norm(sq_norm)
             inv = tf.where(structure["valid"], inv, tf.zeros_like(inv))
             syn_orig = syn_orig * inv[:, None]
             syn_syn = syn_syn * inv[:, None] * inv[None, :]
@@ -263,7 +258,7 @@ class EmbeddingExpansion:
         Returns:
             (B, B) pooled matrix (meaningful for negative pairs).
         """
-        _check_choice(pooling, "pooling", POOLING_MODES)
+        check_choice(pooling, "pooling", POOLING_MODES)
         batch = tf.shape(labels)[0]
         if self.n_points == 0:
             pooled = full[:batch, :batch]
@@ -274,79 +269,6 @@ class EmbeddingExpansion:
         if pooling == "anchor":
             return pooled
         return _class_pool(pooled, labels, similarity)
-
-    def hard_negative_sources(self, embeddings, labels, distance="euclidean", pooling="anchor"):
-        """How often the hardest negative of an anchor involves a synthetic point.
-
-        For every anchor i with a negative, the batch-hard negative pair is the
-        closest pair between i's pool (G(i) for `pooling="anchor"`, all points of
-        i's class for "class") and the points of other classes. It counts as
-        "synthetic" when either point of that pair is synthetic (EE paper Fig. 6).
-
-        Args:
-            embeddings: (B, D) embeddings (L2-normalised here if `self.normalize`).
-            labels: (B,) integer labels.
-            distance: "euclidean", "squared_euclidean" or "cosine_distance".
-            pooling: "anchor" or "class".
-
-        Returns:
-            dict with int32 scalars `synthetic` and `original`.
-        """
-        distances.check_metric(distance, "distance", distances.DISTANCES)
-        _check_choice(pooling, "pooling", POOLING_MODES)
-        embeddings = tf.convert_to_tensor(embeddings)
-        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-        if self.normalize:
-            embeddings = distances.l2_normalize(embeddings)
-        batch = tf.shape(labels)[0]
-        gram = tf.matmul(embeddings, embeddings, transpose_b=True)
-        gram_all, structure = self.expanded_gram(gram, labels)
-        full = metric_from_gram(gram_all, distance)
-        valid = structure["valid"]
-        point_labels = tf.concat([labels, structure["labels"]], axis=0)
-        point_valid = tf.concat([tf.ones_like(labels, dtype=tf.bool), valid], axis=0)
-        is_syn = tf.concat([tf.zeros_like(labels, dtype=tf.bool), tf.ones_like(valid)], axis=0)
-        big = tf.constant(full.dtype.max, full.dtype)
-        negative_col = tf.logical_and(
-            tf.not_equal(labels[:, None], point_labels[None, :]), point_valid[None, :]
-        )  # (B, P)
-        syn_rows = full[batch:]  # (S, P)
-        dummy = batch
-        if pooling == "anchor":
-            by_first = tf.math.unsorted_segment_min(syn_rows, tf.where(valid, structure["first"], dummy), batch + 1)
-            by_second = tf.math.unsorted_segment_min(syn_rows, tf.where(valid, structure["second"], dummy), batch + 1)
-            syn_pool = tf.minimum(by_first, by_second)[:batch]
-        else:
-            representative = class_representatives(labels)
-            syn_group = tf.where(valid, tf.gather(representative, structure["first"]), dummy)
-            by_class = tf.math.unsorted_segment_min(syn_rows, syn_group, batch + 1)
-            syn_pool = tf.gather(by_class, representative)
-            # The class pool also holds the other original samples of the class.
-            orig_class = tf.math.unsorted_segment_min(full[:batch], representative, batch + 1)
-            syn_pool = tf.minimum(syn_pool, tf.gather(orig_class, representative))
-        from_original = tf.where(negative_col, full[:batch], big)
-        from_pool = tf.where(negative_col, syn_pool, big)
-        best_orig_row = tf.reduce_min(from_original, axis=1)
-        best_pool_row = tf.reduce_min(from_pool, axis=1)
-        best_col = tf.argmin(tf.minimum(from_original, from_pool), axis=1, output_type=tf.int32)
-        has_negative = tf.reduce_any(negative_col, axis=1)
-        # Synthetic if the winning column is synthetic or only a pool row reaches the minimum
-        # (for "class" pooling pool rows include originals; count those as synthetic only
-        # when the winning row is synthetic, i.e. the synthetic rows alone reach it).
-        if pooling == "class":
-            syn_only = tf.gather(by_class, representative)
-            best_syn_row = tf.reduce_min(tf.where(negative_col, syn_only, big), axis=1)
-            best_orig_rows = tf.reduce_min(
-                tf.where(negative_col, tf.gather(orig_class, representative), big), axis=1
-            )
-            row_is_syn = best_syn_row < tf.minimum(best_orig_rows, best_orig_row)
-        else:
-            row_is_syn = best_pool_row < best_orig_row
-        synthetic_wins = tf.logical_or(row_is_syn, tf.gather(is_syn, best_col))
-        synthetic_wins = tf.logical_and(synthetic_wins, has_negative)
-        n_syn = tf.reduce_sum(tf.cast(synthetic_wins, tf.int32))
-        n_all = tf.reduce_sum(tf.cast(has_negative, tf.int32))
-        return {"synthetic": n_syn, "original": n_all - n_syn}
 
 
 def _combine(matrix, structure, axis=0):

@@ -1,9 +1,12 @@
 """Embedding Expansion analyses (Ko & Gu, CVPR 2020, Figs. 3, 6, 7, 8 and 9)."""
 import keras
 import numpy as np
+import tensorflow as tf
 
+from tfdml import distances
 from tfdml.analysis.plotting import figure, line_plot, save
-from tfdml.expansion import EmbeddingExpansion
+from tfdml.checks import check_choice
+from tfdml.expansion import POOLING_MODES, EmbeddingExpansion, class_representatives, metric_from_gram
 from tfdml.metrics import embed, recall_at_k
 
 
@@ -21,6 +24,83 @@ def synthetic_query_recall(embeddings, labels, n_points=2, normalize=True, pairs
     return result[f"recall@{k}"]
 
 
+def hard_negative_sources(expansion, embeddings, labels, distance="euclidean", pooling="anchor"):
+    """How often the hardest negative of an anchor involves a synthetic point.
+
+    For every anchor i with a negative, the batch-hard negative pair is the
+    closest pair between i's pool (G(i) for `pooling="anchor"`, all points of
+    i's class for "class") and the points of other classes. It counts as
+    "synthetic" when either point of that pair is synthetic (EE paper Fig. 6).
+
+    Args:
+        expansion: the `EmbeddingExpansion` (its synthetic points and
+            `normalize`).
+        embeddings: (B, D) embeddings (L2-normalised here if
+            `expansion.normalize`).
+        labels: (B,) integer labels.
+        distance: "euclidean", "squared_euclidean" or "cosine_distance".
+        pooling: "anchor" or "class".
+
+    Returns:
+        dict with int32 scalars `synthetic` and `original`.
+    """
+    distances.check_metric(distance, "distance", distances.DISTANCES)
+    check_choice(pooling, "pooling", POOLING_MODES)
+    embeddings = tf.convert_to_tensor(embeddings)
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    if expansion.normalize:
+        embeddings = distances.l2_normalize(embeddings)
+    batch = tf.shape(labels)[0]
+    gram = tf.matmul(embeddings, embeddings, transpose_b=True)
+    gram_all, structure = expansion.expanded_gram(gram, labels)
+    full = metric_from_gram(gram_all, distance)
+    valid = structure["valid"]
+    point_labels = tf.concat([labels, structure["labels"]], axis=0)
+    point_valid = tf.concat([tf.ones_like(labels, dtype=tf.bool), valid], axis=0)
+    is_syn = tf.concat([tf.zeros_like(labels, dtype=tf.bool), tf.ones_like(valid)], axis=0)
+    big = tf.constant(full.dtype.max, full.dtype)
+    negative_col = tf.logical_and(
+        tf.not_equal(labels[:, None], point_labels[None, :]), point_valid[None, :]
+    )  # (B, P)
+    syn_rows = full[batch:]  # (S, P)
+    dummy = batch
+    if pooling == "anchor":
+        by_first = tf.math.unsorted_segment_min(syn_rows, tf.where(valid, structure["first"], dummy), batch + 1)
+        by_second = tf.math.unsorted_segment_min(syn_rows, tf.where(valid, structure["second"], dummy), batch + 1)
+        syn_pool = tf.minimum(by_first, by_second)[:batch]
+    else:
+        representative = class_representatives(labels)
+        syn_group = tf.where(valid, tf.gather(representative, structure["first"]), dummy)
+        by_class = tf.math.unsorted_segment_min(syn_rows, syn_group, batch + 1)
+        syn_pool = tf.gather(by_class, representative)
+        # The class pool also holds the other original samples of the class.
+        orig_class = tf.math.unsorted_segment_min(full[:batch], representative, batch + 1)
+        syn_pool = tf.minimum(syn_pool, tf.gather(orig_class, representative))
+    from_original = tf.where(negative_col, full[:batch], big)
+    from_pool = tf.where(negative_col, syn_pool, big)
+    best_orig_row = tf.reduce_min(from_original, axis=1)
+    best_pool_row = tf.reduce_min(from_pool, axis=1)
+    best_col = tf.argmin(tf.minimum(from_original, from_pool), axis=1, output_type=tf.int32)
+    has_negative = tf.reduce_any(negative_col, axis=1)
+    # Synthetic if the winning column is synthetic or only a pool row reaches the minimum
+    # (for "class" pooling pool rows include originals; count those as synthetic only
+    # when the winning row is synthetic, i.e. the synthetic rows alone reach it).
+    if pooling == "class":
+        syn_only = tf.gather(by_class, representative)
+        best_syn_row = tf.reduce_min(tf.where(negative_col, syn_only, big), axis=1)
+        best_orig_rows = tf.reduce_min(
+            tf.where(negative_col, tf.gather(orig_class, representative), big), axis=1
+        )
+        row_is_syn = best_syn_row < tf.minimum(best_orig_rows, best_orig_row)
+    else:
+        row_is_syn = best_pool_row < best_orig_row
+    synthetic_wins = tf.logical_or(row_is_syn, tf.gather(is_syn, best_col))
+    synthetic_wins = tf.logical_and(synthetic_wins, has_negative)
+    n_syn = tf.reduce_sum(tf.cast(synthetic_wins, tf.int32))
+    n_all = tf.reduce_sum(tf.cast(has_negative, tf.int32))
+    return {"synthetic": n_syn, "original": n_all - n_syn}
+
+
 def hard_negative_ratio(embeddings_batches, expansion, distance="euclidean", pooling="anchor"):
     """Fraction of batch-hard negatives that involve a synthetic point (Fig. 6).
 
@@ -33,7 +113,7 @@ def hard_negative_ratio(embeddings_batches, expansion, distance="euclidean", poo
     """
     synthetic = original = 0
     for embeddings, labels in embeddings_batches:
-        counts = expansion.hard_negative_sources(embeddings, labels, distance, pooling)
+        counts = hard_negative_sources(expansion, embeddings, labels, distance, pooling)
         synthetic += int(counts["synthetic"])
         original += int(counts["original"])
     total = synthetic + original

@@ -2,6 +2,39 @@
 
 Build one by class or by name: `tfdml.losses.get("triplet", margin=0.2)`;
 `tfdml.losses.names()` lists the registered names.
+
+Layout: `base` (`MetricLoss`, input validation), `ops` (masked reductions),
+`pairs` (`PairMatrices`, the Embedding Expansion seam), `mining` (the triplet
+family's one mining path), `state` (trainable loss state), `proxies` (base of the
+proxy losses), `registry`, `distributed`, and one module per loss holding its
+formula.
+
+Every loss class declares `config_args` (its constructor arguments, saved by
+`get_config`), `supports_expansion` (takes `expansion=`) and `default_pooling`
+(EE pooling when `expansion.pooling` is None: "anchor" for triplet, margin,
+quadruplet and SNR, "class" for the other pair-based losses).
+
+Argument vocabulary — one name per concept, the same in every loss:
+
+- `margin`: the loss's (first) hinge margin (triplet m, margin-loss α,
+  quadruplet γ1, SNR, lifted m, ArcFace m in radians, SoftTriple δ);
+  `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`: contrastive.
+- `normalize`: L2-normalise the embeddings before the loss (defaults follow
+  each paper); the L2 normalisation is `tfdml.distances.l2_normalize`.
+- `embedding_reg`: weight of the loss's embedding regulariser (N-pair, angular,
+  generalized lifted: mean ‖x‖²; SNR: mean |Σ_m x_m|).
+- `embedding_scale`: multiplier of the (normalised) embeddings — and proxies —
+  before distances (triplet, ProxyNCA).
+- `scale`: multiplier of logits (ArcFace s, SoftTriple λ); `temperature`: divisor
+  of logits (normalised softmax T, the triplet "nca" form).
+- `mining`, `rho`: triplet miner name and ρ-regularisation probability.
+- `lr_multiplier`: learning-rate multiplier of the loss's trainable state (β,
+  proxies); `num_classes`, `proxies_per_class`: class-indexed state.
+- `expansion`: `tfdml.EmbeddingExpansion` (or None); `seed`: int seed of the
+  loss's random draws or of its state's initialisation.
+- Paper symbols where they are the concept: multi-similarity `alpha`, `beta`,
+  `base` (λ), `epsilon`; margin-loss `beta`, `nu`; SoftTriple `gamma`, `tau`;
+  angular `alpha_degrees`, `angular_weight`; histogram `bins`.
 """
 from tfdml.losses.angular import AngularLoss
 from tfdml.losses.arcface import ArcFaceLoss
@@ -20,9 +53,8 @@ from tfdml.losses.quadruplet import QuadrupletLoss
 from tfdml.losses.registry import get, get_class, names
 from tfdml.losses.snr import SNRLoss
 from tfdml.losses.soft_triple import SoftTripleLoss
-from tfdml.losses.state import attach_loss_state
+from tfdml.losses.state import LossVariable, attach_loss_state
 from tfdml.losses.triplet import TripletLoss
-from tfdml.losses.variables import LossVariable
 
 __all__ = [
     "MetricLoss",

@@ -5,15 +5,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfdml import distances
-from tfdml.losses.base import (
-    MetricLoss,
-    check_number,
-    deserialize_expansion,
-    masked_logsumexp,
-    masked_mean,
-    pair_matrices,
-    serialize_expansion,
-)
+from tfdml.checks import check_number
+from tfdml.losses.base import MetricLoss
+from tfdml.losses.ops import masked_logsumexp, masked_mean, mean_squared_norm
 from tfdml.losses.registry import register
 
 
@@ -31,7 +25,7 @@ class AngularLoss(MetricLoss):
         angular_ap = log(1 + Σ_{n∈N(a)} exp(f_apn))                  (x̂ = x/‖x‖)
 
     loss = mean over ordered positive pairs of (npair_ap + angular_weight ·
-    angular_ap) + l2_reg · mean_i ‖x_i‖².
+    angular_ap) + embedding_reg · mean_i ‖x_i‖².
 
     As in Roth et al.'s code, the angular term uses L2-normalised embeddings and
     the N-pair term the raw ones. Every ordered positive pair is an (a, p) pair
@@ -60,28 +54,35 @@ class AngularLoss(MetricLoss):
     Args:
         alpha_degrees: angle α in degrees, 0 < α < 90.
         angular_weight: λ, weight of the angular term.
-        l2_reg: weight of the squared-norm regulariser.
+        embedding_reg: weight of the squared-norm regulariser.
         expansion: `tfdml.EmbeddingExpansion` or None.
+
+    Example (a = p = (1, 0), n = (0, 1), α = 45°: N-pair log(1 + e^{0−1}),
+    f = 4·0 − 2·2·1 = −4):
+
+    >>> loss = tfdml.losses.AngularLoss(alpha_degrees=45.0, angular_weight=2.0, embedding_reg=0.0)
+    >>> value = loss([0, 0, 1], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> round(float(value), 4)  # log(1 + e^{−1}) + 2 log(1 + e^{−4})
+    0.3496
     """
 
+    config_args = ("alpha_degrees", "angular_weight", "embedding_reg", "expansion")
+    supports_expansion = True
     default_pooling = "class"
 
-    def __init__(self, alpha_degrees=45.0, angular_weight=2.0, l2_reg=0.005, expansion=None, name="angular_loss",
-                 **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.alpha_degrees = check_number(alpha_degrees, "alpha_degrees", 0.0, allow_equal_min=False)
-        if self.alpha_degrees >= 90.0:
-            raise ValueError(f"alpha_degrees must be < 90, got {alpha_degrees!r}.")
+    def __init__(self, alpha_degrees=45.0, angular_weight=2.0, embedding_reg=0.005, expansion=None,
+                 name="angular_loss", **kwargs):
+        super().__init__(name=name, expansion=expansion, **kwargs)
+        self.alpha_degrees = check_number(alpha_degrees, "alpha_degrees", greater_than=0.0, less_than=90.0)
         self.angular_weight = check_number(angular_weight, "angular_weight", 0.0)
-        self.l2_reg = check_number(l2_reg, "l2_reg", 0.0)
-        self.expansion = deserialize_expansion(expansion)
+        self.embedding_reg = check_number(embedding_reg, "embedding_reg", 0.0)
 
     @property
     def tan_squared(self):
         return math.tan(math.radians(self.alpha_degrees)) ** 2
 
     def _npair_terms(self, labels, embeddings):
-        m = pair_matrices(embeddings, labels, "dot", self.expansion, self.default_pooling)
+        m = self.pair_matrices(embeddings, labels, "dot")
         neg_lse = masked_logsumexp(m.negative, m.negative_mask, axis=1)  # (B,)
         has_neg = tf.reduce_any(m.negative_mask, axis=1)
         per_pair = tf.nn.softplus(neg_lse[:, None] - m.positive)
@@ -90,7 +91,7 @@ class AngularLoss(MetricLoss):
     def _angular_terms(self, labels, embeddings):
         t2 = self.tan_squared
         unit = distances.l2_normalize(embeddings)
-        m = pair_matrices(unit, labels, "cosine", self.expansion, self.default_pooling)
+        m = self.pair_matrices(unit, labels, "cosine")
         logits = (4.0 * t2) * m.negative  # (a, n)
         neg_mask = m.negative_mask
         has_neg = tf.reduce_any(neg_mask, axis=1)
@@ -112,12 +113,6 @@ class AngularLoss(MetricLoss):
         if self.angular_weight > 0:
             per_pair = per_pair + self.angular_weight * self._angular_terms(labels, embeddings)
         loss = masked_mean(per_pair, positive_mask)
-        if self.l2_reg > 0:
-            loss += self.l2_reg * tf.reduce_mean(tf.reduce_sum(tf.square(embeddings), axis=1))
+        if self.embedding_reg > 0:
+            loss += self.embedding_reg * mean_squared_norm(embeddings)
         return loss
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(alpha_degrees=self.alpha_degrees, angular_weight=self.angular_weight, l2_reg=self.l2_reg,
-                      expansion=serialize_expansion(self.expansion))
-        return config

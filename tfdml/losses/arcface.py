@@ -4,7 +4,7 @@ import math
 import tensorflow as tf
 
 from tfdml import distances
-from tfdml.losses.base import check_number
+from tfdml.checks import check_number
 from tfdml.losses.proxies import ProxyLoss, softmax_cross_entropy
 from tfdml.losses.registry import register
 
@@ -28,16 +28,27 @@ class ArcFaceLoss(ProxyLoss):
     Args:
         num_classes: number of training classes (labels in [0, num_classes)).
         margin: m, radians.
-        scale: s.
+        scale: s, the logit scale.
         lr_multiplier: learning-rate multiplier of the class weights.
         seed: seed of the weight initialisation.
+
+    Example (θ_y = 0, so the target logit is s·cos(π/3) = 1 against s·cos(π/2)
+    = 0 for the other class):
+
+    >>> import math
+    >>> loss = tfdml.losses.ArcFaceLoss(num_classes=2, margin=math.pi / 3, scale=2.0)
+    >>> loss.build_state(2).assign_value([[1.0, 0.0], [0.0, 3.0]])
+    >>> round(float(loss([0], [[2.0, 0.0]])), 4)  # log(1 + e^{−1})
+    0.3133
     """
+
+    config_args = ("num_classes", "margin", "scale", "lr_multiplier", "seed")
 
     def __init__(self, num_classes, margin=0.5, scale=16.0, lr_multiplier=1.0, seed=None, name="arcface_loss",
                  **kwargs):
+        super().__init__(num_classes, 1, lr_multiplier, seed, name=name, **kwargs)
         self.margin = check_number(margin, "margin", 0.0)
-        self.scale = check_number(scale, "scale", 0.0, allow_equal_min=False)
-        super().__init__(num_classes, lr_multiplier, seed, name=name, **kwargs)
+        self.scale = check_number(scale, "scale", greater_than=0.0)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
         cosine = tf.clip_by_value(tf.matmul(unit_embeddings, unit_proxies, transpose_b=True), -1.0, 1.0)
@@ -47,6 +58,3 @@ class ArcFaceLoss(ProxyLoss):
         true = tf.one_hot(labels, self.num_classes, dtype=cosine.dtype)
         logits = self.scale * (cosine + true * (with_margin - cos_true)[:, None])
         return softmax_cross_entropy(logits, labels)
-
-    def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "scale": self.scale}

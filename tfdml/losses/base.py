@@ -1,4 +1,4 @@
-"""Base class and shared pieces of all tfdml losses.
+"""`MetricLoss`, the base class of all tfdml losses, and its input validation.
 
 `MetricLoss` is a `keras.losses.Loss` called as `loss(labels, embeddings)`:
 - validates the inputs (ranks, batch sizes, integer labels) with errors that
@@ -9,13 +9,19 @@
 - all-gathers embeddings and labels across replicas under `tf.distribute`
   (`tfdml.losses.distributed`), so mining sees the global batch;
 - returns a scalar: each loss reduces over its own tuples as its docstring states.
+
+A subclass declares what it can do as class attributes (`supports_expansion`,
+`default_pooling`, `random_sampling`, `config_args`), implements
+`compute(labels, embeddings)` and gets validation, `expansion`/`seed` handling
+and `get_config` from here.
 """
 import keras
 import tensorflow as tf
 
-from tfdml import distances
-from tfdml.expansion import EmbeddingExpansion, metric_from_gram
+from tfdml.checks import check_seed
 from tfdml.losses import distributed
+from tfdml.losses.ops import make_seed_generator
+from tfdml.losses.pairs import deserialize_expansion, pair_matrices, resolve_pooling, serialize_expansion
 
 _INTEGER_DTYPES = (tf.int8, tf.int16, tf.int32, tf.int64, tf.uint8, tf.uint16, tf.uint32, tf.uint64)
 
@@ -65,141 +71,88 @@ def validate_inputs(labels, embeddings):
     return tf.cast(labels, tf.int32) if labels.dtype != tf.int64 else labels, embeddings
 
 
+def check_class_labels(labels, num_classes):
+    """Checks that integer labels lie in [0, num_classes) (class-indexed state).
+
+    Eagerly this raises a ValueError naming `labels`; in graphs it adds a
+    `tf.debugging` assertion (a no-op under XLA, where labels are clipped).
+
+    Returns:
+        The labels, clipped to the valid range.
+    """
+    if tf.executing_eagerly():
+        low, high = int(tf.reduce_min(labels)), int(tf.reduce_max(labels))
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"labels must be class ids in [0, num_classes={num_classes}), got values in "
+                             f"[{low}, {high}].")
+    else:
+        tf.debugging.assert_less(labels, tf.cast(num_classes, labels.dtype),
+                                 message=f"labels must be < num_classes={num_classes}")
+        tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
+    return tf.clip_by_value(labels, tf.cast(0, labels.dtype), tf.cast(num_classes - 1, labels.dtype))
+
+
 def compute_dtype_for(loss_dtype):
     """float64 if the loss was built with dtype float64, else float32."""
     return tf.float64 if loss_dtype in ("float64", tf.float64) else tf.float32
-
-
-def pair_masks(labels):
-    """Boolean (B, B) masks: positive pairs (same class, i ≠ j), negative pairs."""
-    same = tf.equal(labels[:, None], labels[None, :])
-    not_self = tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool))
-    return tf.logical_and(same, not_self), tf.logical_not(same)
-
-
-def masked_mean(values, mask):
-    """Mean of `values` where `mask`; 0 (with zero gradient) when the mask is empty."""
-    mask = tf.cast(mask, values.dtype)
-    count = tf.reduce_sum(mask)
-    total = tf.reduce_sum(tf.where(mask > 0, values, tf.zeros_like(values)))
-    return tf.math.divide_no_nan(total, count)
-
-
-def masked_logsumexp(values, mask, axis=-1):
-    """log Σ_{mask} exp(values) along `axis`; a large negative number if empty.
-
-    Gradients are finite everywhere (masked entries get zero gradient).
-    """
-    neg = tf.constant(-1e4, values.dtype)
-    safe = tf.where(mask, values, neg)
-    peak = tf.stop_gradient(tf.reduce_max(safe, axis=axis, keepdims=True))
-    summed = tf.reduce_sum(tf.where(mask, tf.exp(safe - peak), tf.zeros_like(safe)), axis=axis)
-    has_any = tf.reduce_any(mask, axis=axis)
-    log_sum = tf.math.log(tf.where(has_any, summed, tf.ones_like(summed)))
-    return tf.where(has_any, log_sum + tf.squeeze(peak, axis), neg + tf.zeros_like(summed))
-
-
-class PairMatrices:
-    """Pairwise matrices of one batch used by pair-based losses.
-
-    Attributes:
-        positive: (B, B) metric between original points (used for positive pairs).
-        negative: (B, B) metric for negative pairs: EE-pooled when an expansion is
-            active, otherwise the same tensor as `positive`.
-        positive_mask, negative_mask: (B, B) bool masks (positive excludes i = j).
-    """
-
-    def __init__(self, positive, negative, positive_mask, negative_mask):
-        self.positive = positive
-        self.negative = negative
-        self.positive_mask = positive_mask
-        self.negative_mask = negative_mask
-
-
-def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class"):
-    """Builds `PairMatrices` from the Gram matrix of `embeddings`.
-
-    Args:
-        embeddings: (B, D) embeddings, already normalised/scaled as the loss wants.
-        labels: (B,) integer labels.
-        metric: a `tfdml.distances.METRICS` name.
-        expansion: `EmbeddingExpansion` or None. With `n_points == 0` the result is
-            exactly the one without expansion.
-        pooling: pooling used when `expansion.pooling` is None.
-    """
-    gram = tf.matmul(embeddings, embeddings, transpose_b=True)
-    positive_mask, negative_mask = pair_masks(labels)
-    if expansion is None or expansion.n_points == 0:
-        matrix = metric_from_gram(gram, metric)
-        return PairMatrices(matrix, matrix, positive_mask, negative_mask)
-    original, pooled = expansion.pooled_matrix(gram, labels, metric, expansion.pooling or pooling)
-    return PairMatrices(original, pooled, positive_mask, negative_mask)
-
-
-def serialize_expansion(expansion):
-    return None if expansion is None else expansion.get_config()
-
-
-def deserialize_expansion(expansion):
-    """Accepts None, an `EmbeddingExpansion`, its config dict, or an int n_points."""
-    if expansion is None or isinstance(expansion, EmbeddingExpansion):
-        return expansion
-    if isinstance(expansion, dict):
-        config = expansion.get("config", expansion)
-        return EmbeddingExpansion(**{k: v for k, v in config.items()})
-    if isinstance(expansion, int) and not isinstance(expansion, bool):
-        return EmbeddingExpansion(n_points=expansion)
-    raise ValueError(
-        "expansion must be None, an EmbeddingExpansion, its config dict or an int "
-        f"n_points; got {expansion!r}."
-    )
-
-
-def make_seed_generator(seed):
-    """A `keras.random.SeedGenerator` from an int / None / existing generator."""
-    if isinstance(seed, keras.random.SeedGenerator):
-        return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an int or None, got {seed!r}.")
-    return keras.random.SeedGenerator(seed)
-
-
-def check_number(value, argument, minimum=None, maximum=None, allow_equal_min=True):
-    """Validates a float hyper-parameter, raising a `ValueError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{argument} must be a number, got {value!r}.")
-    if minimum is not None and (value < minimum or (value == minimum and not allow_equal_min)):
-        bound = ">=" if allow_equal_min else ">"
-        raise ValueError(f"{argument} must be {bound} {minimum}, got {value!r}.")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{argument} must be <= {maximum}, got {value!r}.")
-    return float(value)
 
 
 class MetricLoss(keras.losses.Loss):
     """Base class: validation, dtype handling and global-batch gathering.
 
     Subclasses implement `compute(labels, embeddings)` on int labels (B,) and
-    embeddings (B, D) in the compute dtype, returning a scalar, and extend
-    `get_config`.
+    embeddings (B, D) in the compute dtype, returning a scalar, and declare:
+
+    - `config_args`: their constructor arguments, in signature order;
+      `get_config` saves each from the attribute of the same name.
+    - `supports_expansion`: the loss takes `expansion=` (Embedding Expansion).
+    - `default_pooling`: EE pooling used when `expansion.pooling` is None.
+    - `random_sampling`: the loss draws random tuples (miners, ρ) from a
+      `keras.random.SeedGenerator` seeded by `seed`.
 
     Args:
         name: loss name.
         dtype: "float64" computes in float64; anything else computes in float32.
         gather_replicas: all-gather the batch across replicas under a
             `tf.distribute` strategy (global-batch mining). Default True.
+        expansion: `tfdml.EmbeddingExpansion`, its config dict, an int n_points
+            or None (only for losses with "expansion" in `config_args`).
+        seed: int or None; seed of the loss's random draws or of its state's
+            initialisation (only for losses with "seed" in `config_args`).
     """
 
+    config_args = ()
+    supports_expansion = False
+    default_pooling = None
+    random_sampling = False
     #: Trainable state (proxies, β) as a Keras layer; None for stateless losses.
     state_layer = None
 
-    def __init__(self, name=None, dtype=None, gather_replicas=True, reduction="sum_over_batch_size"):
+    def __init__(self, name=None, dtype=None, gather_replicas=True, reduction="sum_over_batch_size",
+                 expansion=None, seed=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gather_replicas = bool(gather_replicas)
+        for argument, value in (("expansion", expansion), ("seed", seed)):
+            if value is not None and argument not in self.config_args:  # as Python would for a missing argument
+                raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument "
+                                f"{argument!r}")
+        self.expansion = deserialize_expansion(expansion)
+        self.seed = check_seed(seed)
+        self._seed_generator = make_seed_generator(self.seed) if self.random_sampling else None
 
     @property
     def compute_dtype(self):
         return compute_dtype_for(self.dtype)
+
+    @property
+    def pooling(self):
+        """The EE pooling in use: `expansion.pooling`, else `default_pooling`."""
+        return resolve_pooling(self.expansion, self.default_pooling)
+
+    def pair_matrices(self, embeddings, labels, metric):
+        """`tfdml.losses.pairs.PairMatrices` of the batch in `metric`, EE-pooled
+        for negative pairs with this loss's expansion and pooling."""
+        return pair_matrices(embeddings, labels, metric, self.expansion, self.pooling)
 
     def build_state(self, embedding_dim):
         """Creates trainable state for `embedding_dim`-d embeddings (no-op here)."""
@@ -223,11 +176,8 @@ class MetricLoss(keras.losses.Loss):
             embeddings = tf.cast(embeddings, self.compute_dtype)
             return distributed.scale_for_replicas(self.compute(labels, embeddings))
 
-    def call(self, y_true, y_pred):
-        labels, embeddings = validate_inputs(y_true, y_pred)
-        return self.compute(labels, tf.cast(embeddings, self.compute_dtype))
-
     def compute(self, labels, embeddings):
+        """The loss of validated int labels (B,) and embeddings (B, D) in the compute dtype."""
         raise NotImplementedError
 
     def get_config(self):
@@ -235,9 +185,7 @@ class MetricLoss(keras.losses.Loss):
         config.pop("reduction", None)
         config["dtype"] = self.dtype
         config["gather_replicas"] = self.gather_replicas
+        for argument in self.config_args:
+            value = getattr(self, argument)
+            config[argument] = serialize_expansion(value) if argument == "expansion" else value
         return config
-
-
-def normalize_if(embeddings, normalize):
-    """L2-normalises `embeddings` when `normalize` is true."""
-    return distances.l2_normalize(embeddings) if normalize else embeddings

@@ -2,16 +2,9 @@
 import keras
 import tensorflow as tf
 
-from tfdml.losses.base import (
-    MetricLoss,
-    check_number,
-    deserialize_expansion,
-    make_seed_generator,
-    masked_mean,
-    normalize_if,
-    pair_matrices,
-    serialize_expansion,
-)
+from tfdml.checks import check_number
+from tfdml.losses.base import MetricLoss
+from tfdml.losses.ops import masked_mean, normalize_if
 from tfdml.losses.registry import register
 
 
@@ -35,29 +28,39 @@ class ContrastiveLoss(MetricLoss):
     the pool; default pooling "class").
 
     Args:
-        pos_margin, neg_margin: the two margins.
+        pos_margin: margin of positive pairs (distances below it cost nothing).
+        neg_margin: margin of negative pairs (distances above it cost nothing).
         squared: square both hinge terms.
         rho: ρ-regularisation probability.
         normalize: L2-normalise embeddings first (default True).
         expansion: `tfdml.EmbeddingExpansion` or None.
         seed: seed of the ρ draws.
+
+    Example (the positive pair is √2 apart; of the negative pairs only the two
+    √2 apart are inside `neg_margin` = 1.5):
+
+    >>> loss = tfdml.losses.ContrastiveLoss(neg_margin=1.5)
+    >>> value = loss([7, 7, 3], [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    >>> round(float(value), 4)  # √2 + (1.5 − √2)
+    1.5
     """
+
+    config_args = ("pos_margin", "neg_margin", "squared", "rho", "normalize", "expansion", "seed")
+    supports_expansion = True
+    default_pooling = "class"
+    random_sampling = True
 
     def __init__(self, pos_margin=0.0, neg_margin=1.0, squared=False, rho=0.0, normalize=True,
                  expansion=None, seed=None, name="contrastive_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
+        super().__init__(name=name, expansion=expansion, seed=seed, **kwargs)
         self.pos_margin = check_number(pos_margin, "pos_margin")
         self.neg_margin = check_number(neg_margin, "neg_margin")
         self.squared = bool(squared)
         self.rho = check_number(rho, "rho", 0.0, 1.0)
         self.normalize = bool(normalize)
-        self.expansion = deserialize_expansion(expansion)
-        self.seed = seed
-        self._seed_generator = make_seed_generator(seed)
 
     def compute(self, labels, embeddings):
-        embeddings = normalize_if(embeddings, self.normalize)
-        m = pair_matrices(embeddings, labels, "euclidean", self.expansion, "class")
+        m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean")
         positive_mask, negative_mask = m.positive_mask, m.negative_mask
         negative_d = m.negative
         if self.rho > 0:
@@ -72,10 +75,3 @@ class ContrastiveLoss(MetricLoss):
             pos_term, neg_term = tf.square(pos_term), tf.square(neg_term)
         active_neg = tf.logical_and(negative_mask, neg_term > 0)
         return masked_mean(pos_term, positive_mask) + masked_mean(neg_term, active_neg)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(pos_margin=self.pos_margin, neg_margin=self.neg_margin, squared=self.squared,
-                      rho=self.rho, normalize=self.normalize, expansion=serialize_expansion(self.expansion),
-                      seed=self.seed)
-        return config

@@ -2,7 +2,8 @@
 import tensorflow as tf
 
 from tfdml import distances
-from tfdml.losses.base import MetricLoss, deserialize_expansion, pair_matrices, serialize_expansion
+from tfdml.checks import check_int
+from tfdml.losses.base import MetricLoss
 from tfdml.losses.registry import register
 
 
@@ -58,20 +59,27 @@ class HistogramLoss(MetricLoss):
     Args:
         bins: number of histogram nodes R ≥ 2 (Roth et al.: 65, i.e. Δ = 1/32).
         expansion: `tfdml.EmbeddingExpansion` or None.
+
+    Example (nodes −1, 0, 1; the positive pair has s = 0, so h⁺ = (0, 1, 0); the
+    negative pairs have s = −1 and 0, so h⁻ = (½, ½, 0)):
+
+    >>> loss = tfdml.losses.HistogramLoss(bins=3)
+    >>> value = loss([0, 0, 1], [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    >>> round(float(value), 4)  # ½ · 0 + ½ · 1
+    0.5
     """
 
+    config_args = ("bins", "expansion")
+    supports_expansion = True
     default_pooling = "class"
 
     def __init__(self, bins=65, expansion=None, name="histogram_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an int >= 2, got {bins!r}.")
-        self.bins = bins
-        self.expansion = deserialize_expansion(expansion)
+        super().__init__(name=name, expansion=expansion, **kwargs)
+        self.bins = check_int(bins, "bins", minimum=2)
 
     def compute(self, labels, embeddings):
         unit = distances.l2_normalize(embeddings)
-        m = pair_matrices(unit, labels, "cosine", self.expansion, self.default_pooling)
+        m = self.pair_matrices(unit, labels, "cosine")
         batch = tf.shape(labels)[0]
         index = tf.range(batch)
         upper = index[:, None] < index[None, :]
@@ -82,8 +90,3 @@ class HistogramLoss(MetricLoss):
         loss = tf.reduce_sum(h_neg * tf.cumsum(h_pos))
         valid = tf.logical_and(tf.reduce_any(pos_mask), tf.reduce_any(neg_mask))
         return tf.where(valid, loss, tf.zeros_like(loss))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(bins=self.bins, expansion=serialize_expansion(self.expansion))
-        return config

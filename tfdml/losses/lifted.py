@@ -1,16 +1,9 @@
 """Lifted structure loss (Oh Song et al. 2016) in the form of EE eqs. 2 and 12."""
 import tensorflow as tf
 
-from tfdml.losses.base import (
-    MetricLoss,
-    check_number,
-    deserialize_expansion,
-    masked_logsumexp,
-    masked_mean,
-    normalize_if,
-    pair_matrices,
-    serialize_expansion,
-)
+from tfdml.checks import check_number
+from tfdml.losses.base import MetricLoss
+from tfdml.losses.ops import masked_logsumexp, masked_mean, normalize_if
 from tfdml.losses.registry import register
 
 
@@ -34,22 +27,27 @@ class LiftedStructureLoss(MetricLoss):
         margin: m.
         normalize: L2-normalise embeddings first (default True).
         expansion: `tfdml.EmbeddingExpansion` or None.
+
+    Example (three orthonormal points, every distance √2: for both ordered
+    positive pairs J = log(2·e^{1−√2}) + √2 = 1 + log 2):
+
+    >>> loss = tfdml.losses.LiftedStructureLoss(margin=1.0)
+    >>> value = loss([0, 0, 1], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> round(float(value), 4)  # ½ (1 + log 2)²
+    1.4334
     """
 
+    config_args = ("margin", "normalize", "expansion")
+    supports_expansion = True
+    default_pooling = "class"
+
     def __init__(self, margin=1.0, normalize=True, expansion=None, name="lifted_structure_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
+        super().__init__(name=name, expansion=expansion, **kwargs)
         self.margin = check_number(margin, "margin")
         self.normalize = bool(normalize)
-        self.expansion = deserialize_expansion(expansion)
 
     def compute(self, labels, embeddings):
-        embeddings = normalize_if(embeddings, self.normalize)
-        m = pair_matrices(embeddings, labels, "euclidean", self.expansion, "class")
+        m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean")
         neg_lse = masked_logsumexp(self.margin - m.negative, m.negative_mask, axis=1)  # (B,)
         j = tf.experimental.numpy.logaddexp(neg_lse[:, None], neg_lse[None, :]) + m.positive
         return masked_mean(0.5 * tf.square(tf.nn.relu(j)), m.positive_mask)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(margin=self.margin, normalize=self.normalize, expansion=serialize_expansion(self.expansion))
-        return config

@@ -1,17 +1,12 @@
 """Margin loss with a learnable boundary β (Wu et al. 2017, "Sampling matters")."""
 import tensorflow as tf
 
+from tfdml.checks import check_int, check_number
 from tfdml.losses import mining as mining_lib
-from tfdml.losses.base import (
-    MetricLoss,
-    check_number,
-    deserialize_expansion,
-    make_seed_generator,
-    pair_matrices,
-    serialize_expansion,
-)
+from tfdml.losses.base import MetricLoss, check_class_labels
+from tfdml.losses.ops import normalize_if
 from tfdml.losses.registry import register
-from tfdml.losses.variables import LossVariable
+from tfdml.losses.state import LossVariable
 
 
 @register("margin")
@@ -32,49 +27,62 @@ class MarginLoss(MetricLoss):
     `tfdml.models.EmbeddingModel.compile` does that automatically; for other
     Keras models call `tfdml.losses.attach_loss_state(model, loss)` before
     `compile`. β uses the model's optimizer with its learning rate multiplied by
-    `beta_lr_multiplier` (Roth et al. train β with 5e-4 while the network uses
+    `lr_multiplier` (Roth et al. train β with 5e-4 while the network uses
     1e-5: multiplier 50 with Adam; see `LossVariable`).
 
     Triplets come from any `TripletLoss` miner (default distance-weighted
-    sampling); ρ-regularisation and Embedding Expansion (negative distances
-    pooled, default pooling "anchor") are supported.
+    sampling, which assumes L2-normalised embeddings); ρ-regularisation and
+    Embedding Expansion (negative distances pooled, default pooling "anchor")
+    are supported.
 
     Args:
-        margin: α. beta: initial β. learn_beta: train β.
+        margin: α.
+        beta: initial β.
+        learn_beta: train β.
         per_class_beta: one β per class (needs `num_classes`; labels in
             [0, num_classes)).
         num_classes: number of classes for per-class β.
         nu: weight ν of the β regulariser.
-        beta_lr_multiplier: learning-rate multiplier of β.
+        lr_multiplier: learning-rate multiplier of β.
         mining: a `tfdml.losses.mining` miner name (not "all").
         rho: ρ-regularisation probability.
+        normalize: L2-normalise embeddings first (default True, as Wu et al.).
         expansion: `tfdml.EmbeddingExpansion` or None.
         seed: seed of the random miners.
+
+    Example (batch-hard: for a = (1, 0), p = (0, 1), d_ap = √2 and the positive
+    hinge is √2 − 1.2 + 0.2; the other three hinges are 0):
+
+    >>> loss = tfdml.losses.MarginLoss(margin=0.2, beta=1.2, mining="hard")
+    >>> value = loss([0, 0, 1], [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    >>> round(float(value), 4)  # (2 · (√2 − 1)) / 2 non-zero terms
+    0.4142
     """
 
+    config_args = ("margin", "beta", "learn_beta", "per_class_beta", "num_classes", "nu", "lr_multiplier", "mining",
+                   "rho", "normalize", "expansion", "seed")
+    supports_expansion = True
     default_pooling = "anchor"
+    random_sampling = True
 
     def __init__(self, margin=0.2, beta=1.2, learn_beta=True, per_class_beta=False, num_classes=None, nu=0.0,
-                 beta_lr_multiplier=1.0, mining="distance", rho=0.0, expansion=None, seed=None, name="margin_loss",
-                 **kwargs):
-        super().__init__(name=name, **kwargs)
+                 lr_multiplier=1.0, mining="distance", rho=0.0, normalize=True, expansion=None, seed=None,
+                 name="margin_loss", **kwargs):
+        super().__init__(name=name, expansion=expansion, seed=seed, **kwargs)
         self.margin = check_number(margin, "margin")
         self.beta = check_number(beta, "beta")
         self.learn_beta = bool(learn_beta)
         self.per_class_beta = bool(per_class_beta)
-        if self.per_class_beta and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"per_class_beta=True needs num_classes (a positive int), got {num_classes!r}.")
+        if self.per_class_beta:
+            check_int(num_classes, "num_classes (needed by per_class_beta=True)", minimum=1)
         self.num_classes = num_classes
         self.nu = check_number(nu, "nu", 0.0)
+        self.lr_multiplier = check_number(lr_multiplier, "lr_multiplier", greater_than=0.0)
         self.mining = mining_lib.check_mining(mining, mining_lib.PER_ANCHOR + mining_lib.PER_PAIR)
         self.rho = check_number(rho, "rho", 0.0, 1.0)
-        self.expansion = deserialize_expansion(expansion)
-        self.seed = seed
-        self._seed_generator = make_seed_generator(seed)
+        self.normalize = bool(normalize)
         size = num_classes if self.per_class_beta else 1
-        self.beta_lr_multiplier = check_number(beta_lr_multiplier, "beta_lr_multiplier", 0.0,
-                                               allow_equal_min=False)
-        self.state_layer = (LossVariable((size,), self.beta, self.beta_lr_multiplier, name="margin_beta",
+        self.state_layer = (LossVariable((size,), self.beta, self.lr_multiplier, name="margin_beta",
                                          dtype=self.compute_dtype.name) if self.learn_beta else None)
 
     def build_state(self, embedding_dim=None):
@@ -87,40 +95,19 @@ class MarginLoss(MetricLoss):
         values = tf.cast(self.state_layer.value, self.compute_dtype)
         if not self.per_class_beta:
             return tf.fill(tf.shape(anchor_labels), values[0])
-        if tf.executing_eagerly():
-            low, high = int(tf.reduce_min(anchor_labels)), int(tf.reduce_max(anchor_labels))
-            if low < 0 or high >= self.num_classes:
-                raise ValueError(f"labels must be in [0, num_classes={self.num_classes}) for per-class β, "
-                                 f"got values in [{low}, {high}].")
-        return tf.gather(values, tf.clip_by_value(anchor_labels, 0, self.num_classes - 1))
+        return tf.gather(values, check_class_labels(anchor_labels, self.num_classes))
 
     def compute(self, labels, embeddings):
-        embeddings = tf.math.l2_normalize(embeddings, axis=-1, epsilon=1e-12)
-        matrices = pair_matrices(embeddings, labels, "euclidean", self.expansion, self.default_pooling)
-        triplets = mining_lib.mine_triplets(
-            tf.stop_gradient(matrices.positive), tf.stop_gradient(matrices.negative), labels, self.mining,
-            margin=self.margin, seed=self._seed_generator, embedding_dim=embeddings.shape[-1])
-        triplets, swapped = mining_lib.apply_rho(triplets, labels, self.rho, self._seed_generator)
-        ap = tf.stack([triplets.anchor, triplets.positive], axis=1)
-        an = tf.stack([triplets.anchor, triplets.negative], axis=1)
-        d_ap = tf.gather_nd(matrices.positive, ap)
-        d_an = tf.where(swapped, tf.gather_nd(matrices.positive, an), tf.gather_nd(matrices.negative, an))
-        beta = self._betas(tf.gather(labels, triplets.anchor))
-        valid = tf.cast(triplets.valid, embeddings.dtype)
-        pos = tf.nn.relu(d_ap - beta + self.margin) * valid
-        neg = tf.nn.relu(beta - d_an + self.margin) * valid
+        matrices = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean")
+        mined = mining_lib.mined_distances(matrices, labels, self.mining, margin=self.margin, rho=self.rho,
+                                           seed=self._seed_generator)
+        beta = self._betas(tf.gather(labels, mined.triplets.anchor))
+        valid = tf.cast(mined.valid, embeddings.dtype)
+        pos = tf.nn.relu(mined.d_ap - beta + self.margin) * valid
+        neg = tf.nn.relu(beta - mined.d_an + self.margin) * valid
         active = tf.reduce_sum(tf.cast(pos > 0, embeddings.dtype) + tf.cast(neg > 0, embeddings.dtype))
         total = tf.reduce_sum(pos + neg)
         loss = tf.where(active > 0, total / tf.maximum(active, 1.0), total)
         if self.nu > 0:
             loss += self.nu * tf.reduce_sum(beta * valid)
         return loss
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(margin=self.margin, beta=self.beta, learn_beta=self.learn_beta,
-                      per_class_beta=self.per_class_beta, num_classes=self.num_classes, nu=self.nu,
-                      beta_lr_multiplier=self.beta_lr_multiplier,
-                      mining=self.mining, rho=self.rho, expansion=serialize_expansion(self.expansion),
-                      seed=self.seed)
-        return config

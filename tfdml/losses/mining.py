@@ -1,11 +1,15 @@
 """Triplet miners (Roth et al. 2020 §3.1 and the papers they cite).
 
-`mine_triplets` turns a batch's distance matrices into index triplets
-(anchor, positive, negative) plus a validity mask. Two B×B matrices are used:
-`pos_distances` between original points (for anchor–positive pairs) and
-`neg_distances` for anchor–negative pairs (EE-pooled under Embedding Expansion,
-otherwise the same matrix). Every miner is O(B²) in memory (O(B² log B) time for
-"semihard"), XLA-compatible and seedable.
+The triplet family (triplet, margin, SNR, quadruplet losses) mines through one
+entry point, `mined_distances(matrices, labels, mining, ...)`: it mines index
+triplets on a batch's `PairMatrices`, applies ρ-regularisation and gathers the
+anchor–positive and anchor–negative values, so a loss holds only its formula.
+Underneath, `mine_triplets` turns two B×B matrices into index triplets
+(anchor, positive, negative) plus a validity mask: `pos_distances` between
+original points (for anchor–positive pairs) and `neg_distances` for
+anchor–negative pairs (EE-pooled under Embedding Expansion, otherwise the same
+matrix). Every miner is O(B²) in memory (O(B² log B) time for "semihard" and
+"distance"), fixed-shape (XLA-compatible) and seedable.
 
 Per-anchor miners (T = B, triplet t has anchor t):
 - "hard" (batch-hard / HPHN, Hermans et al. 2017): farthest positive, nearest
@@ -24,29 +28,42 @@ Per-(anchor, positive) miners (T = B·B, t = i·B + j):
   ∝ q(d)⁻¹, q(d) ∝ d^{D−2} (1 − d²/4)^{(D−3)/2}, d clamped below at 0.5, weight
   0 for d > 1.4 (uniform among all negatives if every weight is 0); computed in
   log space so nothing overflows. Assumes L2-normalised embeddings.
+"all" (not a miner): every valid triplet, as B×B×B broadcast tensors.
 A triplet is valid when its anchor has a positive and a negative (and, for the
 per-pair miners, j is a positive of i).
+
+Miners are names, not objects: each is a fixed-shape function of the matrices,
+so a loss's `mining` argument is a string that serialises with its config.
 """
 import collections
 
 import keras
 import tensorflow as tf
 
-from tfdml.losses.base import make_seed_generator, pair_masks
+from tfdml.checks import check_choice
+from tfdml.losses.ops import make_seed_generator, pair_masks, pair_values, row_searchsorted
 
 PER_ANCHOR = ("hard", "easy_positive_hard", "easy_positive_semihard", "softhard", "random")
 PER_PAIR = ("semihard", "distance")
 MININGS = PER_ANCHOR + PER_PAIR + ("all",)
 
 MinedTriplets = collections.namedtuple("MinedTriplets", ["anchor", "positive", "negative", "valid"])
+MinedDistances = collections.namedtuple("MinedDistances", ["d_ap", "d_an", "valid", "triplets", "swapped"])
 
 DISTANCE_WEIGHT_FLOOR = 0.5
 DISTANCE_WEIGHT_CUTOFF = 1.4
 
 
-def check_mining(mining, allowed=MININGS):
-    if mining not in allowed:
-        raise ValueError(f"Unknown mining={mining!r}; expected one of {list(allowed)}.")
+def check_mining(mining, allowed=MININGS, rho=0.0):
+    """`mining` if it is in `allowed` and compatible with ρ-regularisation.
+
+    Raises:
+        ValueError: unknown `mining`, or `rho > 0` with `mining="all"` (ρ replaces
+            picked triplets; "all" picks none).
+    """
+    check_choice(mining, "mining", allowed)
+    if mining == "all" and rho > 0:
+        raise ValueError("rho > 0 needs a miner that picks triplets; mining='all' does not.")
     return mining
 
 
@@ -96,32 +113,6 @@ def _per_anchor(pos_d, neg_d, pos_mask, neg_mask, mining, seed_generator):
         return positive, negative, valid
     # random
     return _random_member(pos_mask, seed_generator), _random_member(neg_mask, seed_generator), valid
-
-
-def row_searchsorted(sorted_rows, values, side="left"):
-    """`tf.searchsorted` as a fixed-depth binary search made of gathers:
-    O(B·T·log N) work with only gathers and selects, so it compiles to the same
-    cost under XLA on every device.
-
-    Args:
-        sorted_rows: (B, N) rows sorted in non-decreasing order.
-        values: (B, T) values to place in their row.
-        side: "left" (count of entries < value) or "right" (entries <= value).
-
-    Returns:
-        (B, T) int32 insertion indices in [0, N].
-    """
-    length = sorted_rows.shape[1]
-    depth = int(length).bit_length() if length is not None else 31
-    size = tf.shape(sorted_rows)[1]
-    below = tf.less if side == "left" else tf.less_equal
-    position = tf.zeros(tf.shape(values), tf.int32)  # entries known to lie before the value
-    for bit in reversed(range(depth)):
-        candidate = position + (1 << bit)
-        inside = candidate <= size
-        entry = tf.gather(sorted_rows, tf.minimum(candidate, size) - 1, batch_dims=1)
-        position = tf.where(tf.logical_and(inside, below(entry, values)), candidate, position)
-    return position
 
 
 def _sample_rows(logits, seed_generator):
@@ -238,12 +229,19 @@ def apply_rho(triplets, labels, rho, seed_generator):
     random other sample of i's class (when i has one): the loss then pushes a
     same-class sample away (d_ap = 0, d_an = d(i, j) on original points).
 
+    Args:
+        triplets: `MinedTriplets`.
+        labels: (B,) integer labels.
+        rho: replacement probability in [0, 1].
+        seed_generator: int, None or `keras.random.SeedGenerator`.
+
     Returns:
         (MinedTriplets, swapped bool (T,)) — `swapped` marks replaced triplets,
         whose "negative" must use the original (not EE-pooled) distance.
     """
     if rho <= 0.0:
         return triplets, tf.zeros_like(triplets.valid)
+    seed_generator = make_seed_generator(seed_generator)
     labels = tf.reshape(labels, [-1])
     pos_mask, _ = pair_masks(labels)
     same_class_other = _random_member(pos_mask, seed_generator)  # (B,)
@@ -258,3 +256,92 @@ def apply_rho(triplets, labels, rho, seed_generator):
         triplets.valid,
     )
     return replaced, swapped
+
+
+def sample_other_class(labels, first, second, seed_generator):
+    """Per entry t, a uniformly random sample whose class is neither that of
+    `first[t]` nor that of `second[t]` (the quadruplet loss's fourth sample).
+
+    Samples sorted by class form contiguous blocks, so the r-th admissible sample
+    is found by skipping (at most) the two excluded blocks: O(B²) memory for
+    block starts and sizes, O(1) per entry — no T×B candidate mask.
+
+    Args:
+        labels: (B,) integer labels.
+        first, second: (T,) int32 sample indices whose classes are excluded
+            (they may be of the same class).
+        seed_generator: int, None or `keras.random.SeedGenerator`.
+
+    Returns:
+        (index (T,) int32, exists (T,) bool); `index` is 0 where no admissible
+        sample exists.
+    """
+    seed_generator = make_seed_generator(seed_generator)
+    batch = tf.shape(labels)[0]
+    same = tf.equal(labels[:, None], labels[None, :])
+    before = labels[None, :] < labels[:, None]  # before[i, j]: class of j sorts before class of i
+    block_start = tf.reduce_sum(tf.cast(before, tf.int32), axis=1)  # (B,) start of i's class block
+    block_size = tf.reduce_sum(tf.cast(same, tf.int32), axis=1)
+    order = tf.argsort(labels, stable=True)
+    start_1, size_1 = tf.gather(block_start, first), tf.gather(block_size, first)
+    start_2, size_2 = tf.gather(block_start, second), tf.gather(block_size, second)
+    size_2 = tf.where(tf.equal(start_1, start_2), tf.zeros_like(size_2), size_2)  # same class: exclude once
+    first_is_lower = start_1 <= start_2
+    low_start = tf.minimum(start_1, start_2)
+    high_start = tf.maximum(start_1, start_2)
+    low_size = tf.where(first_is_lower, size_1, size_2)
+    high_size = tf.where(first_is_lower, size_2, size_1)
+    count = batch - size_1 - size_2
+    draw = keras.random.uniform(tf.shape(first), seed=seed_generator, dtype="float32")
+    rank = tf.cast(tf.floor(draw * tf.cast(count, tf.float32)), tf.int32)
+    rank = tf.clip_by_value(rank, 0, tf.maximum(count - 1, 0))
+    position = rank + tf.where(rank >= low_start, low_size, tf.zeros_like(low_size))
+    position = position + tf.where(position >= high_start, high_size, tf.zeros_like(high_size))
+    exists = count > 0
+    position = tf.where(exists, tf.minimum(position, batch - 1), tf.zeros_like(position))
+    return tf.gather(order, position), exists
+
+
+def mined_distances(matrices, labels, mining, margin=0.2, rho=0.0, seed=None, values=None):
+    """Mines triplets and gathers their anchor–positive / anchor–negative values.
+
+    The one mining path of the triplet family: mine on `matrices` (without
+    gradient), apply ρ-regularisation (`apply_rho`), then read each triplet's
+    values from `values`. A ρ-replaced triplet (i, i, j) reads d(i, j) from
+    `values.positive` (j is of i's class: an original, not EE-pooled, pair);
+    every other anchor–negative value comes from `values.negative`.
+
+    Args:
+        matrices: `tfdml.losses.pairs.PairMatrices` to mine on (`positive` for
+            anchor–positive, `negative` for anchor–negative pairs).
+        labels: (B,) integer labels.
+        mining: a name in `MININGS`. "all" mines nothing: every valid triplet,
+            as broadcast tensors d_ap (B, B, 1), d_an (B, 1, B), valid (B, B, B).
+        margin: semi-hard window width.
+        rho: ρ-regularisation probability (0 with "all").
+        seed: int, None or `keras.random.SeedGenerator` of the random draws
+            (mining first, then ρ).
+        values: `PairMatrices` holding the values the loss uses (another metric
+            on the same batch, e.g. cosine similarities or SNR distances);
+            default `matrices`.
+
+    Returns:
+        `MinedDistances(d_ap, d_an, valid, triplets, swapped)`: values and
+        validity of the T mined triplets ((T,) each), the `MinedTriplets` after
+        ρ and the bool (T,) mask of ρ-replaced triplets (both None for "all").
+    """
+    check_mining(mining, MININGS, rho)
+    values = matrices if values is None else values
+    if mining == "all":
+        valid = tf.logical_and(matrices.positive_mask[:, :, None], matrices.negative_mask[:, None, :])
+        return MinedDistances(values.positive[:, :, None], values.negative[:, None, :], valid, None, None)
+    seed_generator = make_seed_generator(seed)
+    triplets = mine_triplets(tf.stop_gradient(matrices.positive), tf.stop_gradient(matrices.negative), labels,
+                             mining, margin=margin, seed=seed_generator, embedding_dim=matrices.embedding_dim)
+    triplets, swapped = apply_rho(triplets, labels, rho, seed_generator)
+    d_ap = pair_values(values.positive, triplets.anchor, triplets.positive)
+    negative_pairs = tf.stack([triplets.anchor, triplets.negative], axis=1)
+    d_an = tf.gather_nd(values.negative, negative_pairs)
+    if rho > 0:
+        d_an = tf.where(swapped, tf.gather_nd(values.positive, negative_pairs), d_an)
+    return MinedDistances(d_ap, d_an, triplets.valid, triplets, swapped)

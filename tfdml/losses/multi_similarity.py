@@ -1,15 +1,9 @@
 """Multi-similarity loss (Wang et al. 2019) in the form of EE eqs. 4–6 and 14–15."""
 import tensorflow as tf
 
-from tfdml.losses.base import (
-    MetricLoss,
-    check_number,
-    deserialize_expansion,
-    masked_logsumexp,
-    normalize_if,
-    pair_matrices,
-    serialize_expansion,
-)
+from tfdml.checks import check_number
+from tfdml.losses.base import MetricLoss
+from tfdml.losses.ops import masked_logsumexp, normalize_if
 from tfdml.losses.registry import register
 
 
@@ -32,25 +26,38 @@ class MultiSimilarityLoss(MetricLoss):
     conditions and in ℓ.
 
     Args:
-        alpha: α (positive scale). beta: β (negative scale). base: λ.
+        alpha: α, scale of the positive term.
+        beta: β, scale of the negative term.
+        base: λ, the similarity offset.
         epsilon: ε of the pair mining.
         normalize: L2-normalise embeddings first (default True).
         expansion: `tfdml.EmbeddingExpansion` or None.
+
+    Example (orthonormal points: every similarity is 0 and every pair is kept;
+    each of the two anchors of class 0 adds ½ log(1 + e) + (1/50) log(1 + e^{−25}),
+    the lone negative adds 0):
+
+    >>> loss = tfdml.losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5)
+    >>> value = loss([0, 0, 1], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> round(float(value), 4)
+    0.4378
     """
+
+    config_args = ("alpha", "beta", "base", "epsilon", "normalize", "expansion")
+    supports_expansion = True
+    default_pooling = "class"
 
     def __init__(self, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1, normalize=True, expansion=None,
                  name="multi_similarity_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.alpha = check_number(alpha, "alpha", 0.0, allow_equal_min=False)
-        self.beta = check_number(beta, "beta", 0.0, allow_equal_min=False)
+        super().__init__(name=name, expansion=expansion, **kwargs)
+        self.alpha = check_number(alpha, "alpha", greater_than=0.0)
+        self.beta = check_number(beta, "beta", greater_than=0.0)
         self.base = check_number(base, "base")
         self.epsilon = check_number(epsilon, "epsilon", 0.0)
         self.normalize = bool(normalize)
-        self.expansion = deserialize_expansion(expansion)
 
     def compute(self, labels, embeddings):
-        embeddings = normalize_if(embeddings, self.normalize)
-        m = pair_matrices(embeddings, labels, "cosine", self.expansion, "class")
+        m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "cosine")
         big = tf.constant(1e4, m.positive.dtype)
         pos_sim, neg_sim = tf.stop_gradient(m.positive), tf.stop_gradient(m.negative)
         min_pos = tf.reduce_min(tf.where(m.positive_mask, pos_sim, big), axis=1, keepdims=True)
@@ -62,9 +69,3 @@ class MultiSimilarityLoss(MetricLoss):
         # log(1 + Σ exp(z)) = softplus(logsumexp(z)); empty sums give softplus(-1e4) = 0.
         per_anchor = tf.nn.softplus(pos_lse) / self.alpha + tf.nn.softplus(neg_lse) / self.beta
         return tf.reduce_mean(per_anchor)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(alpha=self.alpha, beta=self.beta, base=self.base, epsilon=self.epsilon,
-                      normalize=self.normalize, expansion=serialize_expansion(self.expansion))
-        return config

@@ -1,7 +1,7 @@
 """Normalised softmax (Zhai & Wu, BMVC 2019)."""
 import tensorflow as tf
 
-from tfdml.losses.base import check_number
+from tfdml.checks import check_number
 from tfdml.losses.proxies import ProxyLoss, softmax_cross_entropy
 from tfdml.losses.registry import register
 
@@ -23,16 +23,22 @@ class NormalizedSoftmaxLoss(ProxyLoss):
         temperature: T.
         lr_multiplier: learning-rate multiplier of the class weights.
         seed: seed of the weight initialisation.
+
+    Example (cosines 1 and 0 with the two class weights, T = ½):
+
+    >>> loss = tfdml.losses.NormalizedSoftmaxLoss(num_classes=2, temperature=0.5)
+    >>> loss.build_state(2).assign_value([[1.0, 0.0], [0.0, 3.0]])
+    >>> round(float(loss([0], [[2.0, 0.0]])), 4)  # log(1 + e^{−2})
+    0.1269
     """
+
+    config_args = ("num_classes", "temperature", "lr_multiplier", "seed")
 
     def __init__(self, num_classes, temperature=0.05, lr_multiplier=1.0, seed=None, name="normalized_softmax_loss",
                  **kwargs):
-        self.temperature = check_number(temperature, "temperature", 0.0, allow_equal_min=False)
-        super().__init__(num_classes, lr_multiplier, seed, name=name, **kwargs)
+        super().__init__(num_classes, 1, lr_multiplier, seed, name=name, **kwargs)
+        self.temperature = check_number(temperature, "temperature", greater_than=0.0)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
         logits = tf.matmul(unit_embeddings, unit_proxies, transpose_b=True) / self.temperature
         return softmax_cross_entropy(logits, labels)
-
-    def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}

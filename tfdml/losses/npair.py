@@ -1,16 +1,9 @@
 """Multi-class N-pair loss (Sohn 2016) in the form of EE eqs. 3 and 13."""
 import tensorflow as tf
 
-from tfdml.losses.base import (
-    MetricLoss,
-    check_number,
-    deserialize_expansion,
-    masked_logsumexp,
-    masked_mean,
-    normalize_if,
-    pair_matrices,
-    serialize_expansion,
-)
+from tfdml.checks import check_number
+from tfdml.losses.base import MetricLoss
+from tfdml.losses.ops import masked_logsumexp, masked_mean, mean_squared_norm, normalize_if
 from tfdml.losses.registry import register
 
 
@@ -23,35 +16,41 @@ class NPairLoss(MetricLoss):
 
         ℓ_ij = log(1 + Σ_{k: y_k ≠ y_i} exp(s_ik − s_ij))
 
-    loss = mean over ordered positive pairs of ℓ_ij + l2_reg · mean_i ‖x_i‖².
+    loss = mean over ordered positive pairs of ℓ_ij + embedding_reg · mean_i ‖x_i‖².
 
     With Embedding Expansion (EE eq. 13) every negative similarity s_ik is the
     pooled one (maximum over the pool; default pooling "class"). Use
     `EmbeddingExpansion(normalize=False)` on unnormalised embeddings.
 
     Args:
-        l2_reg: weight of the embedding-norm regulariser.
+        embedding_reg: weight of the squared-norm regulariser.
         normalize: L2-normalise embeddings first (default False, as in Sohn).
         expansion: `tfdml.EmbeddingExpansion` or None.
+
+    Example (both ordered positive pairs have s_ij = 1 and one negative with
+    s_ik = 0):
+
+    >>> loss = tfdml.losses.NPairLoss(embedding_reg=0.0)
+    >>> value = loss([0, 0, 1], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> round(float(value), 4)  # log(1 + e^{−1})
+    0.3133
     """
 
-    def __init__(self, l2_reg=0.005, normalize=False, expansion=None, name="npair_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.l2_reg = check_number(l2_reg, "l2_reg", 0.0)
+    config_args = ("embedding_reg", "normalize", "expansion")
+    supports_expansion = True
+    default_pooling = "class"
+
+    def __init__(self, embedding_reg=0.005, normalize=False, expansion=None, name="npair_loss", **kwargs):
+        super().__init__(name=name, expansion=expansion, **kwargs)
+        self.embedding_reg = check_number(embedding_reg, "embedding_reg", 0.0)
         self.normalize = bool(normalize)
-        self.expansion = deserialize_expansion(expansion)
 
     def compute(self, labels, embeddings):
         embeddings = normalize_if(embeddings, self.normalize)
-        m = pair_matrices(embeddings, labels, "dot", self.expansion, "class")
+        m = self.pair_matrices(embeddings, labels, "dot")
         neg_lse = masked_logsumexp(m.negative, m.negative_mask, axis=1)  # (B,)
         per_pair = tf.nn.softplus(neg_lse[:, None] - m.positive)
         loss = masked_mean(per_pair, m.positive_mask)
-        if self.l2_reg > 0:
-            loss += self.l2_reg * tf.reduce_mean(tf.reduce_sum(tf.square(embeddings), axis=1))
+        if self.embedding_reg > 0:
+            loss += self.embedding_reg * mean_squared_norm(embeddings)
         return loss
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(l2_reg=self.l2_reg, normalize=self.normalize, expansion=serialize_expansion(self.expansion))
-        return config

@@ -1,33 +1,13 @@
-"""Base class of losses with trainable class proxies (ProxyNCA, SoftTriple, ArcFace,
+"""Base of the losses with trainable class proxies (ProxyNCA, SoftTriple, ArcFace,
 normalised softmax)."""
 import warnings
 
 import tensorflow as tf
 
 from tfdml import distances
-from tfdml.losses.base import MetricLoss, check_number
-from tfdml.losses.variables import LossVariable
-
-
-def check_class_labels(labels, num_classes):
-    """Checks that integer labels lie in [0, num_classes).
-
-    Eagerly this raises a ValueError naming `labels`; in graphs it adds a
-    `tf.debugging` assertion (a no-op under XLA, where labels are clipped).
-
-    Returns:
-        The labels, clipped to the valid range.
-    """
-    if tf.executing_eagerly():
-        low, high = int(tf.reduce_min(labels)), int(tf.reduce_max(labels))
-        if low < 0 or high >= num_classes:
-            raise ValueError(f"labels must be class ids in [0, num_classes={num_classes}), got values in "
-                             f"[{low}, {high}].")
-    else:
-        tf.debugging.assert_less(labels, tf.cast(num_classes, labels.dtype),
-                                 message=f"labels must be < num_classes={num_classes}")
-        tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
-    return tf.clip_by_value(labels, tf.cast(0, labels.dtype), tf.cast(num_classes - 1, labels.dtype))
+from tfdml.checks import check_int, check_number
+from tfdml.losses.base import MetricLoss, check_class_labels
+from tfdml.losses.state import LossVariable
 
 
 def softmax_cross_entropy(logits, labels):
@@ -55,21 +35,18 @@ class ProxyLoss(MetricLoss):
 
     Args:
         num_classes: number of training classes.
+        proxies_per_class: K, proxies of each class.
         lr_multiplier: learning-rate multiplier of the proxies.
         seed: seed of the proxy initialisation.
     """
 
-    proxies_per_class = 1
-
-    def __init__(self, num_classes, lr_multiplier=1.0, seed=None, name=None, **kwargs):
-        super().__init__(name=name, **kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
-        self.num_classes = num_classes
-        self.lr_multiplier = check_number(lr_multiplier, "lr_multiplier", 0.0, allow_equal_min=False)
-        self.seed = seed
-        self.state_layer = LossVariable((num_classes * self.proxies_per_class, None), "normal", self.lr_multiplier,
-                                        seed, name=f"{name}_proxies", dtype=self.compute_dtype.name)
+    def __init__(self, num_classes, proxies_per_class=1, lr_multiplier=1.0, seed=None, name=None, **kwargs):
+        super().__init__(name=name, seed=seed, **kwargs)
+        self.num_classes = check_int(num_classes, "num_classes", minimum=1)
+        self.proxies_per_class = check_int(proxies_per_class, "proxies_per_class", minimum=1)
+        self.lr_multiplier = check_number(lr_multiplier, "lr_multiplier", greater_than=0.0)
+        self.state_layer = LossVariable((num_classes * proxies_per_class, None), "normal", self.lr_multiplier,
+                                        self.seed, name=f"{name}_proxies", dtype=self.compute_dtype.name)
 
     def build_state(self, embedding_dim):
         """Creates the proxies for `embedding_dim`-d embeddings (idempotent)."""
@@ -93,8 +70,3 @@ class ProxyLoss(MetricLoss):
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
         """The loss from labels, L2-normalised embeddings (B, D) and proxies (P, D)."""
         raise NotImplementedError
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(num_classes=self.num_classes, lr_multiplier=self.lr_multiplier, seed=self.seed)
-        return config

@@ -36,9 +36,7 @@ def get(name, **kwargs):
         ValueError: unknown name (the message lists the valid names) or unknown
             keyword arguments.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown loss {name!r}; valid names: {', '.join(names())}.")
-    cls = _REGISTRY[name]
+    cls = get_class(name)
     try:
         return cls(**kwargs)
     except TypeError as error:

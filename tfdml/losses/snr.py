@@ -1,19 +1,11 @@
 """Signal-to-noise-ratio triplet loss (Yuan et al., CVPR 2019)."""
 import tensorflow as tf
 
-from tfdml import distances
+from tfdml.checks import check_number
 from tfdml.losses import mining as mining_lib
-from tfdml.losses.base import (
-    MetricLoss,
-    check_number,
-    deserialize_expansion,
-    make_seed_generator,
-    masked_mean,
-    pair_masks,
-    pair_matrices,
-    serialize_expansion,
-    validate_inputs,
-)
+from tfdml.losses.base import MetricLoss
+from tfdml.losses.ops import masked_mean, normalize_if, pair_masks
+from tfdml.losses.pairs import PairMatrices
 from tfdml.losses.registry import register
 
 # Variances (times D) below this count as zero signal; keeps d_snr finite.
@@ -57,12 +49,13 @@ class SNRLoss(MetricLoss):
 
     loss = mean of ℓ over valid triplets with ℓ > 0 (0 if none; Roth's code
     divides the sum by the number of non-zero terms)
-           + reg · mean_i |Σ_m x_im|
+           + embedding_reg · mean_i |Σ_m x_im|
 
     The regulariser pushes each embedding towards zero mean over its dimensions
     (the paper's λ (1/N) Σ_i |Σ_m h_im|; Roth's code applies it to the sampled
-    anchors and *disables* it for distance-weighted sampling — pass `reg=0` to
-    reproduce that; here it is applied as configured, over all samples).
+    anchors and *disables* it for distance-weighted sampling — pass
+    `embedding_reg=0` to reproduce that; here it is applied as configured, over
+    all samples).
 
     Triplets come from any `TripletLoss` miner (`tfdml.losses.mining`; default
     "distance", one negative per anchor–positive pair), which — as in Roth's
@@ -81,85 +74,60 @@ class SNRLoss(MetricLoss):
 
     Args:
         margin: hinge margin.
-        reg: weight of the zero-mean regulariser.
+        embedding_reg: weight of the zero-mean regulariser.
         mining: a `tfdml.losses.mining.MININGS` name.
         rho: ρ-regularisation probability in [0, 1].
+        normalize: L2-normalise embeddings first (default True, Roth et al.).
         expansion: `tfdml.EmbeddingExpansion` or None.
         seed: int seed of the random miners / ρ.
+
+    Example (anchor and positive coincide: d_snr = 0; for the negative,
+    Var((0, 1) − (1, 0)) / Var((1, 0)) = 1 / 0.25 = 4, so ℓ = [0 − 4 + 5]_+ for
+    both anchors):
+
+    >>> loss = tfdml.losses.SNRLoss(margin=5.0, embedding_reg=0.0, mining="all")
+    >>> round(float(loss([0, 0, 1], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])), 4)
+    1.0
     """
 
+    config_args = ("margin", "embedding_reg", "mining", "rho", "normalize", "expansion", "seed")
+    supports_expansion = True
     default_pooling = "anchor"
+    random_sampling = True
 
-    def __init__(self, margin=0.2, reg=0.005, mining="distance", rho=0.0, expansion=None, seed=None,
-                 name="snr_loss", **kwargs):
-        super().__init__(name=name, **kwargs)
+    def __init__(self, margin=0.2, embedding_reg=0.005, mining="distance", rho=0.0, normalize=True, expansion=None,
+                 seed=None, name="snr_loss", **kwargs):
+        super().__init__(name=name, expansion=expansion, seed=seed, **kwargs)
         self.margin = check_number(margin, "margin")
-        self.reg = check_number(reg, "reg", 0.0)
-        self.mining = mining_lib.check_mining(mining)
+        self.embedding_reg = check_number(embedding_reg, "embedding_reg", 0.0)
         self.rho = check_number(rho, "rho", 0.0, 1.0)
-        if self.mining == "all" and self.rho > 0:
-            raise ValueError("rho > 0 needs a miner that picks triplets; mining='all' does not.")
-        self.expansion = deserialize_expansion(expansion)
-        self.seed = seed
-        self._seed_generator = make_seed_generator(seed)
+        self.mining = mining_lib.check_mining(mining, rho=self.rho)
+        self.normalize = bool(normalize)
 
-    @property
-    def _pooling(self):
-        return (self.expansion.pooling if self.expansion is not None else None) or self.default_pooling
-
-    def _snr_matrices(self, unit, labels):
-        """(positive (B, B) d_snr among originals, negative (B, B) EE-pooled)."""
+    def snr_matrices(self, embeddings, labels, positive_mask, negative_mask):
+        """`PairMatrices` of d_snr: among originals, and EE-pooled for negative pairs."""
+        dim = embeddings.shape[-1]
         if self.expansion is None or self.expansion.n_points == 0:
-            full = snr_distances(unit)
-            return full, full
+            full = snr_distances(embeddings)
+            return PairMatrices(full, full, positive_mask, negative_mask, dim)
         batch = tf.shape(labels)[0]
-        points, structure = self.expansion.expanded_points(unit, labels)
+        points, structure = self.expansion.expanded_points(embeddings, labels)
         full = snr_distances(points)
-        pooled = self.expansion.pool(full, labels, structure, False, self._pooling)
-        return full[:batch, :batch], pooled
-
-    def _mine(self, labels, unit):
-        euclid = pair_matrices(unit, labels, "euclidean", self.expansion, self.default_pooling)
-        triplets = mining_lib.mine_triplets(
-            tf.stop_gradient(euclid.positive), tf.stop_gradient(euclid.negative), labels, self.mining,
-            margin=self.margin, seed=self._seed_generator, embedding_dim=unit.shape[-1])
-        return mining_lib.apply_rho(triplets, labels, self.rho, self._seed_generator)
-
-    def sample_triplets(self, labels, embeddings):
-        """The triplets a call `loss(labels, embeddings)` would use (advances the seed).
-
-        Returns:
-            (`MinedTriplets`, swapped bool) as from `tfdml.losses.mining`.
-        """
-        if self.mining == "all":
-            raise ValueError("mining='all' does not sample triplets.")
-        labels, embeddings = validate_inputs(labels, embeddings)
-        unit = distances.l2_normalize(tf.cast(embeddings, self.compute_dtype))
-        return self._mine(labels, unit)
+        pooled = self.expansion.pool(full, labels, structure, False, self.pooling)
+        return PairMatrices(full[:batch, :batch], pooled, positive_mask, negative_mask, dim)
 
     def compute(self, labels, embeddings):
-        unit = distances.l2_normalize(embeddings)
-        snr_pos, snr_neg = self._snr_matrices(unit, labels)
-        if self.mining == "all":
-            pos_mask, neg_mask = pair_masks(labels)
-            per = tf.nn.relu(snr_pos[:, :, None] - snr_neg[:, None, :] + self.margin)
-            valid = tf.logical_and(pos_mask[:, :, None], neg_mask[:, None, :])
-        else:
-            triplets, swapped = self._mine(labels, unit)
-            ap = tf.stack([triplets.anchor, triplets.positive], axis=1)
-            an = tf.stack([triplets.anchor, triplets.negative], axis=1)
-            d_ap = tf.gather_nd(snr_pos, ap)
-            d_an = tf.where(swapped, tf.gather_nd(snr_pos, an), tf.gather_nd(snr_neg, an))
-            per = tf.nn.relu(d_ap - d_an + self.margin)
-            valid = triplets.valid
-        loss = masked_mean(per, tf.logical_and(valid, per > 0))
-        if self.reg > 0:
-            loss += self.reg * tf.reduce_mean(tf.abs(tf.reduce_sum(unit, axis=1)))
+        embeddings = normalize_if(embeddings, self.normalize)
+        if self.mining == "all":  # nothing to mine
+            snr = self.snr_matrices(embeddings, labels, *pair_masks(labels))
+            matrices = snr
+        else:  # mining uses Euclidean distances, EE-pooled the same way
+            matrices = self.pair_matrices(embeddings, labels, "euclidean")
+            snr = self.snr_matrices(embeddings, labels, matrices.positive_mask, matrices.negative_mask)
+        mined = mining_lib.mined_distances(matrices, labels, self.mining, margin=self.margin, rho=self.rho,
+                                           seed=self._seed_generator, values=snr)
+        per_triplet = tf.nn.relu(mined.d_ap - mined.d_an + self.margin)
+        loss = masked_mean(per_triplet, tf.logical_and(mined.valid, per_triplet > 0))
+        if self.embedding_reg > 0:
+            loss += self.embedding_reg * tf.reduce_mean(tf.abs(tf.reduce_sum(embeddings, axis=1)))
         return loss
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(margin=self.margin, reg=self.reg, mining=self.mining, rho=self.rho,
-                      expansion=serialize_expansion(self.expansion),
-                      seed=self.seed if not hasattr(self.seed, "get_config") else None)
-        return config

@@ -1,6 +1,7 @@
-"""Trainable loss state (proxies, learnable margins) tracked by a Keras model.
+"""Trainable loss state: `LossVariable` and `attach_loss_state`.
 
-Losses with variables expose `loss.state_layer` (a `keras.layers.Layer`) and
+Losses with variables (the margin loss's β, proxy losses' proxies) keep them in
+a `LossVariable` exposed as `loss.state_layer`, created by
 `loss.build_state(embedding_dim)`. `attach_loss_state(model, loss)` builds the
 state and assigns the layer to the model as an attribute, so Keras tracks it:
 its variables join `model.trainable_variables` (trained by `model.fit`), model
@@ -10,7 +11,101 @@ checkpoints and `.keras` files. This works for functional models (including
 error. Embedders/exported serving models are built from the model's layers up
 to the embedding and never include it.
 """
+import math
 
+import keras
+import numpy as np
+
+from tfdml.checks import check_number, check_seed
+
+
+@keras.saving.register_keras_serializable(package="tfdml")
+class LossVariable(keras.layers.Layer):
+    """Trainable loss state `value = lr_multiplier · raw`, with `raw` the stored variable.
+
+    The learning-rate multiplier is a reparameterisation, so it works with any
+    optimizer, `model.fit`, checkpoints and `tf.distribute` without changing the
+    optimizer: the gradient of `raw` is `lr_multiplier` times that of `value`.
+    For scale-invariant optimizers (Adam, AdamW, RMSprop, Adagrad) a step moves
+    `value` exactly as an optimizer with learning rate `lr_multiplier · lr`
+    would (Adam's ε is effectively divided by the multiplier). For plain SGD
+    the effective factor is `lr_multiplier²`; pass its square root there.
+
+    Args:
+        shape: shape of the value; one entry may be None — the embedding size,
+            fixed by `build_for(embedding_dim)`.
+        initial: float, every entry starts at this value (exactly, when
+            `lr_multiplier` is 1); or "normal": entries start N(0, 1/D) with D
+            the last dimension.
+        lr_multiplier: positive learning-rate multiplier.
+        seed: seed of the "normal" initialisation.
+    """
+
+    def __init__(self, shape, initial="normal", lr_multiplier=1.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.value_shape = tuple(None if s is None else int(s) for s in shape)
+        if not (initial == "normal" or isinstance(initial, (int, float))):
+            raise ValueError(f"initial must be a number or 'normal', got {initial!r}.")
+        self.initial = initial
+        self.lr_multiplier = check_number(lr_multiplier, "lr_multiplier", greater_than=0.0)
+        self.seed = check_seed(seed)
+        self.raw = None
+        if None not in self.value_shape:
+            self._create(self.value_shape)
+
+    def _initial_raw(self, shape):
+        if self.initial == "normal":
+            stddev = 1.0 / math.sqrt(shape[-1]) / self.lr_multiplier
+            return np.random.default_rng(self.seed).normal(0.0, stddev, size=shape)
+        return np.full(shape, float(self.initial) / self.lr_multiplier)
+
+    def _create(self, shape):
+        initial = self._initial_raw(shape)
+        # A callable initialiser runs once, at creation (also when first created inside a
+        # tf.function), never as a graph op that would reset the value on every call.
+        self.raw = self.add_weight(shape=shape, initializer=lambda shape, dtype: initial.astype(dtype), name="raw",
+                                   trainable=True)
+
+    def build_for(self, embedding_dim):
+        """Creates the variable with `embedding_dim` for the None entry (idempotent).
+
+        Raises:
+            ValueError: the variable exists for a different embedding size.
+        """
+        shape = tuple(int(embedding_dim) if s is None else s for s in self.value_shape)
+        if self.raw is None:
+            self._create(shape)
+        elif tuple(self.raw.shape) != shape:
+            raise ValueError(f"{self.name} was built for shape {tuple(self.raw.shape)}; embeddings of size "
+                             f"{embedding_dim} need {shape}.")
+        return self
+
+    @property
+    def built_for_embeddings(self):
+        return self.raw is not None
+
+    @property
+    def value(self):
+        """The state as used by the loss (a tensor)."""
+        if self.raw is None:
+            raise ValueError(f"{self.name} is not built yet: call build_for(embedding_dim) first.")
+        raw = keras.ops.convert_to_tensor(self.raw)
+        return raw * self.lr_multiplier if self.lr_multiplier != 1.0 else raw
+
+    def assign_value(self, values):
+        """Sets the value (exactly when `lr_multiplier` is 1)."""
+        self.raw.assign(np.asarray(values, dtype=self.raw.dtype) / self.lr_multiplier)
+
+    def numpy(self):
+        """The value as a numpy array."""
+        return np.asarray(self.value)
+
+    def call(self, inputs):  # never used as a model layer; present for Keras' Layer contract
+        return inputs
+
+    def get_config(self):
+        return {**super().get_config(), "shape": list(self.value_shape), "initial": self.initial,
+                "lr_multiplier": self.lr_multiplier, "seed": self.seed}
 
 def attach_loss_state(model, loss, embedding_dim=None):
     """Makes `model` track the trainable state of `loss`.

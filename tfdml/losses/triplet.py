@@ -2,17 +2,10 @@
 import tensorflow as tf
 
 from tfdml import distances
+from tfdml.checks import check_choice, check_number
 from tfdml.losses import mining as mining_lib
-from tfdml.losses.base import (
-    MetricLoss,
-    check_number,
-    deserialize_expansion,
-    make_seed_generator,
-    masked_mean,
-    normalize_if,
-    pair_matrices,
-    serialize_expansion,
-)
+from tfdml.losses.base import MetricLoss
+from tfdml.losses.ops import masked_mean, normalize_if
 from tfdml.losses.registry import register
 
 FORMS = ("hinge", "softplus", "nca")
@@ -27,7 +20,7 @@ class TripletLoss(MetricLoss):
     - `form="hinge"`: ℓ = [d_ap − d_an + margin]_+
     - `form="softplus"`: ℓ = log(1 + exp(d_ap − d_an)) (Vo & Hays use it over all
       triplets with squared distances on features scaled by 4: `mining="all",
-      distance="squared_euclidean", scale=4`)
+      distance="squared_euclidean", embedding_scale=4`)
     - `form="nca"`: ℓ = −log softmax([s_ap, s_an] / temperature)[0]
       = log(1 + exp((s_an − s_ap) / temperature)) on cosine similarities s
       (Xuan et al., "Improved embeddings with easy positive triplet mining",
@@ -57,115 +50,57 @@ class TripletLoss(MetricLoss):
         normalize: L2-normalise embeddings first.
         temperature: temperature of the "nca" form.
         rho: ρ-regularisation probability in [0, 1].
-        scale: embeddings are multiplied by `scale` (after normalisation).
+        embedding_scale: embeddings are multiplied by it (after normalisation).
         expansion: `tfdml.EmbeddingExpansion` or None.
         seed: int seed of the random miners / ρ.
+
+    Example (unit circle: every anchor's farthest positive and nearest negative
+    are both √2 away, so each hinge is 0.5):
+
+    >>> loss = tfdml.losses.TripletLoss(margin=0.5, mining="hard")
+    >>> labels = [0, 0, 1, 1]
+    >>> embeddings = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]
+    >>> round(float(loss(labels, embeddings)), 4)
+    0.5
     """
 
+    config_args = ("margin", "mining", "form", "distance", "normalize", "temperature", "rho", "embedding_scale",
+                   "expansion", "seed")
+    supports_expansion = True
     default_pooling = "anchor"
+    random_sampling = True
 
-    def __init__(
-        self,
-        margin=0.2,
-        mining="hard",
-        form="hinge",
-        distance="euclidean",
-        normalize=True,
-        temperature=0.1,
-        rho=0.0,
-        scale=1.0,
-        expansion=None,
-        seed=None,
-        name="triplet_loss",
-        **kwargs,
-    ):
-        super().__init__(name=name, **kwargs)
+    def __init__(self, margin=0.2, mining="hard", form="hinge", distance="euclidean", normalize=True,
+                 temperature=0.1, rho=0.0, embedding_scale=1.0, expansion=None, seed=None, name="triplet_loss",
+                 **kwargs):
+        super().__init__(name=name, expansion=expansion, seed=seed, **kwargs)
         self.margin = check_number(margin, "margin")
-        self.mining = mining_lib.check_mining(mining)
-        if form not in FORMS:
-            raise ValueError(f"Unknown form={form!r}; expected one of {list(FORMS)}.")
-        self.form = form
+        self.rho = check_number(rho, "rho", 0.0, 1.0)
+        self.mining = mining_lib.check_mining(mining, rho=self.rho)
+        self.form = check_choice(form, "form", FORMS)
         self.distance = distances.check_metric(distance, "distance", TRIPLET_DISTANCES)
         self.normalize = bool(normalize)
-        self.temperature = check_number(temperature, "temperature", 0.0, allow_equal_min=False)
-        self.rho = check_number(rho, "rho", 0.0, 1.0)
-        self.scale = check_number(scale, "scale", 0.0, allow_equal_min=False)
-        self.expansion = deserialize_expansion(expansion)
-        self.seed = seed
-        self._seed_generator = make_seed_generator(seed)
-        if self.mining == "all" and self.rho > 0:
-            raise ValueError("rho > 0 needs a miner that picks triplets; mining='all' does not.")
+        self.temperature = check_number(temperature, "temperature", greater_than=0.0)
+        self.embedding_scale = check_number(embedding_scale, "embedding_scale", greater_than=0.0)
 
-    def _embeddings(self, embeddings):
-        embeddings = normalize_if(embeddings, self.normalize)
-        return embeddings * self.scale if self.scale != 1.0 else embeddings
-
-    def _similarities(self, embeddings, labels):
-        if self.form != "nca":
-            return None
-        return pair_matrices(embeddings, labels, "cosine", self.expansion, self.default_pooling)
-
-    def _per_triplet(self, d_ap, d_an, s_ap=None, s_an=None):
+    def _per_triplet(self, d_ap, d_an):
+        """ℓ of each triplet; for the "nca" form d_ap, d_an are cosine similarities."""
         if self.form == "hinge":
             return tf.nn.relu(d_ap - d_an + self.margin)
         if self.form == "softplus":
             return tf.nn.softplus(d_ap - d_an)
-        return tf.nn.softplus((s_an - s_ap) / self.temperature)
+        return tf.nn.softplus((d_an - d_ap) / self.temperature)
 
     def compute(self, labels, embeddings):
-        embeddings = self._embeddings(embeddings)
-        matrices = pair_matrices(embeddings, labels, self.distance, self.expansion, self.default_pooling)
-        sims = self._similarities(embeddings, labels)
-        if self.mining == "all":
-            return self._all_triplets(matrices, sims)
-        triplets = mining_lib.mine_triplets(
-            tf.stop_gradient(matrices.positive),
-            tf.stop_gradient(matrices.negative),
-            labels,
-            self.mining,
-            margin=self.margin,
-            seed=self._seed_generator,
-            embedding_dim=embeddings.shape[-1],
-        )
-        triplets, swapped = mining_lib.apply_rho(triplets, labels, self.rho, self._seed_generator)
-        ap = tf.stack([triplets.anchor, triplets.positive], axis=1)
-        an = tf.stack([triplets.anchor, triplets.negative], axis=1)
-        d_ap = tf.gather_nd(matrices.positive, ap)
-        d_an = tf.where(swapped, tf.gather_nd(matrices.positive, an), tf.gather_nd(matrices.negative, an))
-        s_ap = s_an = None
-        if sims is not None:
-            s_ap = tf.gather_nd(sims.positive, ap)
-            s_an = tf.where(swapped, tf.gather_nd(sims.positive, an), tf.gather_nd(sims.negative, an))
-        return masked_mean(self._per_triplet(d_ap, d_an, s_ap, s_an), triplets.valid)
-
-    def _all_triplets(self, matrices, sims):
-        """Mean over every valid triplet (a, p, n) of the B×B×B loss tensor.
-
-        O(B³) is inherent here: each triplet has its own hinge.
-        """
-        pos_mask, neg_mask = matrices.positive_mask, matrices.negative_mask
-        valid = tf.logical_and(pos_mask[:, :, None], neg_mask[:, None, :])
-        if self.form == "nca":
-            per = self._per_triplet(None, None, sims.positive[:, :, None], sims.negative[:, None, :])
-        else:
-            per = self._per_triplet(matrices.positive[:, :, None], matrices.negative[:, None, :])
-        if self.form == "hinge":
-            valid = tf.logical_and(valid, per > 0)
-        return masked_mean(per, valid)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            margin=self.margin,
-            mining=self.mining,
-            form=self.form,
-            distance=self.distance,
-            normalize=self.normalize,
-            temperature=self.temperature,
-            rho=self.rho,
-            scale=self.scale,
-            expansion=serialize_expansion(self.expansion),
-            seed=self.seed if not hasattr(self.seed, "get_config") else None,
-        )
-        return config
-
+        embeddings = normalize_if(embeddings, self.normalize)
+        if self.embedding_scale != 1.0:
+            embeddings = embeddings * self.embedding_scale
+        matrices = self.pair_matrices(embeddings, labels, self.distance)
+        similarities = self.pair_matrices(embeddings, labels, "cosine") if self.form == "nca" else None
+        mined = mining_lib.mined_distances(matrices, labels, self.mining, margin=self.margin, rho=self.rho,
+                                           seed=self._seed_generator, values=similarities)
+        per_triplet = self._per_triplet(mined.d_ap, mined.d_an)
+        valid = mined.valid
+        if self.mining == "all" and self.form == "hinge":
+            valid = tf.logical_and(valid, per_triplet > 0)  # O(B³) is inherent: each triplet has its own hinge
+        return masked_mean(per_triplet, valid)

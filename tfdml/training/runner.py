@@ -9,7 +9,6 @@ where it stopped), `best.keras` (best validation Recall@1 of the first tap),
 (serving export of `training.export_tap`).
 """
 import importlib.util
-import inspect
 import json
 import os
 import warnings
@@ -35,13 +34,12 @@ def build_loss(config, num_classes=None):
     """
     params = dict(config["loss"]["params"])
     cls = tfdml.losses.get_class(config["loss"]["name"])
-    accepted = inspect.signature(cls.__init__).parameters
     if config["expansion"] is not None and config["expansion"]["n_points"] > 0:
-        if "expansion" not in accepted:
+        if not cls.supports_expansion:
             raise ValueError(f"Config key 'expansion' is set, but loss {config['loss']['name']!r} does not support "
                              "Embedding Expansion; set 'expansion: null' (--set expansion=null).")
         params["expansion"] = tfdml.EmbeddingExpansion(**config["expansion"])
-    if num_classes is not None and "num_classes" in accepted:
+    if num_classes is not None and "num_classes" in cls.config_args:
         params.setdefault("num_classes", int(num_classes))
     return tfdml.losses.get(config["loss"]["name"], **params)
 

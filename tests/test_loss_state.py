@@ -1,6 +1,6 @@
-"""Proxy losses: explicit-loop references, hand-worked cases, and their trainable
-proxies (gradients, learning-rate multiplier, saving, exclusion from serving models)."""
-import math
+"""Trainable loss state (`tfdml.losses.state`): the margin loss's β and the proxies get
+gradients, follow their learning-rate multiplier, are trained by `model.fit`, saved in
+checkpoints and `.keras` files, and never enter serving models."""
 import warnings
 
 import keras
@@ -9,81 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tfdml
-import zoo_reference as zoo
 
-LAYOUTS = [np.array([0, 0, 1, 1, 2, 2, 3, 3]), np.array([3, 1, 1, 0, 3, 2, 0]), np.array([2, 2, 2, 2])]
-
-
-def _setup(cls, labels, dim=5, seed=0, **kwargs):
-    rng = np.random.default_rng(seed)
-    loss = cls(num_classes=4, dtype="float64", **kwargs)
-    loss.build_state(dim)
-    proxies = rng.normal(size=loss.state_layer.raw.shape)
-    loss.state_layer.assign_value(proxies)
-    return loss, rng.normal(size=(len(labels), dim)), proxies
-
-
-def _value(loss, labels, x):
-    return float(loss(tf.constant(labels), tf.constant(x, tf.float64)))
-
-
-@pytest.mark.parametrize("layout", range(len(LAYOUTS)))
-def test_proxy_losses_match_references(layout):
-    y = LAYOUTS[layout]
-    for seed in range(2):
-        loss, x, p = _setup(tfdml.losses.ProxyNCALoss, y, seed=seed, scale=2.5)
-        assert _value(loss, y, x) == pytest.approx(zoo.proxy_nca(x, y, p, 2.5), abs=1e-6)
-        loss, x, p = _setup(tfdml.losses.NormalizedSoftmaxLoss, y, seed=seed, temperature=0.2)
-        assert _value(loss, y, x) == pytest.approx(zoo.normalized_softmax(x, y, p, 0.2), abs=1e-6)
-        loss, x, p = _setup(tfdml.losses.ArcFaceLoss, y, seed=seed, margin=0.4, scale=8.0)
-        assert _value(loss, y, x) == pytest.approx(zoo.arcface(x, y, p, 0.4, 8.0), abs=1e-6)
-        for k in (1, 2, 3):
-            loss, x, p = _setup(tfdml.losses.SoftTripleLoss, y, seed=seed, centers_per_class=k, la=6.0,
-                                gamma=0.2, margin=0.05, tau=0.3)
-            expected = zoo.soft_triple(x, y, p, 4, k, 6.0, 0.2, 0.05, 0.3)
-            assert _value(loss, y, x) == pytest.approx(expected, abs=1e-6), k
-
-
-def test_lr_multiplier_does_not_change_the_value():
-    y = LAYOUTS[0]
-    plain, x, p = _setup(tfdml.losses.SoftTripleLoss, y)
-    scaled = tfdml.losses.SoftTripleLoss(num_classes=4, lr_multiplier=8.0, dtype="float64")
-    scaled.build_state(5)
-    scaled.state_layer.assign_value(p)
-    assert _value(scaled, y, x) == pytest.approx(_value(plain, y, x), abs=1e-12)
-
-
-# --------------------------------------------------------------- hand-worked
-def test_hand_worked_normalized_softmax_and_arcface():
-    # x = (1, 0); class weights (1, 0) and (0, 1): cosines 1 and 0.
-    x = np.array([[2.0, 0.0]])
-    w = np.array([[1.0, 0.0], [0.0, 3.0]])
-    ns = tfdml.losses.NormalizedSoftmaxLoss(num_classes=2, temperature=0.5, dtype="float64")
-    ns.build_state(2)
-    ns.state_layer.assign_value(w)
-    # −log(e^2 / (e^2 + e^0)) = log(1 + e^−2)
-    assert _value(ns, np.array([0]), x) == pytest.approx(math.log1p(math.exp(-2.0)), abs=1e-12)
-    arc = tfdml.losses.ArcFaceLoss(num_classes=2, margin=math.pi / 3, scale=2.0, dtype="float64")
-    arc.build_state(2)
-    arc.state_layer.assign_value(w)
-    # θ_y = 0 → cos(π/3) = ½: −log(e^1 / (e^1 + e^0)) = log(1 + e^−1)
-    assert _value(arc, np.array([0]), x) == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-12)
-    # Target class 1: θ_y = π/2 → cos(5π/6) = −√3/2; other logit 2·1.
-    expected = -(-math.sqrt(3)) + math.log(math.exp(-math.sqrt(3)) + math.exp(2.0))
-    assert _value(arc, np.array([1]), x) == pytest.approx(expected, abs=1e-12)
-
-
-def test_hand_worked_proxy_nca():
-    # Unit x = (1, 0); proxies (1, 0), (−1, 0), (0, 1); scale 1 → d = 0, 4, 2.
-    # Label 0: 0 + log(e^−4 + e^−2).
-    loss = tfdml.losses.ProxyNCALoss(num_classes=3, scale=1.0, dtype="float64")
-    loss.build_state(2)
-    loss.state_layer.assign_value(np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]))
-    expected = math.log(math.exp(-4.0) + math.exp(-2.0))
-    assert _value(loss, np.array([0]), np.array([[5.0, 0.0]])) == pytest.approx(expected, abs=1e-12)
-
-
-# ------------------------------------------------------------------ proxies
 PROXY_LOSSES = ["proxy_nca", "soft_triple", "arcface", "normalized_softmax"]
 
 
@@ -134,7 +60,7 @@ def test_proxies_are_trained_saved_and_excluded_from_serving(name, tmp_path):
     initial = loss.state_layer.numpy().copy()
     model.fit(x, y, batch_size=20, epochs=2, verbose=0)
     trained = loss.state_layer.numpy()
-    assert trained.shape == (4 * getattr(loss, "proxies_per_class", 1), 8)
+    assert trained.shape == (4 * loss.proxies_per_class, 8)
     assert not np.allclose(initial, trained)
     # .keras round trip: bit-identical proxies.
     path = str(tmp_path / "m.keras")
@@ -167,8 +93,8 @@ def test_labels_out_of_range_and_dimension_mismatch_are_errors():
         loss(np.array([0, 1]), np.zeros((2, 5), np.float32))
     with pytest.raises(ValueError, match="num_classes"):
         tfdml.losses.get("arcface")
-    with pytest.raises(ValueError, match="centers_per_class"):
-        tfdml.losses.SoftTripleLoss(num_classes=3, centers_per_class=0)
+    with pytest.raises(ValueError, match="proxies_per_class"):
+        tfdml.losses.SoftTripleLoss(num_classes=3, proxies_per_class=0)
     with pytest.raises(ValueError, match="lr_multiplier"):
         tfdml.losses.SoftTripleLoss(num_classes=3, lr_multiplier=0)
 
@@ -181,3 +107,31 @@ def test_proxies_built_lazily_on_first_call_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loss(np.array([0, 1]), np.ones((2, 3), np.float32))  # built: no second warning
+
+
+def test_beta_gets_a_gradient_and_is_trained_and_saved(tmp_path):
+    model = tfdml.models.EmbeddingModel("small_cnn", 8, input_shape=(16, 16, 3))
+    loss = tfdml.losses.MarginLoss(mining="hard", seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss)
+    x = np.random.default_rng(0).uniform(0, 255, (20, 16, 16, 3)).astype("float32")
+    y = np.repeat(np.arange(5), 4)
+    with tf.GradientTape() as tape:
+        value = loss(y, model(x))
+    assert float(tf.abs(tape.gradient(value, loss.state_layer.raw))[0]) > 0
+    before = loss.state_layer.numpy().copy()
+    model.fit(x, y, batch_size=20, epochs=2, verbose=0, shuffle=False)
+    trained = loss.state_layer.numpy()
+    assert not np.allclose(before, trained)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_array_equal(restored.tfdml_loss_state.numpy(), trained)
+    # The serving embedder has no β.
+    state_ids = {id(v) for v in loss.state_layer.weights}
+    assert state_ids and not state_ids & {id(v) for v in model.embedder("fc").weights}
+
+
+def test_sequential_model_is_rejected_with_a_clear_error():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="functional"):
+        tfdml.losses.attach_loss_state(model, tfdml.losses.MarginLoss(), 3)

@@ -1,0 +1,89 @@
+"""Masked tensor operations shared by the losses and miners.
+
+Everything here is fixed-shape (XLA-compatible) and keeps gradients finite where
+a mask is empty: a loss over "the valid tuples" is a dense computation over all
+candidate tuples followed by one of these masked reductions.
+"""
+import keras
+import tensorflow as tf
+
+from tfdml import distances
+from tfdml.checks import check_seed
+
+
+def pair_masks(labels):
+    """Boolean (B, B) masks: positive pairs (same class, i ≠ j), negative pairs."""
+    same = tf.equal(labels[:, None], labels[None, :])
+    not_self = tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool))
+    return tf.logical_and(same, not_self), tf.logical_not(same)
+
+
+def masked_mean(values, mask):
+    """Mean of `values` where `mask` (same shape); 0 with a zero gradient when the
+    mask is empty."""
+    mask = tf.cast(mask, values.dtype)
+    count = tf.reduce_sum(mask)
+    total = tf.reduce_sum(tf.where(mask > 0, values, tf.zeros_like(values)))
+    return tf.math.divide_no_nan(total, count)
+
+
+def masked_logsumexp(values, mask, axis=-1):
+    """log Σ_{mask} exp(values) along `axis`; a large negative number if empty.
+
+    Gradients are finite everywhere (masked entries get zero gradient).
+    """
+    neg = tf.constant(-1e4, values.dtype)
+    safe = tf.where(mask, values, neg)
+    peak = tf.stop_gradient(tf.reduce_max(safe, axis=axis, keepdims=True))
+    summed = tf.reduce_sum(tf.where(mask, tf.exp(safe - peak), tf.zeros_like(safe)), axis=axis)
+    has_any = tf.reduce_any(mask, axis=axis)
+    log_sum = tf.math.log(tf.where(has_any, summed, tf.ones_like(summed)))
+    return tf.where(has_any, log_sum + tf.squeeze(peak, axis), neg + tf.zeros_like(summed))
+
+
+def normalize_if(embeddings, normalize):
+    """L2-normalises `embeddings` (`tfdml.distances.l2_normalize`) when `normalize` is true."""
+    return distances.l2_normalize(embeddings) if normalize else embeddings
+
+
+def mean_squared_norm(embeddings):
+    """mean_i ‖x_i‖², the squared-norm embedding regulariser (Sohn 2016)."""
+    return tf.reduce_mean(tf.reduce_sum(tf.square(embeddings), axis=1))
+
+
+def pair_values(matrix, rows, cols):
+    """`matrix[rows[t], cols[t]]` for every t."""
+    return tf.gather_nd(matrix, tf.stack([rows, cols], axis=1))
+
+
+def row_searchsorted(sorted_rows, values, side="left"):
+    """`tf.searchsorted` as a fixed-depth binary search made of gathers:
+    O(B·T·log N) work with only gathers and selects, so it compiles to the same
+    cost under XLA on every device.
+
+    Args:
+        sorted_rows: (B, N) rows sorted in non-decreasing order.
+        values: (B, T) values to place in their row.
+        side: "left" (count of entries < value) or "right" (entries <= value).
+
+    Returns:
+        (B, T) int32 insertion indices in [0, N].
+    """
+    length = sorted_rows.shape[1]
+    depth = int(length).bit_length() if length is not None else 31
+    size = tf.shape(sorted_rows)[1]
+    below = tf.less if side == "left" else tf.less_equal
+    position = tf.zeros(tf.shape(values), tf.int32)  # entries known to lie before the value
+    for bit in reversed(range(depth)):
+        candidate = position + (1 << bit)
+        inside = candidate <= size
+        entry = tf.gather(sorted_rows, tf.minimum(candidate, size) - 1, batch_dims=1)
+        position = tf.where(tf.logical_and(inside, below(entry, values)), candidate, position)
+    return position
+
+
+def make_seed_generator(seed):
+    """A `keras.random.SeedGenerator` from an int, None or an existing generator."""
+    if isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    return keras.random.SeedGenerator(check_seed(seed))

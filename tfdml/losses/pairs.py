@@ -1,0 +1,77 @@
+"""The seam through which Embedding Expansion enters every pair-based loss.
+
+A pair-based loss asks for the `PairMatrices` of its batch in one metric and uses
+`positive` for positive pairs and `negative` for negative pairs. Without an
+expansion both are the same matrix; with one, `negative` holds the EE-pooled
+values (`tfdml.EmbeddingExpansion.pooled_matrix`). Nothing else in a loss knows
+about EE. This module also (de)serialises the `expansion` constructor argument.
+"""
+import tensorflow as tf
+
+from tfdml.expansion import EmbeddingExpansion, metric_from_gram
+from tfdml.losses.ops import pair_masks
+
+
+class PairMatrices:
+    """Pairwise matrices of one batch used by pair-based losses.
+
+    Attributes:
+        positive: (B, B) metric between original points (used for positive pairs).
+        negative: (B, B) metric for negative pairs: EE-pooled when an expansion is
+            active, otherwise the same tensor as `positive`.
+        positive_mask, negative_mask: (B, B) bool masks (positive excludes i = j).
+        embedding_dim: the embedding dimension D (static int or None).
+    """
+
+    def __init__(self, positive, negative, positive_mask, negative_mask, embedding_dim=None):
+        self.positive = positive
+        self.negative = negative
+        self.positive_mask = positive_mask
+        self.negative_mask = negative_mask
+        self.embedding_dim = embedding_dim
+
+
+def resolve_pooling(expansion, default_pooling):
+    """The EE pooling in use: the expansion's own `pooling`, else the loss's default."""
+    return (expansion.pooling if expansion is not None else None) or default_pooling
+
+
+def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class"):
+    """Builds `PairMatrices` from the Gram matrix of `embeddings`.
+
+    Args:
+        embeddings: (B, D) embeddings, already normalised/scaled as the loss wants.
+        labels: (B,) integer labels.
+        metric: a `tfdml.distances.METRICS` name.
+        expansion: `EmbeddingExpansion` or None. With `n_points == 0` the result is
+            exactly the one without expansion.
+        pooling: pooling used when `expansion.pooling` is None.
+    """
+    gram = tf.matmul(embeddings, embeddings, transpose_b=True)
+    positive_mask, negative_mask = pair_masks(labels)
+    dim = embeddings.shape[-1]
+    if expansion is None or expansion.n_points == 0:
+        matrix = metric_from_gram(gram, metric)
+        return PairMatrices(matrix, matrix, positive_mask, negative_mask, dim)
+    original, pooled = expansion.pooled_matrix(gram, labels, metric, resolve_pooling(expansion, pooling))
+    return PairMatrices(original, pooled, positive_mask, negative_mask, dim)
+
+
+def serialize_expansion(expansion):
+    """The config dict of an `EmbeddingExpansion` (None stays None)."""
+    return None if expansion is None else expansion.get_config()
+
+
+def deserialize_expansion(expansion):
+    """Accepts None, an `EmbeddingExpansion`, its config dict, or an int n_points."""
+    if expansion is None or isinstance(expansion, EmbeddingExpansion):
+        return expansion
+    if isinstance(expansion, dict):
+        config = expansion.get("config", expansion)
+        return EmbeddingExpansion(**config)
+    if isinstance(expansion, int) and not isinstance(expansion, bool):
+        return EmbeddingExpansion(n_points=expansion)
+    raise ValueError(
+        "expansion must be None, an EmbeddingExpansion, its config dict or an int "
+        f"n_points; got {expansion!r}."
+    )
