@@ -33,18 +33,21 @@ class EmbeddingModel(keras.Model):
     small_cnn, googlenet, vgg16_bn, resnet18, resnet50/101/152 and vgg16/19
     (`tfdml.models.backbones.BLOCK_LAYERS`).
 
-    Channels: any `input_shape[-1]`. A 1-channel (gray) input is repeated to 3
-    channels inside the model (layer "gray_to_rgb") when the backbone's
-    preprocessing uses ImageNet RGB statistics ("caffe"/"torch": googlenet,
-    vgg16_bn, resnet18, resnet50, densenet, vgg) or when pretrained `weights` are
-    loaded (they expect RGB); otherwise the backbone's first layer takes the
-    input's channels (e.g. small_cnn, or mobilenet with `weights=None`).
+    Channels: any `input_shape[-1]`. With `gray_to_rgb=None` (auto) a 1-channel
+    (gray) input is repeated to 3 channels inside the model (layer
+    "gray_to_rgb") when the backbone's preprocessing uses ImageNet RGB
+    statistics ("caffe"/"torch": googlenet, vgg16_bn, resnet18, resnet50,
+    densenet, vgg) or when pretrained `weights` are loaded (they expect RGB);
+    otherwise the backbone's first layer takes the input's channels (e.g.
+    small_cnn, or mobilenet with `weights=None`). The decision is saved in the
+    config, so a reloaded model has the same architecture.
 
     Vo & Hays' networks (VGG16-BN, global max pooling of conv5_3 = "pool",
     `backbone="vgg16_bn", pooling="max", weights=<VGG16-BN ImageNet .weights.h5>`):
     NetA `fc_names=["fc6"]`; NetB NetA + `reinitialize=["conv5_3", "conv5_3_bn",
     "fc6"]`; NetD `embedding_dim=None`; NetE `fc_names=["fc6", "fc7"]`; NetF
-    `fc_names=["fc6", "fc7", "fc8"]` (their code: 512 wide, ReLU between).
+    `fc_names=["fc6", "fc7", "fc8"]` (their code: 512 wide, ReLU between). NetC's
+    definition was not available here (see README).
 
     Args:
         backbone: a `tfdml.models.backbone_names()` entry.
@@ -60,11 +63,13 @@ class EmbeddingModel(keras.Model):
         fc_names: names of the fc layers and their taps, e.g. ["fc6", "fc7", "fc8"].
         reinitialize: names of layers (backbone or head) whose weights are drawn
             afresh after `weights` are loaded; all other layers keep theirs.
+        gray_to_rgb: repeat a 1-channel input to RGB: None (auto, see
+            Channels), True or False.
     """
 
     def __init__(self, backbone="resnet50", embedding_dim=512, pooling="avg", extra_fc=0, normalize=True,
                  freeze_batchnorm=False, weights=None, input_shape=(224, 224, 3), fc_names=None, reinitialize=(),
-                 name=None, **kwargs):
+                 gray_to_rgb=None, name=None, **kwargs):
         check_backbone(backbone)
         if embedding_dim is not None and (isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int)
                                           or embedding_dim < 1):
@@ -77,15 +82,9 @@ class EmbeddingModel(keras.Model):
             raise ValueError(f"reinitialize must be a list of layer names, got the string {reinitialize!r}.")
         input_shape = _check_input_shape(input_shape)
         mode = preprocessing_mode(backbone)
+        gray_to_rgb = _check_channels(input_shape, mode, weights, gray_to_rgb, backbone)
         inputs = keras.Input(input_shape)
-        x = inputs
-        if mode in RGB_MODES or weights is not None:
-            if input_shape[-1] == 1:
-                x = GrayToRGB(name="gray_to_rgb")(x)
-            elif input_shape[-1] != 3:
-                raise ValueError(
-                    f"input_shape={input_shape}: backbone {backbone!r} with weights={weights!r} needs RGB input "
-                    f"(preprocessing {mode!r} or pretrained weights); use 1 (gray, repeated to RGB) or 3 channels.")
+        x = GrayToRGB(name="gray_to_rgb")(inputs) if gray_to_rgb else inputs
         features = PixelPreprocessing(mode, name="preprocessing")(x)
         trunk = build_backbone(backbone, (*input_shape[:2], x.shape[-1]), weights)
         fc_names = _fc_names(fc_names, embedding_dim, extra_fc, trunk)
@@ -106,7 +105,7 @@ class EmbeddingModel(keras.Model):
         self._config = dict(backbone=backbone, embedding_dim=embedding_dim, pooling=pooling, extra_fc=extra_fc,
                             normalize=normalize, freeze_batchnorm=freeze_batchnorm, weights=weights,
                             input_shape=input_shape, fc_names=list(fc_names) if fc_names else None,
-                            reinitialize=list(reinitialize))
+                            reinitialize=list(reinitialize), gray_to_rgb=gray_to_rgb)
         self._tap_tensors = tap_tensors
         self._trunk_input = features
         self._trunk_name = trunk.name
@@ -179,6 +178,24 @@ def _check_input_shape(input_shape):
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"input_shape must be (height, width, channels) of positive ints, got {input_shape}.")
     return input_shape
+
+
+def _check_channels(input_shape, mode, weights, gray_to_rgb, backbone):
+    """Whether to repeat a gray input to RGB (resolves `gray_to_rgb=None`); errors for unusable channels."""
+    channels = input_shape[-1]
+    needs_rgb = mode in RGB_MODES or weights is not None
+    if gray_to_rgb is None:
+        gray_to_rgb = channels == 1 and needs_rgb
+    if gray_to_rgb not in (True, False):
+        raise ValueError(f"gray_to_rgb must be None, True or False, got {gray_to_rgb!r}.")
+    if gray_to_rgb and channels != 1:
+        raise ValueError(f"gray_to_rgb=True needs 1-channel input, got input_shape={input_shape}.")
+    if needs_rgb and channels != 3 and not gray_to_rgb:
+        raise ValueError(
+            f"input_shape={input_shape}: backbone {backbone!r} with weights={weights!r} needs RGB input "
+            f"(preprocessing {mode!r} or pretrained weights); use 3 channels, or 1 channel with gray_to_rgb "
+            "None/True (repeated to RGB).")
+    return gray_to_rgb
 
 
 def _fc_names(fc_names, embedding_dim, extra_fc, trunk):
