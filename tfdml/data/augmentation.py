@@ -32,6 +32,8 @@ position), so a pipeline gives the same images on every run, however many
 parallel calls. Without `seed`, draws come from a generator seeded by
 `make_augmentation`'s `seed`.
 """
+import numbers
+
 import tensorflow as tf
 
 _FLIPPING = ("ee", "roth", "roth_adv", "xuan", "pad_crop")
@@ -57,8 +59,9 @@ def make_augmentation(kind, image_size, seed=0):
     """
     if kind not in AUGMENTATIONS:
         raise ValueError(f"Unknown augmentation={kind!r}; expected one of {AUGMENTATIONS}.")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
+    image_size = int(image_size)
     flip = kind in _FLIPPING
     transform = _PRESETS[kind.removesuffix("_noflip")]
     generator = tf.random.Generator.from_seed(seed)

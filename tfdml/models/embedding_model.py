@@ -87,7 +87,7 @@ class EmbeddingModel(keras.Model):
         x = GrayToRGB(name="gray_to_rgb")(inputs) if gray_to_rgb else inputs
         features = PixelPreprocessing(mode, name="preprocessing")(x)
         trunk = build_backbone(backbone, (*input_shape[:2], x.shape[-1]), weights)
-        fc_names = _fc_names(fc_names, embedding_dim, extra_fc, trunk)
+        fc_layers = _fc_names(fc_names, embedding_dim, extra_fc, trunk)
         if freeze_batchnorm:
             for layer in trunk._flatten_layers():
                 if isinstance(layer, keras.layers.BatchNormalization):
@@ -95,7 +95,7 @@ class EmbeddingModel(keras.Model):
         pool_layer = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
         x = pool_layer(name="pool")(trunk(features))
         tap_tensors = {"pool": x}
-        for index, fc_name in enumerate(fc_names):
+        for index, fc_name in enumerate(fc_layers):
             if index:
                 x = keras.layers.ReLU(name=f"relu_{fc_name}")(x)
             x = keras.layers.Dense(embedding_dim, kernel_initializer="glorot_uniform", name=fc_name)(x)
@@ -104,7 +104,7 @@ class EmbeddingModel(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, name=name or f"embedding_{backbone}", **kwargs)
         self._config = dict(backbone=backbone, embedding_dim=embedding_dim, pooling=pooling, extra_fc=extra_fc,
                             normalize=normalize, freeze_batchnorm=freeze_batchnorm, weights=weights,
-                            input_shape=input_shape, fc_names=list(fc_names) if fc_names else None,
+                            input_shape=input_shape, fc_names=None if fc_names is None else list(fc_names),
                             reinitialize=list(reinitialize), gray_to_rgb=gray_to_rgb)
         self._tap_tensors = tap_tensors
         self._trunk_input = features
