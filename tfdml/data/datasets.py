@@ -16,7 +16,10 @@ links rot), and CUB-200-2011 / CARS196 also through tensorflow-datasets:
   `Ebay_test.txt` (its own split files: `image_id class_id super_class_id path`);
   11,318 / 11,316 classes, 59,551 / 60,502 images. Not in tensorflow-datasets.
 - folder: any `<data_dir>/<class_name>/<image>` tree; sorted class names, the
-  first half train.
+  first half train; `channels=1` loads gray images.
+
+Files are decoded when the pipeline reads them; a corrupt or missing file stops
+training with an error naming the file (nothing is skipped silently).
 """
 import os
 import warnings
@@ -47,13 +50,13 @@ def _read_rows(path):
         return [line.split() for line in handle if line.strip()]
 
 
-def _half_split(paths, labels, split, name):
+def _half_split(paths, labels, split, name, channels=3):
     """Keeps the first (train) or second (test) half of the sorted classes."""
     labels = np.asarray(labels)
     classes = np.unique(labels)
     half = classes[: len(classes) // 2] if split == "train" else classes[len(classes) // 2:]
     keep = np.isin(labels, half)
-    return Split(name, labels[keep], paths=[p for p, k in zip(paths, keep) if k])
+    return Split(name, labels[keep], paths=[p for p, k in zip(paths, keep) if k], channels=channels)
 
 
 def check_counts(split_obj, name, split, strict=False):
@@ -73,37 +76,42 @@ def check_counts(split_obj, name, split, strict=False):
         warnings.warn(message)
 
 
-def cub200_folder(data_dir, split):
+def cub200_folder(data_dir, split, channels=3):
     root = os.path.join(data_dir, "CUB_200_2011")
     root = root if os.path.isdir(root) else data_dir
     images = {row[0]: row[1] for row in _read_rows(os.path.join(root, "images.txt"))}
     labels = {row[0]: int(row[1]) for row in _read_rows(os.path.join(root, "image_class_labels.txt"))}
     ids = sorted(images, key=int)
     paths = [os.path.join(root, "images", images[i]) for i in ids]
-    return _half_split(paths, [labels[i] for i in ids], split, "cub200")
+    return _half_split(paths, [labels[i] for i in ids], split, "cub200", channels)
 
 
-def cars196_folder(data_dir, split):
+def cars196_folder(data_dir, split, channels=3):
     annotations = os.path.join(data_dir, "cars_annos.txt")
     if os.path.exists(annotations):
         rows = _read_rows(annotations)
         return _half_split([os.path.join(data_dir, r[0]) for r in rows], [int(r[1]) for r in rows], split,
-                           "cars196")
+                           "cars196", channels)
     if os.path.exists(os.path.join(data_dir, "cars_annos.mat")):
         raise FileNotFoundError(
             f"{data_dir!r} has cars_annos.mat but no cars_annos.txt: export it to 'path class_id' lines "
             "(reading .mat files needs scipy, which tfdml does not depend on) or use tensorflow-datasets.")
-    return image_folder(data_dir, split, name="cars196")
+    return image_folder(data_dir, split, name="cars196", channels=channels)
 
 
-def sop_folder(data_dir, split):
+def sop_folder(data_dir, split, channels=3):
     name = "Ebay_train.txt" if split == "train" else "Ebay_test.txt"
     rows = _read_rows(os.path.join(data_dir, name))[1:]  # header line
-    return Split("sop", [int(r[1]) for r in rows], paths=[os.path.join(data_dir, r[3]) for r in rows])
+    return Split("sop", [int(r[1]) for r in rows], paths=[os.path.join(data_dir, r[3]) for r in rows],
+                 channels=channels)
 
 
-def image_folder(data_dir, split, name="folder"):
-    """A `<data_dir>/<class>/<image>` tree, split by sorted class name (first half train)."""
+def image_folder(data_dir, split, name="folder", channels=3):
+    """A `<data_dir>/<class>/<image>` tree, split by sorted class name (first half train).
+
+    Images are decoded to `channels` (3: RGB, 1: gray) when loaded; a file that
+    cannot be decoded stops loading with an error naming it.
+    """
     _require(data_dir, "dataset folder")
     classes = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
     if len(classes) < 2:
@@ -114,13 +122,13 @@ def image_folder(data_dir, split, name="folder"):
             if file.lower().endswith(_IMAGE_EXTENSIONS):
                 paths.append(os.path.join(data_dir, cls, file))
                 labels.append(index)
-    result = _half_split(paths, labels, split, name)
+    result = _half_split(paths, labels, split, name, channels)
     half = len(classes) // 2
     result.class_names = classes[:half] if split == "train" else classes[half:]
     return result
 
 
-def tfds_split(name, split, data_dir=None, download=False):
+def tfds_split(name, split, data_dir=None, download=False, channels=3):
     """CUB-200-2011 / CARS196 through tensorflow-datasets (train+test pooled, split by class).
 
     Images stay encoded in memory and are decoded on the fly.
@@ -143,10 +151,10 @@ def tfds_split(name, split, data_dir=None, download=False):
     classes = np.unique(labels)
     half = classes[: len(classes) // 2] if split == "train" else classes[len(classes) // 2:]
     keep = np.isin(labels, half)
-    return Split(name, labels[keep], images=[e for e, k in zip(encoded, keep) if k])
+    return Split(name, labels[keep], images=[e for e, k in zip(encoded, keep) if k], channels=channels)
 
 
-def load_split(name, split, data_dir=None, strict=False, image_size=32, download=False):
+def load_split(name, split, data_dir=None, strict=False, image_size=32, download=False, channels=3):
     """Loads one split of a dataset.
 
     Args:
@@ -159,6 +167,7 @@ def load_split(name, split, data_dir=None, strict=False, image_size=32, download
             standard split.
         image_size: image side for "digits".
         download: allow tensorflow-datasets to download.
+        channels: 3 (RGB) or 1 (gray: decoded as gray, digits not repeated).
 
     Returns:
         A `Split`.
@@ -167,18 +176,21 @@ def load_split(name, split, data_dir=None, strict=False, image_size=32, download
         raise ValueError(f"Unknown dataset={name!r}; expected one of {DATASETS}.")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}.")
     if name == "digits":
-        return digits_split(split, image_size)
+        return digits_split(split, image_size, channels=channels)
     if name in ("folder", "sop") and data_dir is None:
         raise ValueError(f"dataset {name!r} needs data_dir.")
     if name == "folder":
-        return image_folder(data_dir, split)
+        return image_folder(data_dir, split, channels=channels)
     if name == "sop":
-        result = sop_folder(data_dir, split)
+        result = sop_folder(data_dir, split, channels)
     elif data_dir is not None and _has_original_layout(name, data_dir):
-        result = cub200_folder(data_dir, split) if name == "cub200" else cars196_folder(data_dir, split)
+        loader = cub200_folder if name == "cub200" else cars196_folder
+        result = loader(data_dir, split, channels)
     else:
-        result = tfds_split(name, split, data_dir, download)
+        result = tfds_split(name, split, data_dir, download, channels)
     check_counts(result, name, split, strict)
     return result
 

@@ -1,34 +1,58 @@
 """`Split`: one split (train or test) of an image-retrieval dataset."""
+import re
+
 import numpy as np
 import tensorflow as tf
+
+_DECODE_HINT = ("it is corrupt, truncated or not a JPEG/PNG/GIF/BMP image. Delete or replace it (or drop it "
+                "from the dataset's listing) and run again")
 
 
 class Split:
     """Images and labels of one split.
 
-    Images live either in memory (`images`: uint8 array (N, H, W, 3), or a list of
-    encoded image bytes) or on disk (`paths`). Labels are remapped to 0-based
-    contiguous class ids within the split.
+    Images live either in memory (`images`: an array, or a list of encoded image
+    bytes) or on disk (`paths`). Labels are remapped to 0-based contiguous class
+    ids within the split.
+
+    In-memory arrays are stored as uint8 (N, H, W, C) with any channel count C:
+    - (N, H, W) arrays (no channel axis) get one: (N, H, W, 1).
+    - uint8 arrays are kept; other integer arrays must lie in [0, 255].
+    - float (or other) arrays need `value_range`: (0, 1) or (0, 255) (any
+      (low, high)), mapped linearly to [0, 255] and rounded. Values outside the
+      range or non-finite values are an error — nothing is clipped silently.
+    Encoded bytes and files are decoded to `channels` channels (3: RGB,
+    1: gray); a file that cannot be decoded stops the pipeline with an error
+    naming it.
 
     Args:
         name: dataset name, e.g. "digits".
         labels: (N,) original integer class ids.
-        images: uint8 array (N, H, W, 3) or list of encoded PNG/JPEG bytes.
+        images: array (N, H, W[, C]) or list of encoded PNG/JPEG/GIF/BMP bytes.
         paths: list of image file paths (alternative to `images`).
         class_names: optional names of the classes, in 0-based id order.
+        value_range: (low, high) pixel range of a non-uint8 `images` array.
+        channels: channels to decode encoded images / files to (1 or 3).
     """
 
-    def __init__(self, name, labels, images=None, paths=None, class_names=None):
+    def __init__(self, name, labels, images=None, paths=None, class_names=None, value_range=None, channels=3):
         if (images is None) == (paths is None):
             raise ValueError("Split needs exactly one of images or paths.")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}.")
         labels = np.asarray(labels)
         classes, remapped = np.unique(labels, return_inverse=True)
         self.name = name
         self.labels = remapped.astype(np.int32)
         self.original_labels = classes
         self.class_names = list(class_names) if class_names is not None else [str(c) for c in classes]
+        if isinstance(images, np.ndarray):
+            images = to_uint8_images(images, value_range)
+        elif value_range is not None:
+            raise ValueError("value_range applies to an images array only.")
         self._images = images
         self._paths = list(paths) if paths is not None else None
+        self._channels = int(images.shape[-1]) if isinstance(images, np.ndarray) else channels
         n = len(images) if images is not None else len(self._paths)
         if n != len(self.labels):
             raise ValueError(f"{n} images but {len(self.labels)} labels in split {name!r}.")
@@ -42,22 +66,38 @@ class Split:
         return int(len(self.original_labels))
 
     @property
+    def channels(self):
+        """Channels of the loaded images."""
+        return self._channels
+
+    @property
     def image_shape(self):
-        """(H, W, 3) for in-memory arrays, None for variable-size images."""
+        """(H, W, C) for in-memory arrays, None for variable-size images."""
         if isinstance(self._images, np.ndarray):
             return tuple(self._images.shape[1:])
         return None
 
     def image_loader(self):
-        """A function index (int tensor) → uint8 image (H, W, 3), usable in `tf.data.map`."""
+        """A function index (int tensor) → uint8 image (H, W, C), usable in `tf.data.map`.
+
+        Encoded images and files are decoded in a `tf.py_function` so that a file
+        that cannot be read or decoded raises an error naming it (TensorFlow's
+        own decode error names no file).
+        """
         if isinstance(self._images, np.ndarray):
             table = tf.constant(self._images, dtype=tf.uint8)
             return lambda index: tf.gather(table, index)
+        channels = self._channels
         if self._images is not None:
             encoded = tf.constant(list(self._images), dtype=tf.string)
-            return lambda index: _decode(tf.gather(encoded, index))
+            name = self.name
+
+            def decode_encoded(index, data):
+                return decode_or_explain(data, channels, f"#{int(index)} (encoded) of split {name!r}")
+
+            return lambda index: _in_graph(decode_encoded, [index, tf.gather(encoded, index)], channels)
         paths = tf.constant(self._paths, dtype=tf.string)
-        return lambda index: _decode(tf.io.read_file(tf.gather(paths, index)))
+        return lambda index: _in_graph(read_and_decode, [tf.gather(paths, index), channels], channels)
 
     def image_dataset(self):
         """Unbatched dataset of `(uint8 image, int32 label)` in index order."""
@@ -70,7 +110,63 @@ class Split:
         return f"Split({self.name!r}, images={self.num_images}, classes={self.num_classes})"
 
 
-def _decode(data):
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
+def to_uint8_images(images, value_range=None):
+    """An image array as uint8 (N, H, W, C) — see `Split` for the rules."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"images must be an array (N, H, W) or (N, H, W, C), got shape {images.shape}.")
+    if images.dtype == np.uint8 and value_range is None:
+        return images
+    if value_range is None:
+        if np.issubdtype(images.dtype, np.integer) and images.size and images.min() >= 0 and images.max() <= 255:
+            return images.astype(np.uint8)
+        raise ValueError(
+            f"images has dtype {images.dtype} (values {_value_summary(images)}); give value_range=(0, 1) or "
+            "(0, 255) (the range the pixel values lie in) to map them to uint8 [0, 255], or pass uint8 images.")
+    low, high = (float(v) for v in value_range)
+    if not high > low:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range!r}.")
+    values = images.astype(np.float64)
+    if not np.all(np.isfinite(values)) or values.min() < low or values.max() > high:
+        raise ValueError(f"images has values {_value_summary(images)} outside value_range={tuple(value_range)} "
+                         "(or non-finite values).")
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def _value_summary(images):
+    if not images.size:
+        return "(empty)"
+    values = images.astype(np.float64)
+    return f"in [{np.nanmin(values):g}, {np.nanmax(values):g}]"
+
+
+def decode_or_explain(data, channels, source):
+    """Eagerly decodes encoded image bytes to uint8 (H, W, channels).
+
+    Raises:
+        ValueError: naming `source` and what to do, when the data is not a
+            decodable JPEG/PNG/GIF/BMP image.
+    """
+    try:
+        return tf.io.decode_image(data, channels=channels, expand_animations=False)
+    except tf.errors.InvalidArgumentError as error:
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", error.message).strip()
+        raise ValueError(f"Cannot decode image {source}: {_DECODE_HINT}. (TensorFlow: {reason})") from None
+
+
+def read_and_decode(path, channels):
+    """Eagerly reads and decodes one image file; errors name the file (see `decode_or_explain`)."""
+    path = path.numpy().decode() if hasattr(path, "numpy") else str(path)
+    try:
+        data = tf.io.read_file(path)
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(f"Image file not found: {path!r} (listed in the dataset but missing).") from None
+    return decode_or_explain(data, int(channels), repr(path))
+
+
+def _in_graph(function, args, channels):
+    image = tf.py_function(function, args, tf.uint8)
+    image.set_shape([None, None, channels])
     return image

@@ -1,17 +1,25 @@
 """Embedding models with selectable taps (Vo & Hays) and their backbones."""
-from tfdml.models.backbones import backbone_names, build_backbone, preprocessing_mode
+from tfdml.models.backbones import backbone_names, block_layer_names, build_backbone, preprocessing_mode
 from tfdml.models.embedding_model import EmbeddingModel
 from tfdml.models.googlenet import googlenet
-from tfdml.models.layers import L2Normalization, PixelPreprocessing
+from tfdml.models.layers import GrayToRGB, L2Normalization, PixelPreprocessing
+from tfdml.models.reinitialize import reinitialize_layers
+from tfdml.models.resnet18 import resnet18
 from tfdml.models.small_cnn import small_cnn
+from tfdml.models.vgg16_bn import vgg16_bn
 
 __all__ = [
     "EmbeddingModel",
+    "GrayToRGB",
     "L2Normalization",
     "PixelPreprocessing",
     "backbone_names",
+    "block_layer_names",
     "build_backbone",
     "googlenet",
     "preprocessing_mode",
+    "reinitialize_layers",
+    "resnet18",
     "small_cnn",
+    "vgg16_bn",
 ]

@@ -1,10 +1,12 @@
-"""Backbone construction: keras.applications, GoogLeNet and the small CNN."""
+"""Backbone construction: keras.applications, GoogLeNet, VGG16-BN, ResNet-18 and the small CNN."""
 import os
 
 import keras
 
 from tfdml.models.googlenet import googlenet
+from tfdml.models.resnet18 import resnet18
 from tfdml.models.small_cnn import small_cnn
+from tfdml.models.vgg16_bn import vgg16_bn
 
 # keras.applications constructors by lower-case name, with their preprocessing mode.
 _APPLICATIONS = {
@@ -30,7 +32,28 @@ _APPLICATIONS = {
     **{f"efficientnetb{i}": (f"EfficientNetB{i}", "none") for i in range(8)},
     **{f"efficientnetv2{s}": (f"EfficientNetV2{s.upper()}", "none") for s in ("b0", "b1", "b2", "b3", "s", "m", "l")},
 }
-_CUSTOM = {"googlenet": "torch", "small_cnn": "unit"}
+# tfdml's own backbones: constructor and preprocessing mode ("torch": the ImageNet
+# statistics their PyTorch weights were trained with).
+_CUSTOM = {
+    "googlenet": (googlenet, "torch"),
+    "vgg16_bn": (vgg16_bn, "torch"),
+    "resnet18": (resnet18, "torch"),
+    "small_cnn": (small_cnn, "unit"),
+}
+
+# Per backbone, the layer ending each block (stage) at its resolution, from the input
+# outwards: the outputs Vo & Hays (Fig. 2) global-max-pool to compare layers.
+BLOCK_LAYERS = {
+    "small_cnn": ("relu1", "relu2", "relu3"),
+    "googlenet": ("conv1_7x7", "conv2_3x3", "inception_3b_output", "inception_4e_output", "inception_5b_output"),
+    "vgg16_bn": ("conv1_2_relu", "conv2_2_relu", "conv3_3_relu", "conv4_3_relu", "conv5_3_relu"),
+    "resnet18": ("conv1_relu", "conv2_block2_out", "conv3_block2_out", "conv4_block2_out", "conv5_block2_out"),
+    "resnet50": ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+    "resnet101": ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block23_out", "conv5_block3_out"),
+    "resnet152": ("conv1_relu", "conv2_block3_out", "conv3_block8_out", "conv4_block36_out", "conv5_block3_out"),
+    "vgg16": ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"),
+    "vgg19": ("block1_conv2", "block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4"),
+}
 
 
 def backbone_names():
@@ -41,7 +64,13 @@ def backbone_names():
 def preprocessing_mode(name):
     """The `PixelPreprocessing` mode a backbone expects."""
     check_backbone(name)
-    return _CUSTOM.get(name) or _APPLICATIONS[name][1]
+    return _CUSTOM[name][1] if name in _CUSTOM else _APPLICATIONS[name][1]
+
+
+def block_layer_names(name):
+    """Names of the backbone layers ending each block (tap "block{k}" is the k-th); () if undefined."""
+    check_backbone(name)
+    return BLOCK_LAYERS.get(name, ())
 
 
 def check_backbone(name):
@@ -79,7 +108,7 @@ def build_backbone(name, input_shape, weights=None):
         if weights == "imagenet":
             raise ValueError(f"No ImageNet weights are distributed for {name!r}; pass weights=None or a "
                              "local .weights.h5 path.")
-        model = googlenet(input_shape) if name == "googlenet" else small_cnn(input_shape)
+        model = _CUSTOM[name][0](input_shape)
     else:
         constructor = getattr(keras.applications, _APPLICATIONS[name][0])
         try:

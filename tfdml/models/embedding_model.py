@@ -1,85 +1,150 @@
-"""EmbeddingModel: backbone → pooling ("pool" tap) → fc ("fc" tap) → [fc2, fc3] → L2."""
+"""EmbeddingModel: backbone → pooling ("pool" tap) → fc layers (one tap each) → L2, plus block taps."""
+import re
+
 import keras
 
-from tfdml.models.backbones import build_backbone, check_backbone, preprocessing_mode
-from tfdml.models.layers import L2Normalization, PixelPreprocessing
+from tfdml.models.backbones import block_layer_names, build_backbone, check_backbone, preprocessing_mode
+from tfdml.models.layers import RGB_MODES, GrayToRGB, L2Normalization, PixelPreprocessing
+from tfdml.models.reinitialize import reinitialize_layers
 
 POOLINGS = ("avg", "max")
+_LAYER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RESERVED_NAMES = ("pool", "preprocessing", "gray_to_rgb", "l2_normalize")
 
 
 @keras.saving.register_keras_serializable(package="tfdml")
 class EmbeddingModel(keras.Model):
     """Image embedding model with selectable taps (Vo & Hays).
 
-    Raw RGB images in [0, 255] go in; pixel preprocessing is part of the model, so
-    the model, its embedders and exported SavedModels all take the same input.
-    Architecture: preprocessing → backbone → global pooling (tap "pool") → Dense
-    embedding (tap "fc", Glorot/Xavier init as in the EE paper) → `extra_fc`
-    more Dense layers `fc2`, `fc3`, … each after a ReLU (Vo & Hays NetE/NetF) →
-    L2 normalisation when `normalize`. The loss sees the last layer.
+    Raw images in [0, 255] go in; pixel preprocessing is part of the model, so the
+    model, its embedders and exported SavedModels all take the same input.
+    Architecture: preprocessing → backbone → global pooling (tap "pool") → fc
+    layers (Dense, Glorot/Xavier init as in the EE paper; a ReLU before every fc
+    but the first; each fc is a tap named after its layer) → L2 normalisation when
+    `normalize`. The loss sees the last layer.
+
+    fc layers are named by `fc_names`, or by default "fc", "fc2", "fc3", … for
+    `extra_fc` extra layers. `embedding_dim=None` builds no fc at all: the loss
+    sees the pooled feature (Vo & Hays NetD).
+
+    Block taps "block1", "block2", … (`block_taps`) are the outputs of the
+    backbone's blocks (stages), each global-max-pooled (Vo & Hays Fig. 2); they
+    cost nothing in training and are reached through `embedder(tap)`. Defined for
+    small_cnn, googlenet, vgg16_bn, resnet18, resnet50/101/152 and vgg16/19
+    (`tfdml.models.backbones.BLOCK_LAYERS`).
+
+    Channels: any `input_shape[-1]`. With `gray_to_rgb=None` (auto) a 1-channel
+    (gray) input is repeated to 3 channels inside the model (layer
+    "gray_to_rgb") when the backbone's preprocessing uses ImageNet RGB
+    statistics ("caffe"/"torch": googlenet, vgg16_bn, resnet18, resnet50,
+    densenet, vgg) or when pretrained `weights` are loaded (they expect RGB);
+    otherwise the backbone's first layer takes the input's channels (e.g.
+    small_cnn, or mobilenet with `weights=None`). The decision is saved in the
+    config, so a reloaded model has the same architecture.
+
+    Vo & Hays' networks (VGG16-BN, global max pooling of conv5_3 = "pool",
+    `backbone="vgg16_bn", pooling="max", weights=<VGG16-BN ImageNet .weights.h5>`):
+    NetA `fc_names=["fc6"]`; NetB NetA + `reinitialize=["conv5_3", "conv5_3_bn",
+    "fc6"]`; NetD `embedding_dim=None`; NetE `fc_names=["fc6", "fc7"]`; NetF
+    `fc_names=["fc6", "fc7", "fc8"]` (their code: 512 wide, ReLU between). NetC's
+    definition was not available here (see README).
 
     Args:
         backbone: a `tfdml.models.backbone_names()` entry.
-        embedding_dim: width of the fc layers.
-        pooling: "avg" or "max" global pooling.
-        extra_fc: number of extra fc layers after "fc".
+        embedding_dim: width of every fc layer, or None for no fc layer.
+        pooling: "avg" or "max" global pooling (the "pool" tap).
+        extra_fc: number of fc layers after the first (ignored when `fc_names`
+            is given, which then sets the count).
         normalize: L2-normalise the output.
         freeze_batchnorm: keep all BatchNormalization layers of the backbone
             fixed: parameters not trained, statistics not updated (Roth et al.).
-        weights: backbone weights: None, "imagenet" or a local file path.
-        input_shape: (H, W, 3) of the input images.
+        weights: backbone weights: None, "imagenet" or a local `.weights.h5` path.
+        input_shape: (H, W, C) of the input images, any C (see Channels).
+        fc_names: names of the fc layers and their taps, e.g. ["fc6", "fc7", "fc8"].
+        reinitialize: names of layers (backbone or head) whose weights are drawn
+            afresh after `weights` are loaded; all other layers keep theirs.
+        gray_to_rgb: repeat a 1-channel input to RGB: None (auto, see
+            Channels), True or False.
     """
 
     def __init__(self, backbone="resnet50", embedding_dim=512, pooling="avg", extra_fc=0, normalize=True,
-                 freeze_batchnorm=False, weights=None, input_shape=(224, 224, 3), name=None, **kwargs):
+                 freeze_batchnorm=False, weights=None, input_shape=(224, 224, 3), fc_names=None, reinitialize=(),
+                 gray_to_rgb=None, name=None, **kwargs):
         check_backbone(backbone)
-        if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be a positive int, got {embedding_dim!r}.")
+        if embedding_dim is not None and (isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int)
+                                          or embedding_dim < 1):
+            raise ValueError(f"embedding_dim must be a positive int or None (no fc layer), got {embedding_dim!r}.")
         if pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling={pooling!r}; expected one of {POOLINGS}.")
         if isinstance(extra_fc, bool) or not isinstance(extra_fc, int) or extra_fc < 0:
             raise ValueError(f"extra_fc must be a non-negative int, got {extra_fc!r}.")
-        input_shape = tuple(int(v) for v in input_shape)
-        if len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}.")
+        if isinstance(reinitialize, str):
+            raise ValueError(f"reinitialize must be a list of layer names, got the string {reinitialize!r}.")
+        input_shape = _check_input_shape(input_shape)
+        mode = preprocessing_mode(backbone)
+        gray_to_rgb = _check_channels(input_shape, mode, weights, gray_to_rgb, backbone)
         inputs = keras.Input(input_shape)
-        features = PixelPreprocessing(preprocessing_mode(backbone), name="preprocessing")(inputs)
-        trunk = build_backbone(backbone, input_shape, weights)
+        x = GrayToRGB(name="gray_to_rgb")(inputs) if gray_to_rgb else inputs
+        features = PixelPreprocessing(mode, name="preprocessing")(x)
+        trunk = build_backbone(backbone, (*input_shape[:2], x.shape[-1]), weights)
+        fc_layers = _fc_names(fc_names, embedding_dim, extra_fc, trunk)
         if freeze_batchnorm:
             for layer in trunk._flatten_layers():
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False
-        features = trunk(features)
         pool_layer = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-        tap_tensors = {"pool": pool_layer(name="pool")(features)}
-        x = keras.layers.Dense(embedding_dim, kernel_initializer="glorot_uniform", name="fc")(tap_tensors["pool"])
-        tap_tensors["fc"] = x
-        for i in range(2, extra_fc + 2):
-            x = keras.layers.ReLU(name=f"relu_fc{i}")(x)
-            x = keras.layers.Dense(embedding_dim, kernel_initializer="glorot_uniform", name=f"fc{i}")(x)
-            tap_tensors[f"fc{i}"] = x
+        x = pool_layer(name="pool")(trunk(features))
+        tap_tensors = {"pool": x}
+        for index, fc_name in enumerate(fc_layers):
+            if index:
+                x = keras.layers.ReLU(name=f"relu_{fc_name}")(x)
+            x = keras.layers.Dense(embedding_dim, kernel_initializer="glorot_uniform", name=fc_name)(x)
+            tap_tensors[fc_name] = x
         outputs = L2Normalization(name="l2_normalize")(x) if normalize else x
         super().__init__(inputs=inputs, outputs=outputs, name=name or f"embedding_{backbone}", **kwargs)
         self._config = dict(backbone=backbone, embedding_dim=embedding_dim, pooling=pooling, extra_fc=extra_fc,
-                            normalize=normalize, freeze_batchnorm=freeze_batchnorm,
-                            weights=weights, input_shape=input_shape)
+                            normalize=normalize, freeze_batchnorm=freeze_batchnorm, weights=weights,
+                            input_shape=input_shape, fc_names=None if fc_names is None else list(fc_names),
+                            reinitialize=list(reinitialize), gray_to_rgb=gray_to_rgb)
         self._tap_tensors = tap_tensors
-        self.embedding_dim = embedding_dim
+        self._trunk_input = features
+        self._trunk_name = trunk.name
+        self._block_layers = {f"block{k}": layer for k, layer in enumerate(block_layer_names(backbone), start=1)}
+        self.embedding_dim = int(x.shape[-1])
+        if reinitialize:
+            reinitialize_layers(self, reinitialize)
 
     @property
     def taps(self):
-        """Names of the available taps, from the backbone outwards."""
+        """Names of the head taps ("pool" and the fc layers), from the backbone outwards."""
         return list(self._tap_tensors)
+
+    @property
+    def block_taps(self):
+        """Names of the backbone block taps ("block1", … from the input outwards); [] if undefined."""
+        return list(self._block_layers)
 
     def embedder(self, tap="fc"):
         """A `keras.Model` from raw images to the L2-normalised `tap` output.
 
-        The embedder shares this model's layers (and weights).
+        `tap` is a head tap (`taps`) or a block tap (`block_taps`, the block's
+        output global-max-pooled). The embedder shares this model's layers (and
+        weights).
         """
-        if tap not in self._tap_tensors:
-            raise ValueError(f"Unknown tap={tap!r}; available taps: {self.taps}.")
-        outputs = L2Normalization(name=f"{tap}_l2")(self._tap_tensors[tap])
+        if tap in self._tap_tensors:
+            features = self._tap_tensors[tap]
+        elif tap in self._block_layers:
+            features = self._block_feature(tap)
+        else:
+            raise ValueError(f"Unknown tap={tap!r}; available taps: {self.taps + self.block_taps}.")
+        outputs = L2Normalization(name=f"{tap}_l2")(features)
         return keras.Model(self.inputs[0], outputs, name=f"{self.name}_{tap}_embedder")
+
+    def _block_feature(self, tap):
+        trunk = self.get_layer(self._trunk_name)
+        layer = trunk.get_layer(self._block_layers[tap])
+        to_block = keras.Model(trunk.inputs[0], layer.output, name=f"{trunk.name}_to_{tap}")
+        return keras.layers.GlobalMaxPooling2D(name=f"{tap}_max_pool")(to_block(self._trunk_input))
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
         """`keras.Model.compile`; also attaches a tfdml loss's trainable state."""
@@ -103,7 +168,57 @@ class EmbeddingModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if config.get("weights") == "imagenet":
-            config["weights"] = None  # weights are restored from the saved file, not downloaded
-        return cls(**config)
+        # Weights are restored from the saved file: never download or read the original weights again
+        # (a .keras file must load where the original weights file does not exist).
+        return cls(**{**config, "weights": None})
+
+
+def _check_input_shape(input_shape):
+    input_shape = tuple(int(v) for v in input_shape)
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be (height, width, channels) of positive ints, got {input_shape}.")
+    return input_shape
+
+
+def _check_channels(input_shape, mode, weights, gray_to_rgb, backbone):
+    """Whether to repeat a gray input to RGB (resolves `gray_to_rgb=None`); errors for unusable channels."""
+    channels = input_shape[-1]
+    needs_rgb = mode in RGB_MODES or weights is not None
+    if gray_to_rgb is None:
+        gray_to_rgb = channels == 1 and needs_rgb
+    if gray_to_rgb not in (True, False):
+        raise ValueError(f"gray_to_rgb must be None, True or False, got {gray_to_rgb!r}.")
+    if gray_to_rgb and channels != 1:
+        raise ValueError(f"gray_to_rgb=True needs 1-channel input, got input_shape={input_shape}.")
+    if needs_rgb and channels != 3 and not gray_to_rgb:
+        raise ValueError(
+            f"input_shape={input_shape}: backbone {backbone!r} with weights={weights!r} needs RGB input "
+            f"(preprocessing {mode!r} or pretrained weights); use 3 channels, or 1 channel with gray_to_rgb "
+            "None/True (repeated to RGB).")
+    return gray_to_rgb
+
+
+def _fc_names(fc_names, embedding_dim, extra_fc, trunk):
+    """The validated names of the fc layers (empty for embedding_dim=None)."""
+    if embedding_dim is None:
+        if extra_fc or fc_names:
+            raise ValueError(f"embedding_dim=None builds no fc layer, but extra_fc={extra_fc!r} / "
+                             f"fc_names={fc_names!r} ask for some.")
+        return []
+    if fc_names is None:
+        return ["fc"] + [f"fc{i}" for i in range(2, extra_fc + 2)]
+    if isinstance(fc_names, str) or not all(isinstance(n, str) for n in fc_names) or not fc_names:
+        raise ValueError(f"fc_names must be a non-empty list of layer names, got {fc_names!r} "
+                         "(embedding_dim=None builds no fc layer).")
+    fc_names = list(fc_names)
+    if extra_fc and extra_fc != len(fc_names) - 1:
+        raise ValueError(f"extra_fc={extra_fc} contradicts fc_names={fc_names} ({len(fc_names)} layers); "
+                         "give only fc_names.")
+    taken = set(_RESERVED_NAMES) | {trunk.name} | {layer.name for layer in trunk._flatten_layers()}
+    for name in fc_names:
+        if not _LAYER_NAME.match(name) or name in taken or re.fullmatch(r"block\d+", name):
+            raise ValueError(f"fc_names: {name!r} is not a usable layer name (letters, digits, '_'; not a "
+                             f"backbone layer, a block tap or one of {_RESERVED_NAMES}).")
+    if len(set(fc_names)) != len(fc_names):
+        raise ValueError(f"fc_names has duplicates: {fc_names}.")
+    return fc_names

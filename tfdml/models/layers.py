@@ -1,4 +1,4 @@
-"""Small registered layers used by tfdml models: pixel preprocessing, L2 norm."""
+"""Small registered layers used by tfdml models: pixel preprocessing, gray → RGB, L2 norm."""
 import keras
 from keras import ops
 
@@ -7,6 +7,8 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "unit", "none")
+# Modes with per-channel ImageNet RGB statistics: they need exactly 3 channels.
+RGB_MODES = ("caffe", "torch")
 
 
 @keras.saving.register_keras_serializable(package="tfdml")
@@ -19,6 +21,9 @@ class PixelPreprocessing(keras.layers.Layer):
     - "torch": x / 255, minus ImageNet mean, divided by std (DenseNet, GoogLeNet).
     - "unit": x / 255 (tfdml's small CNN).
     - "none": unchanged (EfficientNet / ConvNeXt include their own scaling).
+
+    "caffe" and "torch" need 3-channel input (`EmbeddingModel` repeats a gray
+    channel with `GrayToRGB` first); the other modes work on any channel count.
     """
 
     def __init__(self, mode="tf", **kwargs):
@@ -26,6 +31,13 @@ class PixelPreprocessing(keras.layers.Layer):
         if mode not in PREPROCESSING_MODES:
             raise ValueError(f"Unknown preprocessing mode={mode!r}; expected one of {PREPROCESSING_MODES}.")
         self.mode = mode
+
+    def build(self, input_shape):
+        if self.mode in RGB_MODES and input_shape[-1] != 3:
+            raise ValueError(f"PixelPreprocessing mode={self.mode!r} normalises with ImageNet RGB statistics and "
+                             f"needs 3 channels, got input shape {tuple(input_shape)}; repeat a gray channel "
+                             "with tfdml.models.GrayToRGB first.")
+        super().build(input_shape)
 
     def call(self, images):
         x = ops.cast(images, self.compute_dtype)
@@ -43,6 +55,22 @@ class PixelPreprocessing(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="tfdml")
+class GrayToRGB(keras.layers.Layer):
+    """Repeats a single (gray) channel three times: (..., 1) → (..., 3), R = G = B."""
+
+    def build(self, input_shape):
+        if input_shape[-1] != 1:
+            raise ValueError(f"GrayToRGB expects 1 channel, got input shape {tuple(input_shape)}.")
+        super().build(input_shape)
+
+    def call(self, images):
+        return ops.repeat(images, 3, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
 
 
 @keras.saving.register_keras_serializable(package="tfdml")
