@@ -5,6 +5,8 @@ from tfdml.models.backbones import build_backbone, check_backbone, preprocessing
 from tfdml.models.layers import L2Normalization, PixelPreprocessing
 
 POOLINGS = ("avg", "max")
+#: The tap used when none is named (embedders, training taps, export, evaluation).
+DEFAULT_TAP = "fc"
 
 
 @keras.saving.register_keras_serializable(package="tfdml")
@@ -71,7 +73,7 @@ class EmbeddingModel(keras.Model):
         """Names of the available taps, from the backbone outwards."""
         return list(self._tap_tensors)
 
-    def embedder(self, tap="fc"):
+    def embedder(self, tap=DEFAULT_TAP):
         """A `keras.Model` from raw images to the L2-normalised `tap` output.
 
         The embedder shares this model's layers (and weights).
