@@ -1,4 +1,6 @@
 """tf.data pipelines: sampled training batches and ordered evaluation batches."""
+import itertools
+
 import tensorflow as tf
 
 from tfdml.data.augmentation import make_augmentation
@@ -6,24 +8,52 @@ from tfdml.data.samplers import batch_indices, check_sampler_arguments
 
 
 def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_class=32, augmentation="ee",
-                   image_size=227, seed=0):
+                   image_size=227, seed=0, skip_batches=0, replicas=None):
     """Infinite dataset of `(float32 images (B, S, S, 3) in [0, 255], int32 labels (B,))`.
 
     Index batches come from `tfdml.data.samplers.batch_indices`; images are
     loaded and augmented per sample in parallel, then re-batched and prefetched.
+
+    Args:
+        skip_batches: start after this many index batches of the sampler (a
+            resumed run continues the same sequence of batches).
+        replicas: None, or `(first, count, total)`: of every global index
+            batch (`batch_size` = total · b), yield only the per-replica batches
+            of replicas `first … first + count − 1`, each of b images, in
+            replica order; replica r gets positions [r·b, (r+1)·b). This is one
+            worker's share under `tf.distribute` (the all-gathered replica
+            batches are exactly the one-process batch). The augmentation seed
+            is offset by `first`, so workers draw different augmentations.
     """
     check_sampler_arguments(sampler, batch_size, samples_per_class, split.num_classes)
+    first, count, total = _check_replicas(replicas, batch_size)
+    per_replica = batch_size // total
+    start, stop = first * per_replica, (first + count) * per_replica
     labels = tf.constant(split.labels)
     indices = tf.data.Dataset.from_generator(
-        lambda: batch_indices(split.labels, sampler, batch_size, samples_per_class, seed),
-        output_signature=tf.TensorSpec([batch_size], tf.int32))
+        lambda: (batch[start:stop] for batch in itertools.islice(
+            batch_indices(split.labels, sampler, batch_size, samples_per_class, seed), int(skip_batches), None)),
+        output_signature=tf.TensorSpec([stop - start], tf.int32))
     load = split.image_loader()
-    augment = make_augmentation(augmentation, image_size, seed)
+    augment = make_augmentation(augmentation, image_size, seed + first)
     return (indices.unbatch()
             .map(lambda i: (augment(load(i)), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE,
                  deterministic=True)
-            .batch(batch_size, drop_remainder=True)
+            .batch(per_replica, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))
+
+
+def _check_replicas(replicas, batch_size):
+    """(first, count, total) from the `replicas` argument (None: the whole batch)."""
+    if replicas is None:
+        return 0, 1, 1
+    first, count, total = (int(v) for v in replicas)
+    if total < 1 or count < 1 or first < 0 or first + count > total:
+        raise ValueError(f"replicas must be (first, count, total) with 0 <= first < first + count <= total, "
+                         f"got {tuple(replicas)}.")
+    if batch_size % total:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of replicas ({total}).")
+    return first, count, total
 
 
 def eval_pipeline(split, batch_size=128, image_size=227, augmentation="test"):
