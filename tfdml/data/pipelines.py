@@ -1,6 +1,7 @@
 """tf.data pipelines: sampled training batches and ordered evaluation batches."""
 import itertools
 
+import numpy as np
 import tensorflow as tf
 
 from tfdml.data.augmentation import make_augmentation
@@ -30,14 +31,21 @@ def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_cla
     per_replica = batch_size // total
     start, stop = first * per_replica, (first + count) * per_replica
     labels = tf.constant(split.labels)
+
+    def samples():
+        """(indices, positions) of this share of each batch; positions count samples in the one-process stream."""
+        batches = batch_indices(split.labels, sampler, batch_size, samples_per_class, seed)
+        for n, batch in enumerate(itertools.islice(batches, int(skip_batches), None), start=int(skip_batches)):
+            yield batch[start:stop], np.arange(n * batch_size + start, n * batch_size + stop, dtype=np.int64)
+
     indices = tf.data.Dataset.from_generator(
-        lambda: (batch[start:stop] for batch in itertools.islice(
-            batch_indices(split.labels, sampler, batch_size, samples_per_class, seed), int(skip_batches), None)),
-        output_signature=tf.TensorSpec([stop - start], tf.int32))
+        samples, output_signature=(tf.TensorSpec([stop - start], tf.int32), tf.TensorSpec([stop - start], tf.int64)))
     load = split.image_loader()
     augment = make_augmentation(augmentation, image_size, seed + first)
+    # `position` is the sample's place in the stream one uninterrupted process reads: augmentation keyed by it
+    # (stateless, per sample) is then the same for any number of workers and after a resume.
     return (indices.unbatch()
-            .map(lambda i: (augment(load(i)), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE,
+            .map(lambda i, position: (augment(load(i)), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE,
                  deterministic=True)
             .batch(per_replica, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))
