@@ -210,8 +210,9 @@ class TrainingLoop:
                                         model=self.model, optimizer=self.optimizer, **self.checkpoint_objects)
             step, state = checkpointer.restore()
             if step and chief:
-                print(f"Resuming from the checkpoint at step {step} (epoch {step // steps_per_epoch + 1}, "
-                      f"step {step % steps_per_epoch + 1}) in {checkpoint_dir}.")
+                where = (f"all {epochs} epochs are done" if step >= epochs * steps_per_epoch else
+                         f"epoch {step // steps_per_epoch + 1}, step {step % steps_per_epoch + 1}")
+                print(f"Resuming from the checkpoint at step {step} ({where}) in {checkpoint_dir}.")
         first_epoch = step // steps_per_epoch
         callback_list = keras.callbacks.CallbackList(
             list(callbacks), add_history=True, add_progbar=verbose != 0, model=self.model, verbose=verbose,
