@@ -6,6 +6,11 @@
 With no arguments: a small CNN on scikit-learn's digits classes 0–4, batch-hard
 triplet loss with Embedding Expansion (n = 2), evaluated on the unseen classes
 5–9 (Recall@1/2/4/8 and NMI for the "pool" and "fc" taps), SavedModel exported.
+
+Training runs `tfdml.training.TrainingLoop` on one device, on several GPUs or on
+several machines (each worker runs this same command with its own `TF_CONFIG`,
+or under Slurm with `--set training.strategy=multi_worker`). Rerunning the
+command of a killed run resumes it from its last checkpoint.
 """
 import argparse
 import os

@@ -50,3 +50,15 @@ def expansion_id(expansion):
     """Readable test id of an (n, pairs, pooling) tuple, e.g. "n2-consecutive-class"."""
     n, pairs, pooling = expansion
     return f"n{n}-{pairs}-{pooling}"
+
+
+def mirrored_strategy():
+    """A MirroredStrategy over the two logical CPUs, with collective keys of its own.
+
+    Every MirroredStrategy numbers its collective ops from the same base, so a second strategy in
+    one process can collide with an earlier one ("Shape mismatch in the collective instance");
+    TensorFlow's own tests set `_collective_key_base` for this, as done here after each creation.
+    """
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    tf.distribute.MirroredStrategy._collective_key_base += 1000
+    return strategy

@@ -1,6 +1,7 @@
 """Configs, the training job, resuming, strategy equivalence and evaluate.py."""
 import csv
 import glob
+import inspect
 import json
 import os
 
@@ -12,6 +13,8 @@ import yaml
 
 import tfdml
 from tfdml.training import DEFAULT_CONFIG, load_config, run
+
+from conftest import mirrored_strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,24 +162,190 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
     assert epochs == [0, 1, 2, 3]  # continued at epoch 2, not restarted
 
 
-def _one_step_weights(strategy, x, y, initial):
+def _one_step_weights(strategy, x, y, initial, trainer):
     with strategy.scope():
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5)])
         model.set_weights(initial)
         model.compile(optimizer=keras.optimizers.SGD(0.5),
                       loss=tfdml.losses.TripletLoss(margin=0.5, expansion=tfdml.EmbeddingExpansion(2)))
-    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0, shuffle=False)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    if trainer == "fit":
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
+    else:
+        tfdml.training.TrainingLoop(model).fit(data, steps_per_epoch=1, verbose=0)
     return model.get_weights()
 
 
-def test_mirrored_step_equals_single_device_step_with_global_batch():
+@pytest.mark.parametrize("trainer", ["fit", "loop"])
+def test_mirrored_step_equals_single_device_step_with_global_batch(trainer):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 6)).astype(np.float32)
     y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     initial = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5)]).get_weights()
-    single = _one_step_weights(tf.distribute.get_strategy(), x, y, initial)
-    mirrored = _one_step_weights(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), x, y, initial)
+    single = _one_step_weights(tf.distribute.get_strategy(), x, y, initial, trainer)
+    mirrored = _one_step_weights(mirrored_strategy(), x, y, initial, trainer)
     assert not np.allclose(single[0], initial[0])  # the step did something
     for a, b in zip(single, mirrored):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
+
+
+def test_run_directory_has_checkpoints_and_no_backup(tmp_path):
+    config = _tiny_config(tmp_path, epochs=1)
+    run(config, verbose=0)
+    files = set(os.listdir(config["output_dir"]))
+    assert {"config.yaml", "log.csv", "best.keras", "final.keras", "metrics.json", "saved_model",
+            "checkpoints"} <= files and "backup" not in files
+    assert tf.train.latest_checkpoint(os.path.join(config["output_dir"], "checkpoints")).endswith("ckpt-3")
+
+
+class _CrashAt(keras.callbacks.Callback):
+    """Raises at a given point, like a process killed there."""
+
+    def __init__(self, hook, epoch):
+        super().__init__()
+        setattr(self, hook, self._crash)
+        self.epoch = epoch
+
+    def _crash(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("simulated kill")
+
+
+def _scripted_validation(monkeypatch, recalls):
+    """Validation Recall@1 of the k-th evaluation is `recalls[k]` (the same for every tap)."""
+    calls = []
+
+    def evaluate(embeddings, labels, ks, metrics):
+        value = recalls[len(calls) // 2]  # two taps per evaluation
+        calls.append(value)
+        return {**{f"recall@{k}": value for k in ks}, "nmi": value}
+
+    monkeypatch.setattr(tfdml.metrics.callbacks, "evaluate_embeddings", evaluate)
+
+
+@pytest.mark.parametrize("kill", ["on_epoch_begin", "on_epoch_end"])
+def test_resume_never_overwrites_the_best_model_with_a_worse_one(tmp_path, monkeypatch, kill):
+    # Epochs 0 and 1 score 0.5 and 0.9; after the kill every epoch is worse than 0.9. Killed when
+    # epoch 2 starts (epoch 1's checkpoint holds the best score) or right after epoch 1's
+    # best.keras was written (before its checkpoint: the record next to the checkpoints holds it).
+    _scripted_validation(monkeypatch, [0.5, 0.9, 0.6, 0.7, 0.8])
+    config = _tiny_config(tmp_path, epochs=4)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(config, callbacks=[_CrashAt(kill, 2 if kill == "on_epoch_begin" else 1)], verbose=0)
+    best = os.path.join(config["output_dir"], "best.keras")
+    with open(best, "rb") as handle:
+        saved = handle.read()
+    run(config, verbose=0)
+    with open(best, "rb") as handle:
+        assert handle.read() == saved, "best.keras was overwritten by a worse epoch after resuming"
+    with open(os.path.join(config["output_dir"], "checkpoints", "best.json")) as handle:
+        assert json.load(handle) == {"monitor": "val_pool_recall@1", "best": 0.9, "best_epoch": 1}
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    def config(name):
+        return load_config(None, [f"output_dir={tmp_path / name}", "dataset.image_size=16",
+                                  "model.embedding_dim=8", "sampler.batch_size=20", "sampler.samples_per_class=4",
+                                  "augmentation.train=test", "training.epochs=2", "training.steps_per_epoch=4",
+                                  "training.checkpoint_every=3", "training.eval_every=1",
+                                  "training.tensorboard=false"])
+
+    class KillAtStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1 and len(self.model.history.epoch) == 1:  # step 6; last checkpoint at step 4
+                raise RuntimeError("simulated kill")
+
+    run(config("uninterrupted"), verbose=0)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(config("resumed"), callbacks=[KillAtStep()], verbose=0)
+    run(config("resumed"), verbose=0)
+    a = keras.models.load_model(tmp_path / "uninterrupted" / "final.keras").get_weights()
+    b = keras.models.load_model(tmp_path / "resumed" / "final.keras").get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+    logs = []
+    for name in ("uninterrupted", "resumed"):
+        with open(tmp_path / name / "log.csv") as handle:
+            logs.append(list(csv.DictReader(handle)))
+    assert [row["epoch"] for row in logs[1]] == ["0", "1"]
+    for row_a, row_b in zip(*logs):
+        assert float(row_a["loss"]) == pytest.approx(float(row_b["loss"]), rel=1e-6)
+
+
+def test_backup_of_an_older_tfdml_is_migrated(tmp_path, capsys):
+    config = _tiny_config(tmp_path, epochs=2)
+    run_dir = config["output_dir"]
+    model = tfdml.training.build_model(config)  # what Keras' BackupAndRestore left after epoch 0
+    model.compile(optimizer="adam", loss=tfdml.training.build_loss(config))
+    model.optimizer.build(model.trainable_variables)
+    os.makedirs(os.path.join(run_dir, "backup"))
+    model.save_weights(os.path.join(run_dir, "backup", "latest.weights.h5"))
+    with open(os.path.join(run_dir, "backup", "training_metadata.json"), "w") as handle:
+        json.dump({"epoch": 1, "batch": 0}, handle)
+    with open(os.path.join(run_dir, "log.csv"), "w") as handle:
+        handle.write("epoch,loss,val_pool_recall@1\n0,123.0,0.99\n")
+    model.save(os.path.join(run_dir, "best.keras"))
+    run(config, verbose=0)
+    assert "Migrated the BackupAndRestore backup" in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(run_dir, "backup"))
+    with open(os.path.join(run_dir, "log.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["0", "1"] and rows[0]["loss"] == "123.0"  # resumed at epoch 1
+    with open(os.path.join(run_dir, "checkpoints", "best.json")) as handle:
+        assert json.load(handle)["best"] == 0.99
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("{not json", "TF_CONFIG is not valid JSON"),
+    ('{"cluster": {"worker": ["localhost:1", "localhost:2"]}}', "TF_CONFIG has no 'task'"),
+    ('{"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 2}}',
+     r"TF_CONFIG task index 2 is out of range.*0\.\.1"),
+    ('{"task": {"type": "worker", "index": 0}}', "TF_CONFIG has no 'cluster'"),
+    ('{"cluster": {"worker": "localhost:1"}, "task": {"type": "worker", "index": 0}}', "list of 'host:port'"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "chief", "index": 0}}', "task type 'chief'"),
+])
+def test_bad_tf_config_names_tf_config_and_the_problem(monkeypatch, tf_config, message):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    for strategy in ("auto", "multi_worker"):
+        with pytest.raises(ValueError, match=message):
+            tfdml.training.make_strategy(strategy)
+
+
+def test_multi_worker_cluster_from_slurm(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    for name in ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST", "SLURM_STEP_TASKS_PER_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG.*srun"):
+        tfdml.training.cluster_resolver("multi_worker")
+    assert tfdml.training.cluster_resolver("auto") is None
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[7-8]")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2(x2)")
+    resolver = tfdml.training.cluster_resolver("multi_worker")
+    assert isinstance(resolver, tf.distribute.cluster_resolver.SlurmClusterResolver)
+    assert resolver.cluster_spec().as_dict() == {
+        "worker": ["node7:8888", "node7:8889", "node8:8888", "node8:8889"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 3)
+
+
+def test_config_uses_the_modules_lists_and_argument_names():
+    from tfdml.training import config as config_module
+
+    assert config_module._CHOICES["sampler.name"] is tfdml.data.SAMPLERS
+    assert config_module._CHOICES["augmentation.train"] is tfdml.data.AUGMENTATIONS
+    assert config_module._CHOICES["training.strategy"] is tfdml.training.strategy.STRATEGIES
+    assert config_module._CHOICES["model.pooling"] is tfdml.models.POOLINGS
+    assert DEFAULT_CONFIG["training"]["export_tap"] == tfdml.models.DEFAULT_TAP
+    assert "strict" in inspect.signature(tfdml.data.load_split).parameters
+    assert DEFAULT_CONFIG["dataset"]["strict"] is False
+    with pytest.raises(ValueError, match="'dataset.strict_counts'"):
+        load_config(None, ["dataset.strict_counts=true"])
+    with pytest.raises(ValueError, match="'training.checkpoint_every'"):
+        load_config(None, ["training.checkpoint_every=-1"])
+    with pytest.raises(ValueError, match="'training.jit_compile'"):
+        load_config(None, ["training.jit_compile=maybe"])
+    assert load_config(None, ["training.jit_compile=true"])["training"]["jit_compile"] is True
+    with pytest.raises(ValueError, match="sampler.samples_per_class.*divisible"):
+        load_config(None, ["sampler.batch_size=30", "sampler.samples_per_class=4"])

@@ -1,4 +1,7 @@
 """tf.data pipelines: sampled training batches and ordered evaluation batches."""
+import itertools
+
+import numpy as np
 import tensorflow as tf
 
 from tfdml.data.augmentation import make_augmentation
@@ -6,26 +9,61 @@ from tfdml.data.samplers import batch_indices, check_sampler_arguments
 
 
 def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_class=32, augmentation="ee",
-                   image_size=227, seed=0):
+                   image_size=227, seed=0, skip_batches=0, replicas=None):
     """Infinite dataset of `(float32 images (B, S, S, C) in [0, 255], int32 labels (B,))`.
 
     Index batches come from `tfdml.data.samplers.batch_indices`; images are
     loaded and augmented per sample in parallel, then re-batched and prefetched.
-    C is the split's channel count. Sample k is augmented with the stateless seed
-    (seed, k), so a seed gives the same batches on every run.
+    C is the split's channel count. Each sample is augmented with the stateless
+    seed (seed, position), `position` being its place in the stream one
+    uninterrupted process reads: a seed gives the same batches on every run, for
+    any number of workers and after a resume.
+
+    Args:
+        skip_batches: start after this many index batches of the sampler (a
+            resumed run continues the same sequence of batches).
+        replicas: None, or `(first, count, total)`: of every global index
+            batch (`batch_size` = total · b), yield only the per-replica batches
+            of replicas `first … first + count − 1`, each of b images, in
+            replica order; replica r gets positions [r·b, (r+1)·b). This is one
+            worker's share under `tf.distribute` (the all-gathered replica
+            batches are exactly the one-process batch).
     """
     check_sampler_arguments(sampler, batch_size, samples_per_class, split.num_classes)
+    first, count, total = _check_replicas(replicas, batch_size)
+    per_replica = batch_size // total
+    start, stop = first * per_replica, (first + count) * per_replica
     labels = tf.constant(split.labels)
+
+    def samples():
+        """(indices, positions) of this share of each batch; positions count samples in the one-process stream."""
+        batches = batch_indices(split.labels, sampler, batch_size, samples_per_class, seed)
+        for n, batch in enumerate(itertools.islice(batches, int(skip_batches), None), start=int(skip_batches)):
+            yield batch[start:stop], np.arange(n * batch_size + start, n * batch_size + stop, dtype=np.int64)
+
     indices = tf.data.Dataset.from_generator(
-        lambda: batch_indices(split.labels, sampler, batch_size, samples_per_class, seed),
-        output_signature=tf.TensorSpec([batch_size], tf.int32))
+        samples, output_signature=(tf.TensorSpec([stop - start], tf.int32), tf.TensorSpec([stop - start], tf.int64)))
     load = split.image_loader()
     augment = make_augmentation(augmentation, image_size, seed)
-    return (indices.unbatch().enumerate()
-            .map(lambda k, i: (augment(load(i), tf.stack([tf.cast(seed, tf.int64), k])), tf.gather(labels, i)),
+    return (indices.unbatch()
+            .map(lambda i, position: (augment(load(i), tf.stack([tf.cast(seed, tf.int64), position])),
+                                      tf.gather(labels, i)),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch_size, drop_remainder=True)
+            .batch(per_replica, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))
+
+
+def _check_replicas(replicas, batch_size):
+    """(first, count, total) from the `replicas` argument (None: the whole batch)."""
+    if replicas is None:
+        return 0, 1, 1
+    first, count, total = (int(v) for v in replicas)
+    if total < 1 or count < 1 or first < 0 or first + count > total:
+        raise ValueError(f"replicas must be (first, count, total) with 0 <= first < first + count <= total, "
+                         f"got {tuple(replicas)}.")
+    if batch_size % total:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of replicas ({total}).")
+    return first, count, total
 
 
 def eval_pipeline(split, batch_size=128, image_size=227, augmentation="test"):

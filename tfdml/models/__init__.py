@@ -1,6 +1,6 @@
 """Embedding models with selectable taps (Vo & Hays) and their backbones."""
 from tfdml.models.backbones import backbone_names, block_layer_names, build_backbone, preprocessing_mode
-from tfdml.models.embedding_model import EmbeddingModel
+from tfdml.models.embedding_model import DEFAULT_TAP, POOLINGS, EmbeddingModel
 from tfdml.models.googlenet import googlenet
 from tfdml.models.layers import GrayToRGB, L2Normalization, PixelPreprocessing
 from tfdml.models.reinitialize import reinitialize_layers
@@ -9,6 +9,8 @@ from tfdml.models.small_cnn import small_cnn
 from tfdml.models.vgg16_bn import vgg16_bn
 
 __all__ = [
+    "DEFAULT_TAP",
+    "POOLINGS",
     "EmbeddingModel",
     "GrayToRGB",
     "L2Normalization",

@@ -10,6 +10,8 @@ from tfdml.models.reinitialize import reinitialize_layers
 POOLINGS = ("avg", "max")
 _LAYER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RESERVED_NAMES = ("pool", "preprocessing", "gray_to_rgb", "l2_normalize")
+#: The tap used when none is named (embedders, training taps, export, evaluation).
+DEFAULT_TAP = "fc"
 
 
 @keras.saving.register_keras_serializable(package="tfdml")
@@ -124,7 +126,7 @@ class EmbeddingModel(keras.Model):
         """Names of the backbone block taps ("block1", … from the input outwards); [] if undefined."""
         return list(self._block_layers)
 
-    def embedder(self, tap="fc"):
+    def embedder(self, tap=DEFAULT_TAP):
         """A `keras.Model` from raw images to the L2-normalised `tap` output.
 
         `tap` is a head tap (`taps`) or a block tap (`block_taps`, the block's

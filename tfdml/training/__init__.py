@@ -1,22 +1,35 @@
-"""Training: configs, strategies, optimizers, the `run` job and SavedModel export."""
+"""Training: configs, strategies, optimizers, tfdml's training loop, the `run` job and SavedModel export."""
+from tfdml.training.callbacks import BestModelCheckpoint, ResumableCSVLogger
+from tfdml.training.checkpoints import Checkpointer
 from tfdml.training.config import DEFAULT_CONFIG, load_config, parse_override, save_config, validate
 from tfdml.training.export import export
+from tfdml.training.inputs import train_input
+from tfdml.training.loop import TrainingLoop, fit_model
 from tfdml.training.optimizers import make_optimizer, step_decay
 from tfdml.training.runner import build_loss, build_model, evaluate_taps, run
-from tfdml.training.strategy import make_strategy
+from tfdml.training.strategy import cluster_resolver, is_chief, make_strategy, read_tf_config
 
 __all__ = [
+    "BestModelCheckpoint",
+    "Checkpointer",
     "DEFAULT_CONFIG",
+    "ResumableCSVLogger",
+    "TrainingLoop",
     "build_loss",
     "build_model",
+    "cluster_resolver",
     "evaluate_taps",
     "export",
+    "fit_model",
+    "is_chief",
     "load_config",
     "make_optimizer",
     "make_strategy",
     "parse_override",
+    "read_tf_config",
     "run",
     "save_config",
     "step_decay",
+    "train_input",
     "validate",
 ]

@@ -8,14 +8,21 @@ Setting `loss.name` to another loss without `loss.params` starts from that
 loss's own defaults (the previous loss's parameters would not fit it).
 """
 import copy
+import math
 import os
 
 import yaml
 
+from tfdml.data.augmentation import AUGMENTATIONS
+from tfdml.data.samplers import SAMPLERS, check_sampler_arguments
+from tfdml.models.embedding_model import DEFAULT_TAP, POOLINGS
+from tfdml.training.optimizers import OPTIMIZERS
+from tfdml.training.strategy import STRATEGIES
+
 DEFAULT_CONFIG = {
     "seed": 0,
     "output_dir": "runs/default",
-    "dataset": {"name": "digits", "data_dir": None, "image_size": 32, "strict_counts": False},
+    "dataset": {"name": "digits", "data_dir": None, "image_size": 32, "strict": False},
     "model": {
         "backbone": "small_cnn",
         "embedding_dim": 64,
@@ -37,25 +44,28 @@ DEFAULT_CONFIG = {
         "eval_every": 4,
         "eval_batch_size": 256,
         "ks": [1, 2, 4, 8],
-        "taps": ["pool", "fc"],
-        "export_tap": "fc",
+        "taps": ["pool", DEFAULT_TAP],
+        "export_tap": DEFAULT_TAP,
         "mixed_precision": False,
         "jit_compile": "auto",
         "strategy": "auto",
+        "checkpoint_every": 100,
         "tensorboard": True,
     },
 }
 
+# Keys that take true, false or "auto".
+_BOOL_OR_AUTO = {"training.jit_compile"}
 # Keys whose value may be any mapping / null.
 _FREE_FORM = {"loss.params"}
 _NULLABLE_SECTIONS = {"expansion"}
 _CHOICES = {
-    "optimizer.name": ("adam", "sgd"),
-    "training.strategy": ("auto", "default", "mirrored", "multi_worker"),
-    "sampler.name": ("m_per_class", "class_random", "full_random"),
-    "augmentation.train": ("ee", "roth", "test", "none"),
-    "augmentation.test": ("ee", "roth", "test", "none"),
-    "model.pooling": ("avg", "max"),
+    "optimizer.name": OPTIMIZERS,
+    "training.strategy": STRATEGIES,
+    "sampler.name": SAMPLERS,
+    "augmentation.train": AUGMENTATIONS,
+    "augmentation.test": AUGMENTATIONS,
+    "model.pooling": POOLINGS,
 }
 
 
@@ -91,6 +101,10 @@ def _merge(base, update, prefix=""):
             if base[key] is None:
                 base[key] = copy.deepcopy(DEFAULT_CONFIG[key])
             _merge(base[key], value, dotted + ".")
+        elif dotted in _BOOL_OR_AUTO:
+            if not (isinstance(value, bool) or value == "auto"):
+                raise ValueError(f"Config key {dotted!r} must be true, false or 'auto', got {value!r}.")
+            base[key] = value
         else:
             if value is not None and not _type_ok(value, base[key]):
                 raise ValueError(
@@ -128,13 +142,16 @@ def validate(config):
     for key in ("epochs", "steps_per_epoch", "eval_every", "eval_batch_size"):
         if training[key] < 1:
             raise ValueError(f"Config key 'training.{key}' must be >= 1, got {training[key]}.")
+    if training["checkpoint_every"] < 0:
+        raise ValueError(f"Config key 'training.checkpoint_every' must be >= 0 (0: at epoch ends only), "
+                         f"got {training['checkpoint_every']}.")
     if resolved["optimizer"]["learning_rate"] <= 0:
         raise ValueError("Config key 'optimizer.learning_rate' must be > 0.")
     sampler = resolved["sampler"]
-    if sampler["name"] != "full_random" and sampler["batch_size"] % sampler["samples_per_class"]:
-        raise ValueError(
-            f"Config key 'sampler.batch_size' ({sampler['batch_size']}) must be divisible by "
-            f"'sampler.samples_per_class' ({sampler['samples_per_class']}).")
+    try:  # the number of classes is checked against the data when it is loaded
+        check_sampler_arguments(sampler["name"], sampler["batch_size"], sampler["samples_per_class"], math.inf)
+    except ValueError as error:
+        raise ValueError(f"Config keys 'sampler.batch_size' / 'sampler.samples_per_class': {error}") from None
     return resolved
 
 

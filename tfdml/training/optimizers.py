@@ -1,6 +1,8 @@
 """Optimizer and learning-rate schedule from a config."""
 import keras
 
+OPTIMIZERS = ("adam", "sgd")
+
 
 def step_decay(learning_rate, decay_epochs, factor, steps_per_epoch):
     """The official EE step decay: the rate is multiplied by `factor` at each epoch in `decay_epochs`.

@@ -1,12 +1,18 @@
 """`run(config)`: the whole training job behind `train.py`.
 
-The run directory (`output_dir`) receives: `config.yaml` (resolved config),
-`log.csv` (per-epoch losses and validation metrics), `tensorboard/` (when the
-optional tensorboard package is installed),
-`backup/` (`keras.callbacks.BackupAndRestore`: a killed run resumes at the epoch
-where it stopped), `best.keras` (best validation Recall@1 of the first tap),
-`final.keras`, `metrics.json` (final test metrics per tap) and `saved_model/`
-(serving export of `training.export_tap`).
+Training goes through `tfdml.training.TrainingLoop` for every strategy (one
+device, `MirroredStrategy`, `MultiWorkerMirroredStrategy`). The run directory
+(`output_dir`) receives, from the chief worker only: `config.yaml` (resolved
+config), `log.csv` (per-epoch losses and validation metrics), `tensorboard/`
+(when the optional tensorboard package is installed), `checkpoints/`
+(`tf.train` checkpoints every `training.checkpoint_every` steps and at each
+epoch end: a killed run, restarted with the same command, resumes from the
+latest one with the same batches; `best.json` there records the best score),
+`best.keras` (best validation Recall@1 of the first tap, never replaced by a
+worse epoch, also across resumes), `final.keras`, `metrics.json` (final test
+metrics per tap) and `saved_model/` (serving export of `training.export_tap`).
+A `backup/` directory left by an interrupted run of an older tfdml
+(`keras.callbacks.BackupAndRestore`) is migrated into `checkpoints/`.
 """
 import importlib.util
 import json
@@ -16,11 +22,18 @@ import warnings
 import keras
 import tensorflow as tf
 
-import tfdml
+from tfdml import export, losses
+from tfdml.data import eval_pipeline, load_split
+from tfdml.expansion import EmbeddingExpansion
 from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings
+from tfdml.models import EmbeddingModel
+from tfdml.training.backup import migrate_backup
+from tfdml.training.callbacks import BestModelCheckpoint, ResumableCSVLogger
 from tfdml.training.config import save_config, validate
+from tfdml.training.inputs import train_input
+from tfdml.training.loop import TrainingLoop
 from tfdml.training.optimizers import make_optimizer
-from tfdml.training.strategy import make_strategy
+from tfdml.training.strategy import describe, gather_over_replicas, is_chief, make_strategy
 
 
 def build_loss(config, num_classes=None):
@@ -33,64 +46,52 @@ def build_loss(config, num_classes=None):
             `loss.params` sets it.
     """
     params = dict(config["loss"]["params"])
-    cls = tfdml.losses.get_class(config["loss"]["name"])
+    cls = losses.get_class(config["loss"]["name"])
     if config["expansion"] is not None and config["expansion"]["n_points"] > 0:
         if not cls.supports_expansion:
             raise ValueError(f"Config key 'expansion' is set, but loss {config['loss']['name']!r} does not support "
                              "Embedding Expansion; set 'expansion: null' (--set expansion=null).")
-        params["expansion"] = tfdml.EmbeddingExpansion(**config["expansion"])
+        params["expansion"] = EmbeddingExpansion(**config["expansion"])
     if num_classes is not None and "num_classes" in cls.config_args:
         params.setdefault("num_classes", int(num_classes))
-    return tfdml.losses.get(config["loss"]["name"], **params)
-
-
-def fit_model(model, strategy, data, **kwargs):
-    """`model.fit(data, **kwargs)`, with a clear error for an upstream limitation: Keras 3's
-    `fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585)."""
-    try:
-        return model.fit(data, **kwargs)
-    except ValueError as error:
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            raise RuntimeError(
-                "model.fit failed under MultiWorkerMirroredStrategy (training.strategy / TF_CONFIG): Keras 3's "
-                "fit does not support it yet (keras-team/keras#20585). Train on one machine with "
-                "training.strategy=mirrored over its GPUs.") from error
-        raise
+    return losses.get(config["loss"]["name"], **params)
 
 
 def build_model(config):
     size = config["dataset"]["image_size"]
-    return tfdml.models.EmbeddingModel(input_shape=(size, size, 3), **config["model"])
+    return EmbeddingModel(input_shape=(size, size, 3), **config["model"])
 
 
-def load_data(config):
-    """(train split, test split, train dataset, test dataset)."""
+def load_splits(config):
+    """(train split, test split) of the configured dataset."""
     data = config["dataset"]
-    splits = [tfdml.data.load_split(data["name"], split, data["data_dir"], strict=data["strict_counts"],
-                                    image_size=data["image_size"]) for split in ("train", "test")]
+    return [load_split(data["name"], split, data["data_dir"], strict=data["strict"], image_size=data["image_size"])
+            for split in ("train", "test")]
+
+
+def make_train_input(config, train_split):
+    """The `TrainingLoop.fit` input: the configured sampler's global batches, split over replicas."""
     sampler = config["sampler"]
-    train = tfdml.data.train_pipeline(
-        splits[0], batch_size=sampler["batch_size"], sampler=sampler["name"],
-        samples_per_class=sampler["samples_per_class"], augmentation=config["augmentation"]["train"],
-        image_size=data["image_size"], seed=config["seed"])
-    test = tfdml.data.eval_pipeline(splits[1], config["training"]["eval_batch_size"], data["image_size"],
-                                    config["augmentation"]["test"])
-    return splits[0], splits[1], train, test
+    return train_input(train_split, sampler["batch_size"], sampler=sampler["name"],
+                       samples_per_class=sampler["samples_per_class"], augmentation=config["augmentation"]["train"],
+                       image_size=config["dataset"]["image_size"], seed=config["seed"])
 
 
-def make_callbacks(config, run_dir, test_data, extra=()):
+def monitored_metric(config):
+    taps = config["training"]["taps"]
+    return f"val_{taps[0]}_recall@1" if taps else "val_recall@1"
+
+
+def make_callbacks(config, run_dir, test_data):
+    """The chief's callbacks: evaluation, best model, log.csv, TensorBoard."""
     training = config["training"]
-    taps = training["taps"]
     evaluation = RetrievalEvaluation(test_data, every=training["eval_every"], ks=training["ks"],
-                                     metrics=("recall", "nmi"), taps=taps)
-    monitor = f"val_{taps[0]}_recall@1" if taps else "val_recall@1"
+                                     metrics=("recall", "nmi"), taps=training["taps"])
     callbacks = [
         evaluation,
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor, mode="max",
-                                        save_best_only=True),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "log.csv"), append=True),
-        *extra,
+        BestModelCheckpoint(os.path.join(run_dir, "best.keras"), monitored_metric(config), mode="max",
+                            record=os.path.join(run_dir, "checkpoints", "best.json")),
+        ResumableCSVLogger(os.path.join(run_dir, "log.csv")),
     ]
     if training["tensorboard"]:
         if importlib.util.find_spec("tensorboard") is None:
@@ -118,45 +119,67 @@ def format_table(results, ks):
     return "\n".join(" | ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
+def finish(config, model, test_data):
+    """The chief's last steps: `final.keras`, test metrics (printed and `metrics.json`), SavedModel."""
+    run_dir, training = config["output_dir"], config["training"]
+    model.save(os.path.join(run_dir, "final.keras"))
+    taps = training["taps"] or [model.taps[-1]]
+    results = evaluate_taps(model, test_data, taps, training["ks"])
+    print(format_table(results, training["ks"]))
+    with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
+        json.dump(results, handle, indent=2)
+    export(model, os.path.join(run_dir, "saved_model"), tap=training["export_tap"])
+    print(f"run directory: {run_dir}")
+    return results
+
+
 def run(config, callbacks=(), verbose=2):
     """Trains and evaluates as configured; returns the final metrics per tap.
 
+    Under `MultiWorkerMirroredStrategy` every worker runs this with the same
+    config; the chief writes the run directory and returns the metrics, the
+    other workers return None.
+
     Args:
         config: a config dict (validated here).
-        callbacks: extra Keras callbacks.
-        verbose: `model.fit` verbosity.
+        callbacks: extra Keras callbacks (run on every worker).
+        verbose: progress verbosity (0, 1, 2), printed by the chief.
 
     Returns:
-        dict {tap: {"recall@K": ..., "nmi": ...}}.
+        dict {tap: {"recall@K": ..., "nmi": ...}} (None on non-chief workers).
     """
     config = validate(config)
     run_dir = config["output_dir"]
-    os.makedirs(run_dir, exist_ok=True)
-    save_config(config, os.path.join(run_dir, "config.yaml"))
     keras.utils.set_random_seed(config["seed"])
     training = config["training"]
     if training["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         strategy = make_strategy(training["strategy"])
-        train_split, test_split, train_data, test_data = load_data(config)
-        print(f"train: {train_split}  test: {test_split}")
+        chief = is_chief(strategy)
+        if chief:
+            os.makedirs(run_dir, exist_ok=True)
+            save_config(config, os.path.join(run_dir, "config.yaml"))
+        train_split, test_split = load_splits(config)
+        test_data = eval_pipeline(test_split, training["eval_batch_size"], config["dataset"]["image_size"],
+                                  config["augmentation"]["test"])
+        if chief:
+            print(f"train: {train_split}  test: {test_split}  strategy: {describe(strategy)}")
         with strategy.scope():
             model = build_model(config)
             loss = build_loss(config, train_split.num_classes)
             model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"]), loss=loss,
                           jit_compile=training["jit_compile"])
-        fit_model(model, strategy, train_data, epochs=training["epochs"],
-                  steps_per_epoch=training["steps_per_epoch"],
-                  callbacks=make_callbacks(config, run_dir, test_data, callbacks), verbose=verbose)
-        model.save(os.path.join(run_dir, "final.keras"))
-        taps = training["taps"] or [model.taps[-1]]
-        results = evaluate_taps(model, test_data, taps, training["ks"])
-        print(format_table(results, training["ks"]))
-        with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
-            json.dump(results, handle, indent=2)
-        tfdml.export(model, os.path.join(run_dir, "saved_model"), tap=training["export_tap"])
-        print(f"run directory: {run_dir}")
+        loop = TrainingLoop(model, strategy=strategy)
+        migrate_backup(run_dir, loop, training["steps_per_epoch"], monitored_metric(config))
+        loop.fit(make_train_input(config, train_split), epochs=training["epochs"],
+                 steps_per_epoch=training["steps_per_epoch"],
+                 callbacks=(make_callbacks(config, run_dir, test_data) if chief else []) + list(callbacks),
+                 verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
+                 checkpoint_every=training["checkpoint_every"])
+        results = finish(config, model, test_data) if chief else None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            gather_over_replicas(strategy, 0)  # the workers exit together, after the chief's files are written
         return results
     finally:
         if training["mixed_precision"]:
