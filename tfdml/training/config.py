@@ -27,7 +27,8 @@ DEFAULT_CONFIG = {
     },
     "loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "hard"}},
     "expansion": {"n_points": 2, "normalize": True, "pairs": "consecutive", "pooling": None},
-    "sampler": {"name": "m_per_class", "batch_size": 40, "samples_per_class": 8},
+    "sampler": {"name": "m_per_class", "batch_size": 40, "samples_per_class": 8, "pool_size": 1024, "candidates": 10,
+                "ddm_cost": "paper"},
     "augmentation": {"train": "ee", "test": "test"},
     "optimizer": {"name": "adam", "learning_rate": 0.001, "weight_decay": 0.0, "momentum": 0.9},
     "schedule": {"decay_epochs": [], "factor": 0.5},
@@ -52,7 +53,8 @@ _NULLABLE_SECTIONS = {"expansion"}
 _CHOICES = {
     "optimizer.name": ("adam", "sgd"),
     "training.strategy": ("auto", "default", "mirrored", "multi_worker"),
-    "sampler.name": ("m_per_class", "class_random", "full_random"),
+    "sampler.name": ("m_per_class", "class_random", "spc_r", "full_random", "gc", "ddm", "frd"),
+    "sampler.ddm_cost": ("paper", "reference"),
     "augmentation.train": ("ee", "roth", "test", "none"),
     "augmentation.test": ("ee", "roth", "test", "none"),
     "model.pooling": ("avg", "max"),
@@ -131,10 +133,19 @@ def validate(config):
     if resolved["optimizer"]["learning_rate"] <= 0:
         raise ValueError("Config key 'optimizer.learning_rate' must be > 0.")
     sampler = resolved["sampler"]
-    if sampler["name"] != "full_random" and sampler["batch_size"] % sampler["samples_per_class"]:
+    if sampler["name"] not in ("full_random", "spc_r") and sampler["batch_size"] % sampler["samples_per_class"]:
         raise ValueError(
             f"Config key 'sampler.batch_size' ({sampler['batch_size']}) must be divisible by "
             f"'sampler.samples_per_class' ({sampler['samples_per_class']}).")
+    if sampler["name"] in ("gc", "ddm", "frd"):  # embedded samplers (tfdml.data.EmbeddedSampler)
+        if sampler["candidates"] < 1:
+            raise ValueError(f"Config key 'sampler.candidates' must be >= 1, got {sampler['candidates']}.")
+        if sampler["pool_size"] < sampler["batch_size"]:
+            raise ValueError(f"Config key 'sampler.pool_size' ({sampler['pool_size']}) must be >= "
+                             f"'sampler.batch_size' ({sampler['batch_size']}).")
+        if sampler["name"] != "gc" and sampler["pool_size"] % sampler["samples_per_class"]:
+            raise ValueError(f"Config key 'sampler.pool_size' ({sampler['pool_size']}) must be divisible by "
+                             f"'sampler.samples_per_class' ({sampler['samples_per_class']}).")
     return resolved
 
 

@@ -65,19 +65,56 @@ def build_model(config):
     return tfdml.models.EmbeddingModel(input_shape=(size, size, 3), **config["model"])
 
 
-def load_data(config):
-    """(train split, test split, train dataset, test dataset)."""
+def load_data(config, strategy=None):
+    """(train split, test split, train dataset, test dataset, memory bank or None).
+
+    With an embedded sampler (`sampler.name` gc/ddm/frd) the train dataset yields
+    `(images, labels, indices)` and draws batches from the returned `MemoryBank`
+    (created under `strategy`); see `start_memory_bank`.
+    """
     data = config["dataset"]
     splits = [tfdml.data.load_split(data["name"], split, data["data_dir"], strict=data["strict_counts"],
                                     image_size=data["image_size"]) for split in ("train", "test")]
     sampler = config["sampler"]
+    bank = make_memory_bank(config, splits[0], strategy)
     train = tfdml.data.train_pipeline(
-        splits[0], batch_size=sampler["batch_size"], sampler=sampler["name"],
+        splits[0], batch_size=sampler["batch_size"], sampler=make_sampler(config, bank),
         samples_per_class=sampler["samples_per_class"], augmentation=config["augmentation"]["train"],
-        image_size=data["image_size"], seed=config["seed"])
+        image_size=data["image_size"], seed=config["seed"], with_indices=bank is not None)
     test = tfdml.data.eval_pipeline(splits[1], config["training"]["eval_batch_size"], data["image_size"],
                                     config["augmentation"]["test"])
-    return splits[0], splits[1], train, test
+    return splits[0], splits[1], train, test, bank
+
+
+# --- memory bank for the embedded samplers (Roth et al. §3.2); a custom loop calls the same helpers:
+# bank = make_memory_bank(...) before building the pipeline, start_memory_bank(...) after the model's
+# weights are final for the start of training, and bank.update(indices, embeddings) in every step.
+def make_memory_bank(config, train_split, strategy=None):
+    """A `tfdml.data.MemoryBank` (N_train × model.embedding_dim) for an embedded sampler, else None."""
+    if config["sampler"]["name"] not in tfdml.data.EMBEDDED_SAMPLERS:
+        return None
+    return tfdml.data.MemoryBank(train_split.num_images, config["model"]["embedding_dim"], strategy)
+
+
+def make_sampler(config, bank):
+    """`train_pipeline`'s sampler: the configured name, or an `EmbeddedSampler` reading `bank`."""
+    sampler = config["sampler"]
+    if bank is None:
+        return sampler["name"]
+    return tfdml.data.EmbeddedSampler(sampler["name"], bank, pool_size=sampler["pool_size"],
+                                      candidates=sampler["candidates"], cost=sampler["ddm_cost"])
+
+
+def start_memory_bank(config, bank, model, train_split):
+    """Fills `bank` with `model`'s inference embeddings of the whole training split (test-time
+    preprocessing, chunked) and returns the callbacks `model.fit` needs to keep it updated
+    (`[]` without a bank)."""
+    if bank is None:
+        return []
+    data = config["dataset"]
+    fill_data = tfdml.data.eval_pipeline(train_split, config["training"]["eval_batch_size"], data["image_size"],
+                                         config["augmentation"]["test"])
+    return [tfdml.data.prepare_memory_bank(model, bank, fill_data)]
 
 
 def make_callbacks(config, run_dir, test_data, extra=()):
@@ -141,13 +178,14 @@ def run(config, callbacks=(), verbose=2):
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         strategy = make_strategy(training["strategy"])
-        train_split, test_split, train_data, test_data = load_data(config)
+        train_split, test_split, train_data, test_data, bank = load_data(config, strategy)
         print(f"train: {train_split}  test: {test_split}")
         with strategy.scope():
             model = build_model(config)
             loss = build_loss(config, train_split.num_classes)
             model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"]), loss=loss,
                           jit_compile=training["jit_compile"])
+        callbacks = [*callbacks, *start_memory_bank(config, bank, model, train_split)]
         fit_model(model, strategy, train_data, epochs=training["epochs"],
                   steps_per_epoch=training["steps_per_epoch"],
                   callbacks=make_callbacks(config, run_dir, test_data, callbacks), verbose=verbose)
