@@ -35,12 +35,13 @@ M ∈ ℝ^{N×D} of the training split's current embeddings (`tfdml.data.MemoryB
   makes Σ_B rank-deficient, so the trace term is Σ_i √max(λ_i, 0) over the
   eigenvalues λ_i of the symmetric Σ*^{1/2} Σ_B Σ*^{1/2} (same spectrum as Σ_B Σ*).
 
-Distances and statistics are computed in float64 on the CPU. The dense linear
-algebra (Gram matrices, covariances, eigendecompositions) runs through TensorFlow's
-kernels (DDM's distances and histograms in one XLA-compiled function), which stay
-fast when the CPU is shared with training (threaded OpenBLAS LAPACK calls slow down
-~100× when the cores are oversubscribed). Distances use the Gram form
-‖x‖² + ‖y‖² − 2x·y, so they match a direct computation up to float64 round-off.
+Everything runs on the CPU in float64, except DDM's pool distances (float32 on
+mean-centred embeddings, see `ddm_costs`; float64 cost ~2.5× more, the largest part of
+a batch). Distances use the Gram form ‖x‖² + ‖y‖² − 2x·y. The dense linear algebra
+(Gram matrices, covariances, eigendecompositions) runs through TensorFlow's kernels
+(DDM's distances and histograms in one XLA-compiled function), which stay fast when
+the CPU is shared with training (threaded OpenBLAS LAPACK calls slow down ~100× when
+the cores are oversubscribed).
 """
 import numpy as np
 import tensorflow as tf
@@ -85,13 +86,14 @@ def greedy_coreset(points, num_centres, first):
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _distance_histograms(points, candidates, bins):
-    """One XLA pass: B*'s pairwise distances (Gram form), their range over i < j, and
-    the bin counts of the pool's and of every candidate's pairs (bin r holds
-    low + rΔ ≤ d < low + (r + 1)Δ, the last bin also d = high)."""
+def _distance_histograms(points, ids, candidates, bins):
+    """One XLA pass: B*'s pairwise distances (Gram form; 0 between copies of one image),
+    their range over i < j, and the bin counts of the pool's and of every candidate's
+    pairs (bin r holds low + rΔ ≤ d < low + (r + 1)Δ, the last bin also d = high)."""
     squared = tf.reduce_sum(points * points, axis=1)
     gram = tf.matmul(points, points, transpose_b=True)
     distances = tf.sqrt(tf.maximum(squared[:, None] + squared[None, :] - 2.0 * gram, 0.0))
+    distances = tf.where(tf.equal(ids[:, None], ids[None, :]), tf.zeros_like(distances), distances)
     size = tf.shape(points)[0]
     upper = tf.range(size)[:, None] < tf.range(size)[None, :]
     low = tf.reduce_min(tf.where(upper, distances, np.inf))
@@ -101,23 +103,32 @@ def _distance_histograms(points, candidates, bins):
     def bin_of(values):
         return tf.clip_by_value(tf.cast(tf.floor((values - low) / width), tf.int32), 0, bins - 1)
 
-    pool_counts = tf.math.unsorted_segment_sum(tf.cast(upper, tf.float64), bin_of(distances), bins)
-    blocks = tf.gather(tf.gather(distances, candidates), candidates, axis=2, batch_dims=1)  # (m, b, b)
+    pool_counts = tf.math.unsorted_segment_sum(tf.cast(upper, points.dtype), bin_of(distances), bins)
     count, size = tf.shape(candidates)[0], tf.shape(candidates)[1]
-    pairs = tf.broadcast_to(tf.range(size)[:, None] < tf.range(size)[None, :], tf.shape(blocks))
+    shape = (count, size, size)
+    pairs = tf.stack([tf.broadcast_to(candidates[:, :, None], shape), tf.broadcast_to(candidates[:, None, :], shape)],
+                     axis=-1)
+    blocks = tf.gather_nd(distances, pairs)  # (m, b, b)
+    in_pair = tf.broadcast_to(tf.range(size)[:, None] < tf.range(size)[None, :], shape)
     segments = bin_of(blocks) + bins * tf.range(count)[:, None, None]
-    counts = tf.math.unsorted_segment_sum(tf.cast(pairs, tf.float64), segments, count * bins)
+    counts = tf.math.unsorted_segment_sum(tf.cast(in_pair, points.dtype), segments, count * bins)
     return pool_counts, tf.reshape(counts, (count, bins)), low, high
 
 
-def ddm_costs(pool, candidates, cost="paper", bins=HISTOGRAM_BINS):
+def ddm_costs(pool, candidates, cost="paper", bins=HISTOGRAM_BINS, pool_ids=None):
     """DDM cost of every candidate (see the module docstring).
+
+    The pool's distances are computed in float32 (the bank's precision) on the
+    mean-centred embeddings, which keeps the Gram form's rounding relative to the
+    spread of the pool; a distance can change bin only within ~1e-7·‖x − μ‖² of a bin
+    edge. Copies of the same image (`pool_ids`) are at distance exactly 0.
 
     Args:
         pool: (P, D) embeddings of B*.
         candidates: (m, b) int pool positions of each candidate batch.
         cost: "paper" or "reference".
         bins: number of histogram bins.
+        pool_ids: (P,) image ids of the pool (default: all different).
 
     Returns:
         float64 array (m,).
@@ -126,8 +137,10 @@ def ddm_costs(pool, candidates, cost="paper", bins=HISTOGRAM_BINS):
         raise ValueError(f"Unknown cost={cost!r}; expected one of {DDM_COSTS}.")
     pool = np.asarray(pool, np.float64)
     candidates = np.asarray(candidates, np.int32)
-    pool_counts, counts, low, high = (t.numpy() for t in _distance_histograms(
-        tf.constant(pool), tf.constant(candidates), bins))
+    ids = np.arange(len(pool)) if pool_ids is None else np.asarray(pool_ids)
+    centred = (pool - pool.mean(axis=0)).astype(np.float32)
+    pool_counts, counts, low, high = (t.numpy().astype(np.float64) for t in _distance_histograms(
+        tf.constant(centred), tf.constant(ids, tf.int64), tf.constant(candidates), bins))
     costs = np.zeros(len(candidates))
     if high > low:
         pool_cdf = np.cumsum(pool_counts) / pool_counts.sum()
@@ -135,7 +148,7 @@ def ddm_costs(pool, candidates, cost="paper", bins=HISTOGRAM_BINS):
         costs = (high - low) / bins * np.sum(np.abs(cdf - pool_cdf), axis=1)
     if cost == "reference":
         mean, std = pool.mean(axis=0), pool.std(axis=0)
-        batches = pool[np.asarray(candidates)]
+        batches = pool[candidates]
         costs = (np.linalg.norm(batches.mean(axis=1) - mean, axis=1)
                  + np.linalg.norm(batches.std(axis=1) - std, axis=1) + 150.0 * costs)
     return costs
@@ -296,7 +309,10 @@ class EmbeddedSampler:
             pool, pool_classes = _spc_pool(members, self.pool_size // samples_per_class, samples_per_class, rng)
             candidates = _candidates(pool_classes, self.candidates, per_batch, samples_per_class, rng)
             points = embeddings[pool]
-            costs = ddm_costs(points, candidates, self.cost) if self.name == "ddm" else frd_costs(points, candidates)
+            if self.name == "ddm":
+                costs = ddm_costs(points, candidates, self.cost, pool_ids=pool)
+            else:
+                costs = frd_costs(points, candidates)
             batch = pool[candidates[int(np.argmin(costs))]]
             info = {"pool": pool, "candidates": candidates, "costs": costs}
         batch = batch.astype(np.int32)

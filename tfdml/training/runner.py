@@ -86,9 +86,9 @@ def load_data(config, strategy=None):
     return splits[0], splits[1], train, test, bank
 
 
-# --- memory bank for the embedded samplers (Roth et al. §3.2); a custom loop calls the same helpers:
-# bank = make_memory_bank(...) before building the pipeline, start_memory_bank(...) after the model's
-# weights are final for the start of training, and bank.update(indices, embeddings) in every step.
+# --- memory bank for the embedded samplers (Roth et al. §3.2). A custom loop: make_memory_bank before
+# building the pipeline (load_data does), bank.fill(model, fill_data) once the weights are those training
+# starts from (after any restore), and bank.update(indices, embeddings) in every step; no Keras callback.
 def make_memory_bank(config, train_split, strategy=None):
     """A `tfdml.data.MemoryBank` (N_train × model.embedding_dim) for an embedded sampler, else None."""
     if config["sampler"]["name"] not in tfdml.data.EMBEDDED_SAMPLERS:
