@@ -333,7 +333,7 @@ def test_multi_worker_cluster_from_slurm(monkeypatch):
 def test_config_uses_the_modules_lists_and_argument_names():
     from tfdml.training import config as config_module
 
-    assert config_module._CHOICES["sampler.name"] is tfdml.data.SAMPLERS
+    assert config_module._CHOICES["sampler.name"] is tfdml.data.samplers.SAMPLER_NAMES
     assert config_module._CHOICES["augmentation.train"] is tfdml.data.AUGMENTATIONS
     assert config_module._CHOICES["training.strategy"] is tfdml.training.strategy.STRATEGIES
     assert config_module._CHOICES["model.pooling"] is tfdml.models.POOLINGS

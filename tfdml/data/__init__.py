@@ -1,15 +1,21 @@
-"""Datasets with zero-shot class splits, batch samplers and augmentation pipelines."""
+"""Datasets with zero-shot class splits, batch samplers, the memory bank and augmentation pipelines."""
 from tfdml.data.augmentation import AUGMENTATIONS, make_augmentation
 from tfdml.data.datasets import DATASETS, EXPECTED_COUNTS, check_counts, image_folder, load_split
 from tfdml.data.digits import digits_split
+from tfdml.data.embedded_samplers import EmbeddedSampler
+from tfdml.data.memory_bank import MemoryBank, MemoryBankUpdate, prepare_memory_bank
 from tfdml.data.pipelines import eval_pipeline, train_pipeline
-from tfdml.data.samplers import SAMPLERS, batch_indices
+from tfdml.data.samplers import EMBEDDED_SAMPLERS, SAMPLERS, batch_indices
 from tfdml.data.split import Split
 
 __all__ = [
     "AUGMENTATIONS",
     "DATASETS",
+    "EMBEDDED_SAMPLERS",
     "EXPECTED_COUNTS",
+    "EmbeddedSampler",
+    "MemoryBank",
+    "MemoryBankUpdate",
     "SAMPLERS",
     "Split",
     "batch_indices",
@@ -19,5 +25,6 @@ __all__ = [
     "image_folder",
     "load_split",
     "make_augmentation",
+    "prepare_memory_bank",
     "train_pipeline",
 ]

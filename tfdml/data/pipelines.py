@@ -5,14 +5,15 @@ import numpy as np
 import tensorflow as tf
 
 from tfdml.data.augmentation import make_augmentation
-from tfdml.data.samplers import batch_indices, check_sampler_arguments
+from tfdml.data.samplers import index_batch_source
 
 
 def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_class=32, augmentation="ee",
-                   image_size=227, seed=0, skip_batches=0, replicas=None):
+                   image_size=227, seed=0, skip_batches=0, replicas=None, with_indices=False):
     """Infinite dataset of `(float32 images (B, S, S, C) in [0, 255], int32 labels (B,))`.
 
-    Index batches come from `tfdml.data.samplers.batch_indices`; images are
+    Index batches come from `tfdml.data.samplers.batch_indices` (`sampler` a name)
+    or from a sampler object such as `tfdml.data.EmbeddedSampler`; images are
     loaded and augmented per sample in parallel, then re-batched and prefetched.
     C is the split's channel count. Each sample is augmented with the stateless
     seed (seed, position), `position` being its place in the stream one
@@ -28,8 +29,11 @@ def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_cla
             replica order; replica r gets positions [r·b, (r+1)·b). This is one
             worker's share under `tf.distribute` (the all-gathered replica
             batches are exactly the one-process batch).
+        with_indices: batches are `(images, labels, int32 indices (B,))`, each
+            image's index in the split (for `tfdml.data.MemoryBank`; plain
+            `model.fit` would take the third element for sample weights).
     """
-    check_sampler_arguments(sampler, batch_size, samples_per_class, split.num_classes)
+    source = index_batch_source(split.labels, sampler, batch_size, samples_per_class, seed)  # validates now
     first, count, total = _check_replicas(replicas, batch_size)
     per_replica = batch_size // total
     start, stop = first * per_replica, (first + count) * per_replica
@@ -37,8 +41,7 @@ def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_cla
 
     def samples():
         """(indices, positions) of this share of each batch; positions count samples in the one-process stream."""
-        batches = batch_indices(split.labels, sampler, batch_size, samples_per_class, seed)
-        for n, batch in enumerate(itertools.islice(batches, int(skip_batches), None), start=int(skip_batches)):
+        for n, batch in enumerate(itertools.islice(source(), int(skip_batches), None), start=int(skip_batches)):
             yield batch[start:stop], np.arange(n * batch_size + start, n * batch_size + stop, dtype=np.int64)
 
     indices = tf.data.Dataset.from_generator(
@@ -47,7 +50,7 @@ def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_cla
     augment = make_augmentation(augmentation, image_size, seed)
     return (indices.unbatch()
             .map(lambda i, position: (augment(load(i), tf.stack([tf.cast(seed, tf.int64), position])),
-                                      tf.gather(labels, i)),
+                                      tf.gather(labels, i)) + ((i,) if with_indices else ()),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(per_replica, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))

@@ -14,7 +14,8 @@ import os
 import yaml
 
 from tfdml.data.augmentation import AUGMENTATIONS
-from tfdml.data.samplers import SAMPLERS, check_sampler_arguments
+from tfdml.data.embedded_samplers import DDM_COSTS
+from tfdml.data.samplers import EMBEDDED_SAMPLERS, SAMPLER_NAMES, check_classes_per_batch, check_sampler_arguments
 from tfdml.models.embedding_model import DEFAULT_TAP, POOLINGS
 from tfdml.training.optimizers import OPTIMIZERS
 from tfdml.training.strategy import STRATEGIES
@@ -34,7 +35,8 @@ DEFAULT_CONFIG = {
     },
     "loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "hard"}},
     "expansion": {"n_points": 2, "normalize": True, "pairs": "consecutive", "pooling": None},
-    "sampler": {"name": "m_per_class", "batch_size": 40, "samples_per_class": 8},
+    "sampler": {"name": "m_per_class", "batch_size": 40, "samples_per_class": 8, "pool_size": 1024, "candidates": 10,
+                "ddm_cost": "paper"},
     "augmentation": {"train": "ee", "test": "test"},
     "optimizer": {"name": "adam", "learning_rate": 0.001, "weight_decay": 0.0, "momentum": 0.9},
     "schedule": {"decay_epochs": [], "factor": 0.5},
@@ -62,7 +64,8 @@ _NULLABLE_SECTIONS = {"expansion"}
 _CHOICES = {
     "optimizer.name": OPTIMIZERS,
     "training.strategy": STRATEGIES,
-    "sampler.name": SAMPLERS,
+    "sampler.name": SAMPLER_NAMES,
+    "sampler.ddm_cost": DDM_COSTS,
     "augmentation.train": AUGMENTATIONS,
     "augmentation.test": AUGMENTATIONS,
     "model.pooling": POOLINGS,
@@ -148,10 +151,24 @@ def validate(config):
     if resolved["optimizer"]["learning_rate"] <= 0:
         raise ValueError("Config key 'optimizer.learning_rate' must be > 0.")
     sampler = resolved["sampler"]
-    try:  # the number of classes is checked against the data when it is loaded
-        check_sampler_arguments(sampler["name"], sampler["batch_size"], sampler["samples_per_class"], math.inf)
-    except ValueError as error:
-        raise ValueError(f"Config keys 'sampler.batch_size' / 'sampler.samples_per_class': {error}") from None
+    if sampler["name"] in EMBEDDED_SAMPLERS:  # tfdml.data.EmbeddedSampler
+        try:
+            check_classes_per_batch(sampler["batch_size"], sampler["samples_per_class"], math.inf)
+        except ValueError as error:
+            raise ValueError(f"Config keys 'sampler.batch_size' / 'sampler.samples_per_class': {error}") from None
+        if sampler["candidates"] < 1:
+            raise ValueError(f"Config key 'sampler.candidates' must be >= 1, got {sampler['candidates']}.")
+        if sampler["pool_size"] < sampler["batch_size"]:
+            raise ValueError(f"Config key 'sampler.pool_size' ({sampler['pool_size']}) must be >= "
+                             f"'sampler.batch_size' ({sampler['batch_size']}).")
+        if sampler["name"] != "gc" and sampler["pool_size"] % sampler["samples_per_class"]:
+            raise ValueError(f"Config key 'sampler.pool_size' ({sampler['pool_size']}) must be divisible by "
+                             f"'sampler.samples_per_class' ({sampler['samples_per_class']}).")
+    else:
+        try:  # the number of classes is checked against the data when it is loaded
+            check_sampler_arguments(sampler["name"], sampler["batch_size"], sampler["samples_per_class"], math.inf)
+        except ValueError as error:
+            raise ValueError(f"Config keys 'sampler.batch_size' / 'sampler.samples_per_class': {error}") from None
     return resolved
 
 

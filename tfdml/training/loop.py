@@ -16,8 +16,11 @@ step, the running epoch averages and the state of callbacks that have one) and
 resumes from the latest one: the input restarts at the same sampler batch, so
 an interrupted run continues exactly like an uninterrupted one.
 
-Extending a step (e.g. a memory bank that needs every step's indices and
-embeddings, or two optimizer updates per iteration): subclass, override
+Extending a step: `hooks` are objects with optional methods
+`before_training(loop)` (after any resume, before the input is read — e.g. fill
+a memory bank) and `after_replica_step(data, embeddings)` (inside each replica's
+step, with its batch and the embeddings the loss saw — e.g. update a memory
+bank). For more (two optimizer updates per iteration): subclass, override
 `train_step`, return extra tensors from it and read them in `on_step_end`.
 """
 import keras
@@ -47,9 +50,13 @@ class TrainingLoop:
             compiled model's resolved `jit_compile` (False when not compiled).
         checkpoint_objects: extra trackables (e.g. a second optimizer) saved
             and restored with the checkpoints.
+        hooks: objects with optional `before_training(loop)` and
+            `after_replica_step(data, embeddings)` methods (see the module
+            docstring), e.g. `tfdml.training.MemoryBankHook`.
     """
 
-    def __init__(self, model, loss=None, optimizer=None, strategy=None, jit_compile="auto", checkpoint_objects=None):
+    def __init__(self, model, loss=None, optimizer=None, strategy=None, jit_compile="auto", checkpoint_objects=None,
+                 hooks=()):
         self.model = model
         self.strategy = strategy or model.distribute_strategy
         self.loss = loss if loss is not None else getattr(model, "loss", None)
@@ -64,6 +71,7 @@ class TrainingLoop:
             jit_compile = bool(getattr(model, "compiled", False) and model.jit_compile)
         self.jit_compile = bool(jit_compile)
         self.checkpoint_objects = dict(checkpoint_objects or {})
+        self.hooks = list(hooks)
         self._check_distributed_variables()
         with self.strategy.scope():
             if getattr(self.loss, "state_layer", None) is not None:
@@ -113,6 +121,9 @@ class TrainingLoop:
             scaled = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        for hook in self.hooks:
+            if hasattr(hook, "after_replica_step"):
+                hook.after_replica_step(data, embeddings)
         return {"loss": loss * tf.cast(self.replicas, loss.dtype)}
 
     def on_step_end(self, step, outputs):
@@ -225,6 +236,9 @@ class TrainingLoop:
                 checkpointer.save(step, {"epoch_averages": averages.state(),
                                          "callbacks": _callback_states(callback_list.callbacks)})
 
+        for hook in self.hooks:
+            if hasattr(hook, "before_training"):
+                hook.before_training(self)
         iterator = iter(self.distribute(data, skip_batches=step))
         self.model.stop_training = False
         callback_list.on_train_begin()

@@ -23,13 +23,14 @@ import keras
 import tensorflow as tf
 
 from tfdml import export, losses
-from tfdml.data import eval_pipeline, load_split
+from tfdml.data import EMBEDDED_SAMPLERS, EmbeddedSampler, MemoryBank, eval_pipeline, load_split
 from tfdml.expansion import EmbeddingExpansion
 from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings
 from tfdml.models import EmbeddingModel
 from tfdml.training.backup import migrate_backup
 from tfdml.training.callbacks import BestModelCheckpoint, ResumableCSVLogger
 from tfdml.training.config import save_config, validate
+from tfdml.training.hooks import MemoryBankHook
 from tfdml.training.inputs import train_input
 from tfdml.training.loop import TrainingLoop
 from tfdml.training.optimizers import make_optimizer
@@ -69,12 +70,42 @@ def load_splits(config):
             for split in ("train", "test")]
 
 
-def make_train_input(config, train_split):
-    """The `TrainingLoop.fit` input: the configured sampler's global batches, split over replicas."""
+def make_train_input(config, train_split, bank=None):
+    """The `TrainingLoop.fit` input: the configured sampler's global batches, split over replicas.
+
+    With a memory bank (embedded samplers) batches are `(images, labels, indices)`
+    and drawn by an `EmbeddedSampler` reading the bank.
+    """
     sampler = config["sampler"]
-    return train_input(train_split, sampler["batch_size"], sampler=sampler["name"],
+    return train_input(train_split, sampler["batch_size"], sampler=make_sampler(config, bank),
                        samples_per_class=sampler["samples_per_class"], augmentation=config["augmentation"]["train"],
-                       image_size=config["dataset"]["image_size"], seed=config["seed"])
+                       image_size=config["dataset"]["image_size"], seed=config["seed"], with_indices=bank is not None)
+
+
+def make_memory_bank(config, train_split, strategy=None):
+    """A `MemoryBank` (N_train × the model's embedding width) for an embedded sampler, else None."""
+    if config["sampler"]["name"] not in EMBEDDED_SAMPLERS:
+        return None
+    return MemoryBank(train_split.num_images, config["model"]["embedding_dim"], strategy)
+
+
+def make_sampler(config, bank):
+    """`train_pipeline`'s sampler: the configured name, or an `EmbeddedSampler` reading `bank`."""
+    sampler = config["sampler"]
+    if bank is None:
+        return sampler["name"]
+    return EmbeddedSampler(sampler["name"], bank, pool_size=sampler["pool_size"], candidates=sampler["candidates"],
+                           cost=sampler["ddm_cost"])
+
+
+def memory_bank_hooks(config, bank, train_split):
+    """`TrainingLoop` hooks that fill `bank` when training starts (after any resume) and update it every
+    step (`[]` without a bank)."""
+    if bank is None:
+        return []
+    fill_data = eval_pipeline(train_split, config["training"]["eval_batch_size"], config["dataset"]["image_size"],
+                              config["augmentation"]["test"])
+    return [MemoryBankHook(bank, fill_data)]
 
 
 def monitored_metric(config):
@@ -170,9 +201,10 @@ def run(config, callbacks=(), verbose=2):
             loss = build_loss(config, train_split.num_classes)
             model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"]), loss=loss,
                           jit_compile=training["jit_compile"])
-        loop = TrainingLoop(model, strategy=strategy)
+        bank = make_memory_bank(config, train_split, strategy)
+        loop = TrainingLoop(model, strategy=strategy, hooks=memory_bank_hooks(config, bank, train_split))
         migrate_backup(run_dir, loop, training["steps_per_epoch"], monitored_metric(config))
-        loop.fit(make_train_input(config, train_split), epochs=training["epochs"],
+        loop.fit(make_train_input(config, train_split, bank), epochs=training["epochs"],
                  steps_per_epoch=training["steps_per_epoch"],
                  callbacks=(make_callbacks(config, run_dir, test_data) if chief else []) + list(callbacks),
                  verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
