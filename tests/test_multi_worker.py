@@ -26,7 +26,7 @@ BASE = ["dataset.image_size=16", "model.embedding_dim=8", "model.freeze_batchnor
 LOSSES = {
     "triplet_hard_ee": [],
     "triplet_hard": ["expansion=null"],
-    "proxy_nca": ["loss.name=proxy_nca", "loss.params={scale: 3.0, seed: 1}", "expansion=null"],
+    "proxy_nca": ["loss.name=proxy_nca", "loss.params={embedding_scale: 3.0, seed: 1}", "expansion=null"],
 }
 DRIVER = "import json, sys, train; [train.main(argv) for argv in json.loads(sys.argv[1])]"
 
