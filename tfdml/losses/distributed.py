@@ -36,9 +36,15 @@ def gather_across_replicas(labels, embeddings):
     if replicas <= 1:
         return labels, embeddings, 1
     context = tf.distribute.get_replica_context()
-    labels = context.all_gather(labels, axis=0)
-    embeddings = context.all_gather(embeddings, axis=0)
-    return labels, embeddings, replicas
+    # tf.identity places inputs that come straight from a distributed iterator: without it
+    # MultiWorkerMirroredStrategy's all_gather fails with "destinations can not be empty".
+    gathered_labels = context.all_gather(tf.identity(labels), axis=0)
+    gathered = context.all_gather(tf.identity(embeddings), axis=0)
+    # all_gather loses the static shape (None, None); the embedding width is known and
+    # needed (e.g. by distance-weighted sampling).
+    gathered = tf.ensure_shape(gathered, [None, *embeddings.shape[1:]])
+    gathered_labels = tf.ensure_shape(gathered_labels, [None, *labels.shape[1:]])
+    return gathered_labels, gathered, replicas
 
 
 def scale_for_replicas(loss):
