@@ -207,3 +207,19 @@ def test_interrupted_loop_resumes_exactly(tmp_path, split, input_kind):
     assert _max_difference(uninterrupted, resumed) < 1e-6
     # The resumed epoch's average includes its steps from before the interruption.
     np.testing.assert_allclose(resumed_history.history["loss"], full_history.history["loss"][1:], rtol=1e-6)
+
+
+def test_distance_weighted_mining_runs_under_mirrored_strategy():
+    """all_gather drops the static embedding width; distance-weighted sampling needs it (regression)."""
+    strategy = mirrored_strategy()
+    loss = tfdml.losses.MarginLoss(mining="distance", seed=0, learn_beta=False)
+    x = tf.random.stateless_normal((8, 16), seed=(1, 2))
+    y = tf.constant([0, 0, 1, 1, 2, 2, 3, 3])
+    data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y)))
+
+    @tf.function
+    def step(batch):
+        return strategy.run(lambda b: loss(b[1], b[0]), args=(batch,))
+
+    values = strategy.experimental_local_results(step(next(iter(data))))
+    assert len(values) == 2 and all(np.isfinite(v.numpy()) and v.numpy() > 0 for v in values)
