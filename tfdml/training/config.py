@@ -24,6 +24,7 @@ DEFAULT_CONFIG = {
         "normalize": True,
         "freeze_batchnorm": False,
         "weights": None,
+        "heads": None,
     },
     "loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "hard"}},
     "expansion": {"n_points": 2, "normalize": True, "pairs": "consecutive", "pooling": None},
@@ -44,11 +45,25 @@ DEFAULT_CONFIG = {
         "strategy": "auto",
         "tensorboard": True,
     },
+    "sharing": None,
+}
+
+# Sharing Matters (tfdml.sharing): the `sharing` section, null (off) by default. `groups` 0 trains φ* on shared
+# triplets T*; L > 0 on k-means group ids (grouping variant T^G), re-clustered every `regroup_every` epochs.
+SHARING_DEFAULTS = {
+    "gamma": 500.0,
+    "regressor_units": 512,
+    "shared_loss": {"name": "shared_triplet", "params": {}},
+    "groups": 0,
+    "regroup_every": 4,
 }
 
 # Keys whose value may be any mapping / null.
-_FREE_FORM = {"loss.params"}
-_NULLABLE_SECTIONS = {"expansion"}
+_FREE_FORM = {"loss.params", "sharing.shared_loss.params"}
+_NULLABLE_SECTIONS = {"expansion", "sharing"}
+_SECTION_TEMPLATES = {"sharing": SHARING_DEFAULTS}
+# Keys that may be null although their default is not.
+_NULLABLE_VALUES = {"model.embedding_dim"}
 _CHOICES = {
     "optimizer.name": ("adam", "sgd"),
     "training.strategy": ("auto", "default", "mirrored", "multi_worker"),
@@ -72,7 +87,8 @@ def _type_ok(value, default):
 
 
 def _merge(base, update, prefix=""):
-    if prefix == "loss." and "params" not in update and update.get("name", base["name"]) != base["name"]:
+    if (prefix in ("loss.", "sharing.shared_loss.") and "params" not in update
+            and update.get("name", base["name"]) != base["name"]):
         base["params"] = {}
     for key, value in update.items():
         dotted = f"{prefix}{key}"
@@ -89,13 +105,14 @@ def _merge(base, update, prefix=""):
             if not isinstance(value, dict):
                 raise ValueError(f"Config key {dotted!r} must be a mapping, got {value!r}.")
             if base[key] is None:
-                base[key] = copy.deepcopy(DEFAULT_CONFIG[key])
+                base[key] = copy.deepcopy(_SECTION_TEMPLATES.get(key, DEFAULT_CONFIG[key]))
             _merge(base[key], value, dotted + ".")
         else:
             if value is not None and not _type_ok(value, base[key]):
                 raise ValueError(
                     f"Config key {dotted!r} must be of type {type(base[key]).__name__}, got {value!r}.")
-            if value is None and base[key] is not None and not isinstance(base[key], list):
+            if value is None and base[key] is not None and not isinstance(base[key], list) \
+                    and dotted not in _NULLABLE_VALUES:
                 raise ValueError(f"Config key {dotted!r} cannot be null.")
             if dotted in _CHOICES and value not in _CHOICES[dotted]:
                 raise ValueError(f"Config key {dotted!r} must be one of {_CHOICES[dotted]}, got {value!r}.")
@@ -135,7 +152,28 @@ def validate(config):
         raise ValueError(
             f"Config key 'sampler.batch_size' ({sampler['batch_size']}) must be divisible by "
             f"'sampler.samples_per_class' ({sampler['samples_per_class']}).")
+    _validate_sharing(resolved)
     return resolved
+
+
+def _validate_sharing(config):
+    """The `sharing` section and `model.heads` agree and hold valid numbers."""
+    sharing, heads = config["sharing"], config["model"]["heads"]
+    if sharing is None:
+        if heads is not None:
+            raise ValueError("Config key 'model.heads' is set, but 'sharing' is null: a multi-head model trains with "
+                             "Sharing Matters (set a 'sharing' section) — or use model.embedding_dim.")
+        return
+    if not isinstance(heads, dict) or not {"class", "shared"} <= set(heads):
+        raise ValueError(f"Config key 'sharing' needs 'model.heads' with heads 'class' and 'shared' (e.g. "
+                         f"{{class: 128, shared: 128}}) and 'model.embedding_dim: null'; got model.heads={heads!r}.")
+    if sharing["gamma"] < 0:
+        raise ValueError(f"Config key 'sharing.gamma' must be >= 0, got {sharing['gamma']}.")
+    for key, minimum in (("regressor_units", 1), ("groups", 0), ("regroup_every", 1)):
+        if sharing[key] < minimum:
+            raise ValueError(f"Config key 'sharing.{key}' must be >= {minimum}, got {sharing[key]}.")
+    if sharing["groups"] == 1:
+        raise ValueError("Config key 'sharing.groups' must be 0 (shared triplets) or >= 2 (grouping variant).")
 
 
 def load_config(path=None, overrides=()):

@@ -58,6 +58,23 @@ def fit_model(model, strategy, data, **kwargs):
         raise
 
 
+def apply_sharing(config, loss, train_split, train_data):
+    """Sharing Matters hook (config section `sharing`; a no-op when it is null).
+
+    Returns `(loss, train_data, callbacks, updates_per_step)`: unchanged with
+    `[]` and 1 without `sharing`; otherwise the `tfdml.sharing.SharingObjective`
+    wrapping `loss` (compile the two-head model with it), the dataset of
+    (B, B*) batch pairs, the re-grouping callback of the grouping variant and 2
+    (Algorithm 1 makes two optimizer updates per step). Call under the
+    strategy scope.
+    """
+    if config["sharing"] is None:
+        return loss, train_data, [], 1
+    from tfdml.sharing.training import sharing_training
+
+    return tuple(sharing_training(config, loss, train_split))
+
+
 def build_model(config):
     size = config["dataset"]["image_size"]
     return tfdml.models.EmbeddingModel(input_shape=(size, size, 3), **config["model"])
@@ -144,11 +161,12 @@ def run(config, callbacks=(), verbose=2):
         with strategy.scope():
             model = build_model(config)
             loss = build_loss(config, train_split.num_classes)
-            model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"]), loss=loss,
+            loss, train_data, extra, updates = apply_sharing(config, loss, train_split, train_data)
+            model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"] * updates), loss=loss,
                           jit_compile=training["jit_compile"])
         fit_model(model, strategy, train_data, epochs=training["epochs"],
                   steps_per_epoch=training["steps_per_epoch"],
-                  callbacks=make_callbacks(config, run_dir, test_data, callbacks), verbose=verbose)
+                  callbacks=make_callbacks(config, run_dir, test_data, [*callbacks, *extra]), verbose=verbose)
         model.save(os.path.join(run_dir, "final.keras"))
         taps = training["taps"] or [model.taps[-1]]
         results = evaluate_taps(model, test_data, taps, training["ks"])
