@@ -131,6 +131,17 @@ def sample_shared_triplets(distances_, labels, sampling="distance", embedding_di
     return MinedTriplets(anchor, positive, negative, valid)
 
 
+def sample_third_class(labels, other, count, seed=None):
+    """`count` uniform draws (with replacement) per anchor i among samples with y_k ∉ {y_i, y_{other[i]}}.
+
+    Returns:
+        (B, count) int32 indices (0 in rows without any such sample).
+    """
+    seed_generator = make_seed_generator(seed)
+    third = third_class_mask(tf.reshape(labels, [-1]), other)
+    return tf.stack([_random_member(third, seed_generator) for _ in range(count)], axis=1)
+
+
 @keras.saving.register_keras_serializable(package="tfdml")
 class SharedTripletLoss(MetricLoss):
     """Ranking loss on shared inter-class triplets T* (Milbich et al., §3.2, L(T*; φ*) of eq. 3).
@@ -153,7 +164,7 @@ class SharedTripletLoss(MetricLoss):
       negatives").
 
     A batch without a valid triplet (fewer than three classes) gives 0 with a
-    zero gradient.
+    zero gradient; non-finite embeddings give NaN.
 
     Args:
         form: "margin", "triplet" or "npair".
@@ -202,12 +213,16 @@ class SharedTripletLoss(MetricLoss):
         return self.state_layer
 
     def compute(self, labels, embeddings):
-        x = normalize_if(embeddings, self.normalize)
+        value = self._value(labels, normalize_if(embeddings, self.normalize))
+        # NaN in → NaN out (a NaN distance must not be mistaken for 0 by the safe square root).
+        return tf.where(tf.reduce_all(tf.math.is_finite(embeddings)), value, tf.constant(float("nan"), value.dtype))
+
+    def _value(self, labels, x):
         d = distances.euclidean(x)
         triplets = sample_shared_triplets(d, labels, self.sampling, x.shape[-1], self.margin, self._seed_generator)
-        valid = triplets.valid
-        if self.form == "npair":
+        if self.form == "npair":  # the anchor-positive pairs of T* with `negatives` random third-class negatives
             return self._npair(x, labels, triplets)
+        valid = triplets.valid
         d_ij = pair_values(d, triplets.anchor, triplets.positive)
         d_ik = pair_values(d, triplets.anchor, triplets.negative)
         if self.form == "triplet":
@@ -225,8 +240,7 @@ class SharedTripletLoss(MetricLoss):
     def _npair(self, x, labels, triplets):
         s = tf.matmul(x, x, transpose_b=True)
         s_ij = pair_values(s, triplets.anchor, triplets.positive)
-        third = third_class_mask(labels, triplets.positive)
-        negatives = tf.stack([_random_member(third, self._seed_generator) for _ in range(self.negatives)], axis=1)
+        negatives = sample_third_class(labels, triplets.positive, self.negatives, self._seed_generator)
         s_ik = tf.gather(s, negatives, batch_dims=1)  # (B, negatives)
         logits = tf.concat([tf.zeros_like(s_ij)[:, None], s_ik - s_ij[:, None]], axis=1)
         return masked_mean(tf.reduce_logsumexp(logits, axis=1), triplets.valid)

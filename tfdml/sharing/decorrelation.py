@@ -12,8 +12,8 @@ L = L(T; φ) + L(T*; φ*) − γ · r(R(φ), R(φ*))).
 import keras
 import tensorflow as tf
 
+from tfdml import distances
 from tfdml.checks import check_int
-from tfdml.models.layers import L2Normalization
 
 
 @tf.custom_gradient
@@ -31,7 +31,11 @@ def reverse_gradient(x):
 
 @keras.saving.register_keras_serializable(package="tfdml")
 class GradientReversal(keras.layers.Layer):
-    """`reverse_gradient` as a layer: output = input, gradient = −gradient."""
+    """`reverse_gradient` as a layer: output = input (dtype kept), gradient = −gradient."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
 
     def call(self, inputs):
         return reverse_gradient(inputs)
@@ -40,6 +44,8 @@ class GradientReversal(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="tfdml")
 class DecorrelationRegressor(keras.layers.Layer):
     """The regressor p of eq. 2: Dense(`units`) → ReLU → Dense(`output_dim`) → L2 normalisation.
+
+    The output is float32 (float64 for a float64 layer), also under mixed precision.
 
     Args:
         output_dim: D, the width of the class embedding φ it predicts.
@@ -50,18 +56,17 @@ class DecorrelationRegressor(keras.layers.Layer):
         super().__init__(**kwargs)
         self.output_dim = check_int(output_dim, "output_dim", minimum=1)
         self.units = check_int(units, "units", minimum=1)
-        self.hidden = keras.layers.Dense(self.units, activation="relu", name="hidden")
-        self.projection = keras.layers.Dense(self.output_dim, name="projection")
-        self.normalize = L2Normalization(name="l2_normalize")
+        self.hidden = keras.layers.Dense(self.units, activation="relu", name="hidden", dtype=self.dtype_policy)
+        self.projection = keras.layers.Dense(self.output_dim, name="projection", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.hidden.build(input_shape)
         self.projection.build((*input_shape[:-1], self.units))
-        self.normalize.build((*input_shape[:-1], self.output_dim))
         self.built = True
 
     def call(self, inputs):
-        return self.normalize(self.projection(self.hidden(inputs)))
+        outputs = self.projection(self.hidden(inputs))
+        return distances.l2_normalize(tf.cast(outputs, tf.float64 if outputs.dtype == tf.float64 else tf.float32))
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.output_dim)

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from tfdml.checks import check_number
 from tfdml.losses import distributed
+from tfdml.losses.base import MetricLoss, validate_inputs
 from tfdml.losses.margin import MarginLoss
 from tfdml.losses.shared_triplets import SharedTripletLoss
 from tfdml.sharing.decorrelation import DecorrelationRegressor, decorrelation, reverse_gradient
@@ -23,10 +24,26 @@ def _deserialize_loss(loss, default):
 
 
 def _gather(x):
-    """All-gathers `x` along the batch axis across replicas (no-op with one replica)."""
+    """All-gathers `x` along the batch axis across replicas (no-op with one replica), keeping the static
+    width (`ReplicaContext.all_gather` returns an unknown static shape)."""
     if distributed.replica_count() <= 1:
         return x
-    return tf.distribute.get_replica_context().all_gather(x, axis=0)
+    return tf.ensure_shape(tf.distribute.get_replica_context().all_gather(x, axis=0), [None, *x.shape[1:]])
+
+
+def _ranking_loss(loss, labels, embeddings):
+    """`loss(labels, embeddings)` — the loss mines the global batch under a strategy.
+
+    With several replicas a tfdml loss is evaluated here on the all-gathered
+    batch with its static width kept (exactly what `MetricLoss.__call__` does,
+    whose gather loses the width that distance-weighted sampling needs).
+    """
+    if distributed.replica_count() <= 1 or not isinstance(loss, MetricLoss) or not loss.gather_replicas:
+        return loss(labels, embeddings)
+    labels, embeddings = validate_inputs(labels, embeddings)
+    labels = tf.ensure_shape(tf.distribute.get_replica_context().all_gather(labels, axis=0), [None])
+    embeddings = tf.cast(_gather(embeddings), loss.compute_dtype)
+    return distributed.scale_for_replicas(loss.compute(labels, embeddings))
 
 
 def _unscaled(value):
@@ -109,19 +126,7 @@ class SharingObjective(keras.layers.Layer):
         if missing:
             raise ValueError(f"SharingObjective needs a model with heads {self.class_head!r} and {self.shared_head!r} "
                              f"(EmbeddingModel(heads={{...}})); the model's heads are {heads or None}.")
-        dim, shared_dim = heads[self.class_head], heads[self.shared_head]
-        if self.regressor is None:
-            self.regressor = DecorrelationRegressor(dim, self.regressor_units, name="regressor")
-            self.regressor.build((None, shared_dim))
-        elif self.regressor.output_dim != dim:
-            raise ValueError(f"This SharingObjective was built for D = {self.regressor.output_dim}, the model's "
-                             f"{self.class_head!r} head has {dim}.")
-        self.class_loss.build_state(dim)
-        self.shared_loss.build_state(shared_dim)
-        for state in (self.class_loss_state, self.shared_loss_state):
-            if state is not None:
-                state.built = True
-        self.built = True
+        self.build_for(heads[self.class_head], heads[self.shared_head])
         attached = getattr(model, "tfdml_sharing", None)
         if attached is not None and attached is not self:
             raise ValueError("This model is already attached to another SharingObjective; build a new model to "
@@ -132,6 +137,23 @@ class SharingObjective(keras.layers.Layer):
             raise ValueError(f"{type(model).__name__} does not track the objective's variables.")
         return self
 
+    def build_for(self, dim, shared_dim):
+        """Builds p (`shared_dim` → `dim`) and the losses' state (idempotent; `attach` calls it)."""
+        if self.regressor is None:
+            self.regressor = DecorrelationRegressor(dim, self.regressor_units, name="regressor",
+                                                    dtype=self.dtype_policy)
+            self.regressor.build((None, shared_dim))
+        elif self.regressor.output_dim != dim:
+            raise ValueError(f"This SharingObjective was built for D = {self.regressor.output_dim}, the model's "
+                             f"{self.class_head!r} head has {dim}.")
+        self.class_loss.build_state(dim)
+        self.shared_loss.build_state(shared_dim)
+        for state in (self.class_loss_state, self.shared_loss_state):
+            if state is not None:
+                state.built = True
+        self.built = True
+        return self
+
     # -------------------------------------------------------------- the terms
     def decorrelation(self, class_embeddings, shared_embeddings):
         """r(R(φ), R(φ*)) of eq. 2 on the global batch, scaled by 1/replicas (see the class docstring)."""
@@ -139,12 +161,26 @@ class SharingObjective(keras.layers.Layer):
         prediction = self.regressor(reverse_gradient(_gather(shared_embeddings)))
         return distributed.scale_for_replicas(decorrelation(phi, prediction))
 
+    def terms(self, labels, class_embeddings, shared_embeddings, head):
+        """(ranking loss, r) of one step of Algorithm 1 on a batch's embeddings.
+
+        Args:
+            labels: (B,) labels of the batch.
+            class_embeddings, shared_embeddings: (B, D) φ and (B, D*) φ*.
+            head: `class_head` (step 1: L(T; φ)) or `shared_head` (step 2:
+                L(T*; φ*)).
+
+        Returns:
+            (ranking loss, r), both scaled by 1/replicas under a strategy; the
+            step's objective is `ranking − gamma · r`.
+        """
+        loss = self.class_loss if head == self.class_head else self.shared_loss
+        ranking = _ranking_loss(loss, labels, class_embeddings if head == self.class_head else shared_embeddings)
+        return ranking, self.decorrelation(class_embeddings, shared_embeddings)
+
     def _step_terms(self, model, images, labels, head, training):
         outputs = model(images, training=training)
-        loss = self.class_loss if head == self.class_head else self.shared_loss
-        ranking = loss(labels, outputs[head])
-        r = self.decorrelation(outputs[self.class_head], outputs[self.shared_head])
-        return ranking, r
+        return self.terms(labels, outputs[self.class_head], outputs[self.shared_head], head)
 
     def _update(self, model, optimizer, images, labels, head):
         variables = model.trainable_variables
