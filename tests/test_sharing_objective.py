@@ -181,6 +181,24 @@ def test_two_head_model_fit_on_digits_lowers_both_losses():
     assert after["class_decorrelation"] > 0
 
 
+def test_mixed_precision_steps_are_finite_with_loss_scaling():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _model()
+        objective = SharingObjective(gamma=10.0, regressor_units=8)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=objective, jit_compile=False)
+        images, labels = _pair()
+        data = tfdml.sharing.paired_batches(tf.data.Dataset.from_tensors((images, labels)),
+                                            tf.data.Dataset.from_tensors((images[::-1], labels[::-1])))
+        history = model.fit(data.repeat(), steps_per_epoch=2, epochs=1, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert objective.regressor.hidden.compute_dtype == "float16"
+    assert all(np.isfinite(values).all() for values in history.history.values())
+    assert 0 < int(model.optimizer.iterations) <= 4  # updates with overflowing float16 gradients are skipped
+
+
 def test_save_load_and_export_of_every_tap_round_trip_without_the_regressor(tmp_path):
     keras.utils.set_random_seed(2)
     model = _model()

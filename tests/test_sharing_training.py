@@ -205,6 +205,8 @@ def test_sharing_config_errors_name_the_key():
 
 
 def test_train_py_runs_sharing_matters_end_to_end(tmp_path):
+    """Config → two-head model, objective, (B, B*) pipeline, two updates per step, evaluation, .keras files
+    and the export."""
     config = load_config(None, [
         f"output_dir={tmp_path / 'run'}", "dataset.image_size=12", "model.embedding_dim=null",
         "model.heads={class: 8, shared: 8}", "model.freeze_batchnorm=true", "loss.name=margin", "expansion=null",
