@@ -34,7 +34,7 @@ def test_two_heads_are_linear_layers_on_pool_with_l2_outputs_and_taps():
                                    atol=1e-5)
         np.testing.assert_allclose(model.embedder(head)(IMAGES).numpy(), outputs[head].numpy(), atol=1e-6)
         assert outputs[head].shape == (4, width)
-    assert not model.get_layer("class").get_config()["activation"] != "linear"
+    assert model.get_layer("class").get_config()["activation"] == "linear"
     restored = tfdml.models.EmbeddingModel.from_config(model.get_config())
     assert restored.heads == {"class": 5, "shared": 6} and restored.taps == model.taps
     single = tfdml.models.EmbeddingModel("small_cnn", embedding_dim=4, input_shape=(12, 12, 3))

@@ -159,9 +159,9 @@ class SharedTripletLoss(MetricLoss):
       ProxyNCA).
     - `form="npair"`: the anchor–positive pair of each triplet with
       `negatives` negatives drawn uniformly (with replacement) among
-      y_k ∉ {y_i, y_j}: ℓ = log(1 + Σ_t exp(s_ik_t − s_ij)), s the cosine
-      similarity; mean over valid anchors ("N-pair with several random
-      negatives").
+      y_k ∉ {y_i, y_j}: ℓ = log(1 + Σ_t exp(s_ik_t − s_ij)), s the dot
+      product of the (with `normalize`, L2-normalised) embeddings; mean over
+      valid anchors ("N-pair with several random negatives").
 
     A batch without a valid triplet (fewer than three classes) gives 0 with a
     zero gradient; non-finite embeddings give NaN.

@@ -135,7 +135,7 @@ class EmbeddingModel(keras.Model):
 
     @property
     def taps(self):
-        """Names of the head taps ("pool" and the fc layers), from the backbone outwards."""
+        """Names of the head taps ("pool", the fc layers or the heads and "concat"), from the backbone outwards."""
         return list(self._tap_tensors)
 
     @property
