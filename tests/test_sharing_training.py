@@ -79,6 +79,22 @@ def _one_sharing_step(strategy, images, labels, weights):
     return [v.numpy() for v in model.trainable_variables], history.history
 
 
+def _mirrored_strategy_with_own_collective_keys():
+    """MirroredStrategy over the two logical CPUs with collective keys no other test's strategy uses.
+
+    TF caches each collective op's shape by (group, instance) key, and every MirroredStrategy over the same
+    devices starts its keys at the same base: a strategy created later in this process (another test) would
+    reuse this one's keys with other shapes and abort ("Shape mismatch in the collective instance").
+    TF's own tests offset the key base the same way (strategy_combinations).
+    """
+    base = tf.distribute.MirroredStrategy._collective_key_base
+    tf.distribute.MirroredStrategy._collective_key_base = base + 1_000_000
+    try:
+        return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    finally:
+        tf.distribute.MirroredStrategy._collective_key_base = base
+
+
 def test_mirrored_sharing_step_equals_single_device_step_with_global_batch():
     rng = np.random.default_rng(3)
     labels = np.tile(np.repeat(np.arange(4), 2), 2).astype(np.int32)  # B and B*: 4 classes × 2 each
@@ -88,8 +104,8 @@ def test_mirrored_sharing_step_equals_single_device_step_with_global_batch():
     reference.compile(optimizer="sgd", loss=SharingObjective(regressor_units=8))
     weights = [v.numpy() for v in reference.trainable_variables]
     single, single_logs = _one_sharing_step(tf.distribute.get_strategy(), images, labels, weights)
-    mirrored, mirrored_logs = _one_sharing_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), images,
-                                                labels, weights)
+    mirrored, mirrored_logs = _one_sharing_step(_mirrored_strategy_with_own_collective_keys(), images, labels,
+                                                weights)
     assert any(not np.allclose(a, b) for a, b in zip(single, weights))  # the step did something
     assert len(single) == len(mirrored) == len(weights)
     for a, b, w in zip(single, mirrored, weights):  # the updates agree up to float32 summation order
