@@ -9,6 +9,17 @@ from tfdml.analysis.expansion_analysis import (
 )
 from tfdml.analysis.plotting import line_plot
 from tfdml.analysis.report import write_report
+from tfdml.analysis.sharing import (
+    cross_class_label_agreement,
+    cross_class_neighbors,
+    generalization_gap,
+    head_embeddings,
+    head_recalls,
+    plot_cross_class_neighbors,
+    plot_head_curves,
+    read_history,
+    write_sharing_report,
+)
 from tfdml.analysis.similarity_plots import nearest_same_and_different, same_vs_different
 from tfdml.analysis.spectrum import singular_value_spectrum
 from tfdml.analysis.taps import TapRecallHistory, plot_tap_recalls
@@ -17,17 +28,26 @@ from tfdml.analysis.tsne import joint_tsne, yoked_tsne
 __all__ = [
     "ExpansionMonitor",
     "TapRecallHistory",
+    "cross_class_label_agreement",
+    "cross_class_neighbors",
     "distance_heatmap",
+    "generalization_gap",
+    "head_embeddings",
+    "head_recalls",
     "hard_negative_ratio",
     "joint_tsne",
     "line_plot",
     "nearest_same_and_different",
     "occlusion_robustness",
+    "plot_cross_class_neighbors",
+    "plot_head_curves",
     "plot_tap_recalls",
+    "read_history",
     "same_vs_different",
     "singular_value_spectrum",
     "synthetic_query_recall",
     "synthetic_test_queries",
     "write_report",
+    "write_sharing_report",
     "yoked_tsne",
 ]

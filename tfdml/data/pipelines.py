@@ -9,7 +9,7 @@ from tfdml.data.samplers import index_batch_source
 
 
 def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_class=32, augmentation="ee",
-                   image_size=227, seed=0, skip_batches=0, replicas=None, with_indices=False):
+                   image_size=227, seed=0, skip_batches=0, replicas=None, with_indices=False, relabel=None):
     """Infinite dataset of `(float32 images (B, S, S, C) in [0, 255], int32 labels (B,))`.
 
     Index batches come from `tfdml.data.samplers.batch_indices` (`sampler` a name)
@@ -32,25 +32,33 @@ def train_pipeline(split, batch_size=128, sampler="m_per_class", samples_per_cla
         with_indices: batches are `(images, labels, int32 indices (B,))`, each
             image's index in the split (for `tfdml.data.MemoryBank`; plain
             `model.fit` would take the third element for sample weights).
+        relabel: optional callable returning (N,) int labels that the batches
+            carry instead of the class labels (sampling stays by class). It is
+            called for every batch, so a callback may change the labels during
+            training (Sharing Matters' group ids); batches already prefetched
+            keep the old ones.
     """
     source = index_batch_source(split.labels, sampler, batch_size, samples_per_class, seed)  # validates now
     first, count, total = _check_replicas(replicas, batch_size)
     per_replica = batch_size // total
     start, stop = first * per_replica, (first + count) * per_replica
-    labels = tf.constant(split.labels)
 
     def samples():
-        """(indices, positions) of this share of each batch; positions count samples in the one-process stream."""
+        """(indices, positions, labels) of this share of each batch; positions count samples in the
+        one-process stream."""
         for n, batch in enumerate(itertools.islice(source(), int(skip_batches), None), start=int(skip_batches)):
-            yield batch[start:stop], np.arange(n * batch_size + start, n * batch_size + stop, dtype=np.int64)
+            labels = split.labels if relabel is None else np.asarray(relabel(), np.int32)
+            share = batch[start:stop]
+            yield share, np.arange(n * batch_size + start, n * batch_size + stop, dtype=np.int64), labels[share]
 
+    spec = tf.TensorSpec([stop - start], tf.int32)
     indices = tf.data.Dataset.from_generator(
-        samples, output_signature=(tf.TensorSpec([stop - start], tf.int32), tf.TensorSpec([stop - start], tf.int64)))
+        samples, output_signature=(spec, tf.TensorSpec([stop - start], tf.int64), spec))
     load = split.image_loader()
     augment = make_augmentation(augmentation, image_size, seed)
     return (indices.unbatch()
-            .map(lambda i, position: (augment(load(i), tf.stack([tf.cast(seed, tf.int64), position])),
-                                      tf.gather(labels, i)) + ((i,) if with_indices else ()),
+            .map(lambda i, position, label: (augment(load(i), tf.stack([tf.cast(seed, tf.int64), position])),
+                                             label) + ((i,) if with_indices else ()),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(per_replica, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))

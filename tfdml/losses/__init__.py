@@ -51,6 +51,7 @@ from tfdml.losses.proxies import ProxyLoss
 from tfdml.losses.proxy_nca import ProxyNCALoss
 from tfdml.losses.quadruplet import QuadrupletLoss
 from tfdml.losses.registry import get, get_class, names
+from tfdml.losses.shared_triplets import SharedTripletLoss
 from tfdml.losses.snr import SNRLoss
 from tfdml.losses.soft_triple import SoftTripleLoss
 from tfdml.losses.state import LossVariable, attach_loss_state
@@ -69,6 +70,7 @@ __all__ = [
     "AngularLoss",
     "HistogramLoss",
     "QuadrupletLoss",
+    "SharedTripletLoss",
     "SNRLoss",
     "ProxyLoss",
     "ProxyNCALoss",

@@ -6,10 +6,11 @@ import keras
 from tfdml.models.backbones import block_layer_names, build_backbone, check_backbone, preprocessing_mode
 from tfdml.models.layers import RGB_MODES, GrayToRGB, L2Normalization, PixelPreprocessing
 from tfdml.models.reinitialize import reinitialize_layers
+from tfdml.sharing.objective import SharingObjective
 
 POOLINGS = ("avg", "max")
 _LAYER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_RESERVED_NAMES = ("pool", "preprocessing", "gray_to_rgb", "l2_normalize")
+_RESERVED_NAMES = ("pool", "preprocessing", "gray_to_rgb", "l2_normalize", "concat")
 #: The tap used when none is named (embedders, training taps, export, evaluation).
 DEFAULT_TAP = "fc"
 
@@ -44,6 +45,17 @@ class EmbeddingModel(keras.Model):
     small_cnn, or mobilenet with `weights=None`). The decision is saved in the
     config, so a reloaded model has the same architecture.
 
+    Several heads (`heads={"class": 128, "shared": 128}`, Milbich et al.
+    "Sharing Matters"): each head is a linear layer on the "pool" feature f,
+    L2-normalised when `normalize`: φ_h = ℓ2(W_h f + b_h). The model then outputs
+    a dict {head: φ_h}; the taps are "pool", one per head (its Dense output,
+    named after the head) and "concat" = [φ_1; φ_2; …] (the normalised heads
+    concatenated, two or more heads). Heads replace the fc layers (pass
+    `embedding_dim=None`). Train a two-head model with
+    `compile(loss=tfdml.sharing.SharingObjective(...))` (`train_step` then runs
+    Algorithm 1 of the paper); the objective's regressor and loss state are
+    attached to the model, never part of an embedder or export.
+
     Vo & Hays' networks (VGG16-BN, global max pooling of conv5_3 = "pool",
     `backbone="vgg16_bn", pooling="max", weights=<VGG16-BN ImageNet .weights.h5>`):
     NetA `fc_names=["fc6"]`; NetB NetA + `reinitialize=["conv5_3", "conv5_3_bn",
@@ -67,11 +79,13 @@ class EmbeddingModel(keras.Model):
             afresh after `weights` are loaded; all other layers keep theirs.
         gray_to_rgb: repeat a 1-channel input to RGB: None (auto, see
             Channels), True or False.
+        heads: None, or a dict {head name: width} of linear heads on "pool"
+            (see Several heads); needs `embedding_dim=None`.
     """
 
     def __init__(self, backbone="resnet50", embedding_dim=512, pooling="avg", extra_fc=0, normalize=True,
                  freeze_batchnorm=False, weights=None, input_shape=(224, 224, 3), fc_names=None, reinitialize=(),
-                 gray_to_rgb=None, name=None, **kwargs):
+                 gray_to_rgb=None, heads=None, name=None, **kwargs):
         check_backbone(backbone)
         if embedding_dim is not None and (isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int)
                                           or embedding_dim < 1):
@@ -90,6 +104,7 @@ class EmbeddingModel(keras.Model):
         features = PixelPreprocessing(mode, name="preprocessing")(x)
         trunk = build_backbone(backbone, (*input_shape[:2], x.shape[-1]), weights)
         fc_layers = _fc_names(fc_names, embedding_dim, extra_fc, trunk)
+        heads = _check_heads(heads, embedding_dim, trunk)
         if freeze_batchnorm:
             for layer in trunk._flatten_layers():
                 if isinstance(layer, keras.layers.BatchNormalization):
@@ -102,24 +117,34 @@ class EmbeddingModel(keras.Model):
                 x = keras.layers.ReLU(name=f"relu_{fc_name}")(x)
             x = keras.layers.Dense(embedding_dim, kernel_initializer="glorot_uniform", name=fc_name)(x)
             tap_tensors[fc_name] = x
-        outputs = L2Normalization(name="l2_normalize")(x) if normalize else x
+        if heads:
+            outputs = _build_heads(x, heads, normalize, tap_tensors)
+        else:
+            outputs = L2Normalization(name="l2_normalize")(x) if normalize else x
         super().__init__(inputs=inputs, outputs=outputs, name=name or f"embedding_{backbone}", **kwargs)
         self._config = dict(backbone=backbone, embedding_dim=embedding_dim, pooling=pooling, extra_fc=extra_fc,
                             normalize=normalize, freeze_batchnorm=freeze_batchnorm, weights=weights,
                             input_shape=input_shape, fc_names=None if fc_names is None else list(fc_names),
-                            reinitialize=list(reinitialize), gray_to_rgb=gray_to_rgb)
+                            reinitialize=list(reinitialize), gray_to_rgb=gray_to_rgb, heads=heads)
         self._tap_tensors = tap_tensors
         self._trunk_input = features
         self._trunk_name = trunk.name
         self._block_layers = {f"block{k}": layer for k, layer in enumerate(block_layer_names(backbone), start=1)}
-        self.embedding_dim = int(x.shape[-1])
+        #: Width of the single output; None for a multi-head model (see `heads`).
+        self.embedding_dim = None if heads else int(x.shape[-1])
         if reinitialize:
             reinitialize_layers(self, reinitialize)
 
     @property
     def taps(self):
-        """Names of the head taps ("pool" and the fc layers), from the backbone outwards."""
+        """Names of the head taps ("pool", the fc layers or the heads and "concat"), from the backbone outwards."""
         return list(self._tap_tensors)
+
+    @property
+    def heads(self):
+        """{head name: width} of a multi-head model, else None."""
+        heads = self._config["heads"]
+        return None if heads is None else dict(heads)
 
     @property
     def block_taps(self):
@@ -149,15 +174,45 @@ class EmbeddingModel(keras.Model):
         return keras.layers.GlobalMaxPooling2D(name=f"{tap}_max_pool")(to_block(self._trunk_input))
 
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
-        """`keras.Model.compile`; also attaches a tfdml loss's trainable state."""
+        """`keras.Model.compile`; also attaches a tfdml loss's trainable state.
+
+        A multi-head model takes `loss=tfdml.sharing.SharingObjective(...)`
+        (or None): the objective is attached to the model (attribute
+        `tfdml_sharing`) and `train_step` / `test_step` run its two-batch step.
+        """
+        if self.heads:
+            return self._compile_heads(optimizer, loss, **kwargs)
         if loss is not None and getattr(loss, "state_layer", None) is not None:
             from tfdml.losses import attach_loss_state
 
             attach_loss_state(self, loss, self.embedding_dim)
         return super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
+    def _compile_heads(self, optimizer, loss, **kwargs):
+        if loss is not None and not isinstance(loss, SharingObjective):
+            raise ValueError(f"A model with heads={self.heads} trains with loss=tfdml.sharing.SharingObjective(...) "
+                             f"(Sharing Matters); got loss={loss!r}. For a single embedding use embedding_dim / "
+                             "fc_names instead of heads.")
+        if loss is not None:
+            loss.attach(self)
+        super().compile(optimizer=optimizer, loss=None, **kwargs)
+        self._sharing_objective = loss
+
+    def train_step(self, data):
+        """Keras' step, or `SharingObjective.train_step` for a multi-head model compiled with one."""
+        objective = getattr(self, "_sharing_objective", None)
+        return objective.train_step(self, data) if objective is not None else super().train_step(data)
+
+    def test_step(self, data):
+        objective = getattr(self, "_sharing_objective", None)
+        return objective.test_step(self, data) if objective is not None else super().test_step(data)
+
     def get_compile_config(self):
-        return super().get_compile_config()
+        config = super().get_compile_config()
+        objective = getattr(self, "_sharing_objective", None)
+        if config and objective is not None:
+            config["loss"] = keras.saving.serialize_keras_object(objective)
+        return config
 
     def compile_from_config(self, config):
         """Restores the compile state of a saved model (through `compile` above)."""
@@ -198,6 +253,38 @@ def _check_channels(input_shape, mode, weights, gray_to_rgb, backbone):
             f"(preprocessing {mode!r} or pretrained weights); use 3 channels, or 1 channel with gray_to_rgb "
             "None/True (repeated to RGB).")
     return gray_to_rgb
+
+
+def _check_heads(heads, embedding_dim, trunk):
+    """`heads` as a validated {name: width} dict, or None."""
+    if heads is None:
+        return None
+    if not isinstance(heads, dict) or not heads:
+        raise ValueError(f"heads must be a non-empty dict {{head name: width}}, got {heads!r}.")
+    if embedding_dim is not None:
+        raise ValueError(f"heads={heads} are linear layers on the pool feature and replace the fc layers: pass "
+                         f"embedding_dim=None (got embedding_dim={embedding_dim!r}).")
+    taken = set(_RESERVED_NAMES) | {trunk.name} | {layer.name for layer in trunk._flatten_layers()}
+    for name, width in heads.items():
+        if (not isinstance(name, str) or not _LAYER_NAME.match(name) or name in taken
+                or re.fullmatch(r"block\d+", name)):
+            raise ValueError(f"heads: {name!r} is not a usable head name (letters, digits, '_'; not a backbone "
+                             f"layer, a block tap or one of {_RESERVED_NAMES}).")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"heads: the width of head {name!r} must be a positive int, got {width!r}.")
+    return dict(heads)
+
+
+def _build_heads(features, heads, normalize, tap_tensors):
+    """One Dense per head on `features` (taps), each L2-normalised; "concat" tap; returns {head: output}."""
+    outputs = {}
+    for name, width in heads.items():
+        tap_tensors[name] = keras.layers.Dense(width, kernel_initializer="glorot_uniform", name=name)(features)
+        outputs[name] = (L2Normalization(name=f"l2_normalize_{name}")(tap_tensors[name]) if normalize
+                         else tap_tensors[name])
+    if len(heads) > 1:
+        tap_tensors["concat"] = keras.layers.Concatenate(name="concat")(list(outputs.values()))
+    return outputs
 
 
 def _fc_names(fc_names, embedding_dim, extra_fc, trunk):

@@ -32,6 +32,7 @@ DEFAULT_CONFIG = {
         "normalize": True,
         "freeze_batchnorm": False,
         "weights": None,
+        "heads": None,
     },
     "loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "hard"}},
     "expansion": {"n_points": 2, "normalize": True, "pairs": "consecutive", "pooling": None},
@@ -54,13 +55,27 @@ DEFAULT_CONFIG = {
         "checkpoint_every": 100,
         "tensorboard": True,
     },
+    "sharing": None,
+}
+
+# Sharing Matters (tfdml.sharing): the `sharing` section, null (off) by default. `groups` 0 trains φ* on shared
+# triplets T*; L > 0 on k-means group ids (grouping variant T^G), re-clustered every `regroup_every` epochs.
+SHARING_DEFAULTS = {
+    "gamma": 500.0,
+    "regressor_units": 512,
+    "shared_loss": {"name": "shared_triplet", "params": {}},
+    "groups": 0,
+    "regroup_every": 4,
 }
 
 # Keys that take true, false or "auto".
 _BOOL_OR_AUTO = {"training.jit_compile"}
 # Keys whose value may be any mapping / null.
-_FREE_FORM = {"loss.params"}
-_NULLABLE_SECTIONS = {"expansion"}
+_FREE_FORM = {"loss.params", "sharing.shared_loss.params"}
+_NULLABLE_SECTIONS = {"expansion", "sharing"}
+_SECTION_TEMPLATES = {"sharing": SHARING_DEFAULTS}
+# Keys that may be null although their default is not.
+_NULLABLE_VALUES = {"model.embedding_dim"}
 _CHOICES = {
     "optimizer.name": OPTIMIZERS,
     "training.strategy": STRATEGIES,
@@ -85,7 +100,8 @@ def _type_ok(value, default):
 
 
 def _merge(base, update, prefix=""):
-    if prefix == "loss." and "params" not in update and update.get("name", base["name"]) != base["name"]:
+    if (prefix in ("loss.", "sharing.shared_loss.") and "params" not in update
+            and update.get("name", base["name"]) != base["name"]):
         base["params"] = {}
     for key, value in update.items():
         dotted = f"{prefix}{key}"
@@ -102,7 +118,7 @@ def _merge(base, update, prefix=""):
             if not isinstance(value, dict):
                 raise ValueError(f"Config key {dotted!r} must be a mapping, got {value!r}.")
             if base[key] is None:
-                base[key] = copy.deepcopy(DEFAULT_CONFIG[key])
+                base[key] = copy.deepcopy(_SECTION_TEMPLATES.get(key, DEFAULT_CONFIG[key]))
             _merge(base[key], value, dotted + ".")
         elif dotted in _BOOL_OR_AUTO:
             if not (isinstance(value, bool) or value == "auto"):
@@ -112,7 +128,8 @@ def _merge(base, update, prefix=""):
             if value is not None and not _type_ok(value, base[key]):
                 raise ValueError(
                     f"Config key {dotted!r} must be of type {type(base[key]).__name__}, got {value!r}.")
-            if value is None and base[key] is not None and not isinstance(base[key], list):
+            if value is None and base[key] is not None and not isinstance(base[key], list) \
+                    and dotted not in _NULLABLE_VALUES:
                 raise ValueError(f"Config key {dotted!r} cannot be null.")
             if dotted in _CHOICES and value not in _CHOICES[dotted]:
                 raise ValueError(f"Config key {dotted!r} must be one of {_CHOICES[dotted]}, got {value!r}.")
@@ -169,7 +186,31 @@ def validate(config):
             check_sampler_arguments(sampler["name"], sampler["batch_size"], sampler["samples_per_class"], math.inf)
         except ValueError as error:
             raise ValueError(f"Config keys 'sampler.batch_size' / 'sampler.samples_per_class': {error}") from None
+    _validate_sharing(resolved)
     return resolved
+
+
+def _validate_sharing(config):
+    """The `sharing` section and `model.heads` agree and hold valid numbers."""
+    sharing, heads = config["sharing"], config["model"]["heads"]
+    if sharing is None:
+        if heads is not None:
+            raise ValueError("Config key 'model.heads' is set, but 'sharing' is null: a multi-head model trains with "
+                             "Sharing Matters (set a 'sharing' section) — or use model.embedding_dim.")
+        return
+    if not isinstance(heads, dict) or not {"class", "shared"} <= set(heads):
+        raise ValueError(f"Config key 'sharing' needs 'model.heads' with heads 'class' and 'shared' (e.g. "
+                         f"{{class: 128, shared: 128}}) and 'model.embedding_dim: null'; got model.heads={heads!r}.")
+    if sharing["gamma"] < 0:
+        raise ValueError(f"Config key 'sharing.gamma' must be >= 0, got {sharing['gamma']}.")
+    for key, minimum in (("regressor_units", 1), ("groups", 0), ("regroup_every", 1)):
+        if sharing[key] < minimum:
+            raise ValueError(f"Config key 'sharing.{key}' must be >= {minimum}, got {sharing[key]}.")
+    if sharing["groups"] == 1:
+        raise ValueError("Config key 'sharing.groups' must be 0 (shared triplets) or >= 2 (grouping variant).")
+    if config["sampler"]["name"] in EMBEDDED_SAMPLERS:
+        raise ValueError(f"Config key 'sampler.name' ({config['sampler']['name']!r}) draws from a memory bank, which "
+                         "Sharing Matters (section 'sharing') does not use: choose a label sampler.")
 
 
 def load_config(path=None, overrides=()):

@@ -30,6 +30,7 @@ from tfdml.models import EmbeddingModel
 from tfdml.training.backup import migrate_backup
 from tfdml.training.callbacks import BestModelCheckpoint, ResumableCSVLogger
 from tfdml.training.config import save_config, validate
+from tfdml.training.sharing import SharingTrainingLoop, sharing_training
 from tfdml.training.hooks import MemoryBankHook
 from tfdml.training.inputs import train_input
 from tfdml.training.loop import TrainingLoop
@@ -56,6 +57,21 @@ def build_loss(config, num_classes=None):
     if num_classes is not None and "num_classes" in cls.config_args:
         params.setdefault("num_classes", int(num_classes))
     return losses.get(config["loss"]["name"], **params)
+
+
+def apply_sharing(config, loss, train_split):
+    """Sharing Matters set-up (config section `sharing`; a no-op when it is null).
+
+    Returns `(loss, train_data, callbacks, updates_per_step)`: `(loss, None, [], 1)`
+    without `sharing`; otherwise the `tfdml.sharing.SharingObjective` wrapping
+    `loss` (compile the two-head model with it), the `TrainingLoop` input of
+    (B, B*) batch pairs, the re-grouping callback of the grouping variant and 2
+    (Algorithm 1 makes two optimizer updates per step). Call under the
+    strategy scope.
+    """
+    if config["sharing"] is None:
+        return loss, None, [], 1
+    return tuple(sharing_training(config, loss, train_split))
 
 
 def build_model(config):
@@ -199,14 +215,16 @@ def run(config, callbacks=(), verbose=2):
         with strategy.scope():
             model = build_model(config)
             loss = build_loss(config, train_split.num_classes)
-            model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"]), loss=loss,
+            loss, train_data, extra, updates = apply_sharing(config, loss, train_split)
+            model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"] * updates), loss=loss,
                           jit_compile=training["jit_compile"])
         bank = make_memory_bank(config, train_split, strategy)
-        loop = TrainingLoop(model, strategy=strategy, hooks=memory_bank_hooks(config, bank, train_split))
+        loop_class = TrainingLoop if config["sharing"] is None else SharingTrainingLoop
+        loop = loop_class(model, strategy=strategy, hooks=memory_bank_hooks(config, bank, train_split))
         migrate_backup(run_dir, loop, training["steps_per_epoch"], monitored_metric(config))
-        loop.fit(make_train_input(config, train_split, bank), epochs=training["epochs"],
-                 steps_per_epoch=training["steps_per_epoch"],
-                 callbacks=(make_callbacks(config, run_dir, test_data) if chief else []) + list(callbacks),
+        loop.fit(train_data if config["sharing"] is not None else make_train_input(config, train_split, bank),
+                 epochs=training["epochs"], steps_per_epoch=training["steps_per_epoch"],
+                 callbacks=(make_callbacks(config, run_dir, test_data) if chief else []) + list(callbacks) + extra,
                  verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
                  checkpoint_every=training["checkpoint_every"])
         results = finish(config, model, test_data) if chief else None
