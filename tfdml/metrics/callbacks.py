@@ -1,5 +1,8 @@
 """Keras callback: retrieval evaluation during `model.fit`."""
+import warnings
+
 import keras
+import numpy as np
 
 from tfdml.metrics.evaluate import _check_metric_names, embed, evaluate_embeddings
 
@@ -11,8 +14,11 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     `history.history`, `CSVLogger` and `TensorBoard`) as `{prefix}{name}`, e.g.
     `val_recall@1`, or `{prefix}{tap}_{name}` for each tap when `taps` is given.
     Evaluation happens after the first epoch, every `every` epochs (1-based) and
-    after the last epoch; on the other epochs the last values are repeated so
-    every epoch row has the same keys (Keras' History and CSVLogger expect that).
+    after the last epoch. On the other epochs the keys are present with the
+    value NaN (not measured): History keeps one entry per epoch, `CSVLogger`
+    writes `nan`, and `ModelCheckpoint(monitor=..., mode="max")` never treats an
+    unmeasured epoch as an improvement. Embeddings with NaN or infinite values
+    (a diverged model) give NaN metrics and a warning.
 
     Args:
         dataset: finite dataset of `(images, labels)` batches.
@@ -23,10 +29,11 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         taps: tap names of a `tfdml.models.EmbeddingModel` to evaluate
             separately via `model.embedder(tap)`.
         prefix: key prefix.
+        verbose: progress lines while evaluating (None: only on a terminal).
     """
 
     def __init__(self, dataset, every=1, ks=(1, 2, 4, 8), metrics=("recall", "nmi"), embedder=None,
-                 taps=None, prefix="val_"):
+                 taps=None, prefix="val_", verbose=False):
         super().__init__()
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}.")
@@ -37,25 +44,49 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.embedder = embedder
         self.taps = tuple(taps) if taps else None
         self.prefix = prefix
+        self.verbose = verbose
         self.last = {}
+        self._embedder_cache = {}
 
     def _embedders(self):
         if self.taps:
-            return {f"{tap}_": self.model.embedder(tap) for tap in self.taps}
+            key = id(self.model)
+            if key not in self._embedder_cache:  # one embedder per tap, compiled once
+                self._embedder_cache = {key: {f"{tap}_": self.model.embedder(tap) for tap in self.taps}}
+            return self._embedder_cache[key]
         return {"": self.embedder or self.model}
 
     def evaluate(self):
         """Computes the metrics now; returns the dict of prefixed values."""
         values = {}
         for name, embedder in self._embedders().items():
-            embeddings, labels = embed(embedder, self.dataset)
-            for key, value in evaluate_embeddings(embeddings, labels, self.ks, self.metrics).items():
+            embeddings, labels = embed(embedder, self.dataset, verbose=self.verbose)
+            if np.isfinite(embeddings).all():
+                measured = evaluate_embeddings(embeddings, labels, self.ks, self.metrics, verbose=self.verbose)
+            else:
+                warnings.warn(f"RetrievalEvaluation: embeddings{' of tap ' + name[:-1] if name else ''} contain "
+                              "NaN or infinite values (the model diverged); metrics are NaN.")
+                measured = {key: float("nan") for key in self._metric_keys()}
+            for key, value in measured.items():
                 values[f"{self.prefix}{name}{key}"] = value
         return values
+
+    def _metric_keys(self):
+        keys = []
+        for metric in self.metrics:
+            if metric == "recall":
+                keys += [f"recall@{k}" for k in self.ks]
+            elif metric == "pi":
+                keys += ["pi_intra", "pi_inter", "pi_ratio"]
+            else:
+                keys.append(metric)
+        return keys
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         last_epoch = self.params.get("epochs") if self.params else None
         if (epoch + 1) % self.every == 0 or (last_epoch is not None and epoch + 1 == last_epoch) or not self.last:
             self.last = self.evaluate()
-        logs.update(self.last)
+            logs.update(self.last)
+        else:
+            logs.update({key: float("nan") for key in self.last})
