@@ -52,7 +52,7 @@ def _precision_sums(relevance, depth, chunk=4096):
 
 
 def retrieval_metrics(embeddings, labels, ks=(1, 2, 4, 8), metrics=RETRIEVAL_METRICS,
-                      reference_embeddings=None, reference_labels=None, chunk_size=1024, block_size=4096,
+                      reference_embeddings=None, reference_labels=None, chunk_size=1024, block_size=8192,
                       progress=None):
     """Computes the requested retrieval metrics exactly in one sweep.
 

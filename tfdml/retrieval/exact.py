@@ -5,7 +5,8 @@ Every search in tfdml ranks with two kinds of distance:
 - the *estimate* ``a = ‖ĉ_q‖² + ‖ĉ_r‖² − 2⟨ĉ_q, ĉ_r⟩``, one float32 matmul per
   block, on points centred by the reference mean μ (``ĉ = fl(x − μ)``);
   centring changes no distance but removes most of the cancellation that makes
-  ‖r‖² − 2⟨q, r⟩ useless when embeddings are squeezed together;
+  ‖r‖² − 2⟨q, r⟩ useless when embeddings are squeezed together (the ranking
+  sweep folds the norms into the matmul: ⟨[ĉ_q, s_q, 1], [−2ĉ_r, 1, s_r]⟩);
 - the *exact* value ``Σ_i (q_i − r_i)²`` evaluated in float64 from the float32
   embeddings (differences of float32 numbers are exact in float64), used only
   where the estimate cannot decide.
@@ -16,9 +17,10 @@ summation order or FMA use). With n = ‖ĉ‖ and u = 2⁻²⁴:
 
     |a − ‖q − r‖²| ≤ ((D + 8)·u + t)·(n_q + n_r)²,
 
-where the (D + 1)·u covers the norms and the dot product, 4u the rounding of
-the centring and the two additions, and t = 2·2⁻¹¹ when TensorFloat-32 matmuls
-are active on a GPU (inputs rounded to 10 mantissa bits). `error_bound` adds a
+where (D + 2)·u covers the norms and the dot product (or the augmented dot
+product with norms rounded once), 4u the rounding of the centring and the two
+additions, and t = 2·2⁻¹¹ when TensorFloat-32 matmuls are active on a GPU
+(inputs rounded to 10 mantissa bits). `error_bound` adds a
 safety factor of 1.25 and uses the largest reference norm for n_r, so one
 bound per query holds against every reference.
 
@@ -35,7 +37,7 @@ EXACT_BATCH = 4096
 
 def centre(references):
     """float32 mean of the references (computed in float64)."""
-    return np.asarray(references, dtype=np.float64).mean(axis=0).astype(np.float32)
+    return np.asarray(references).mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
 def centred(points, mean):
@@ -50,10 +52,19 @@ def _tf32_active():
         tf.config.experimental.tensor_float_32_execution_enabled()
 
 
-def error_scale(dim):
-    """κ with |estimate − exact| ≤ κ·(n_q + n_r)² (see module docstring)."""
-    tf32 = 2.0 * 2.0 ** -11 if _tf32_active() else 0.0
-    return _SAFETY * ((int(dim) + 8) * UNIT_ROUNDOFF + tf32)
+TF32_ROUNDING = 2.0 * 2.0 ** -11
+
+
+def error_scale(dim, tf32=None):
+    """κ with |estimate − exact| ≤ κ·(n_q + n_r)² (see module docstring).
+
+    Args:
+        dim: embedding dimension D.
+        tf32: include the TensorFloat-32 term (default: when a GPU is visible and
+            TF32 execution is enabled).
+    """
+    tf32 = _tf32_active() if tf32 is None else tf32
+    return _SAFETY * ((int(dim) + 8) * UNIT_ROUNDOFF + (TF32_ROUNDING if tf32 else 0.0))
 
 
 def error_bound(query_sq_norms, max_reference_sq_norm, scale):

@@ -153,14 +153,20 @@ class Index:
             faiss = _faiss()
             self._faiss_index = faiss.IndexFlatL2(self.dim)
             self._faiss_index.add(references.centred.numpy()[:len(self)])
-        rerank = tf.function(lambda q, est, idx: search.rerank(
-            q, references, est, idx, k, search.query_bounds(q, references)[2], self.block_size))
+            self._rerank = {}
+        if k not in self._rerank:
+            spec = [tf.TensorSpec([None, self.dim], tf.float32), tf.TensorSpec([None, count], tf.float32),
+                    tf.TensorSpec([None, count], tf.int64)]
+            self._rerank[k] = tf.function(lambda q, est, idx: search.rerank(
+                q, references, est, idx, k, search.query_bounds(q, references)[2], self.block_size),
+                input_signature=spec)
         parts = []
         for start in range(0, len(queries), batch_size):
             chunk = queries[start:start + batch_size]
             centred = (chunk - references.mean.numpy()[None, :]).astype(np.float32)
             estimates, idx = self._faiss_index.search(centred, count)
-            parts.append([t.numpy() for t in rerank(tf.constant(chunk), tf.constant(estimates), tf.constant(idx))])
+            parts.append([t.numpy() for t in self._rerank[k](tf.constant(chunk), tf.constant(estimates),
+                                                             tf.constant(idx))])
         if not parts:
             return np.zeros((0, k)), np.zeros((0, k), np.int64)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -34,6 +34,8 @@ estimate cannot decide:
 
 Memory: O(chunk × block) for the sweep plus the candidates (≈ Σ L_q pairs).
 """
+import collections
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +45,12 @@ from tfdml.retrieval import exact
 
 # Entries per tile of the sweep's minimum reductions.
 TILE = 32
+# Estimate of any pair with a padding row.
+_FAR = 1e30
+# Shapes of the last (partial) sweep blocks are rounded up to a multiple of this.
+_SHAPE_STEP = 1024
+# Sweep blocks computed concurrently.
+_BLOCKS_IN_FLIGHT = 2
 # Above this many candidate pairs the symmetric sweep (which keeps every
 # candidate until the end) is replaced by per-chunk sweeps.
 _SYMMETRIC_PAIR_BUDGET = 2 ** 25
@@ -60,12 +68,12 @@ class RankedRelevance(NamedTuple):
 
 
 class _Side(NamedTuple):
-    raw: tf.Tensor         # (n, D) float32, label-sorted
-    as_query: tf.Tensor    # (n_pad, D + 2) float32: [ĉ, ‖ĉ‖², 1]
-    as_reference: tf.Tensor  # (n_pad, D + 2) float32: [−2ĉ, 1, ‖ĉ‖²]
-    sq: np.ndarray         # (n,) float64 ‖ĉ‖²
-    labels: np.ndarray     # (n,) int64, sorted
-    order: np.ndarray      # sorted position → original index
+    raw: tf.Tensor           # (n, D) float32 in the caller's order (exact distances)
+    as_query: tf.Tensor      # (n_pad, D + 2) float32, label-sorted: [ĉ, ‖ĉ‖², 1]
+    as_reference: tf.Tensor  # (n_pad, D + 2) float32, label-sorted: [−2ĉ, 1, ‖ĉ‖²]
+    sq: np.ndarray           # (n,) float64 ‖ĉ‖², label-sorted
+    labels: np.ndarray       # (n,) int64, sorted
+    order: np.ndarray        # sorted position → original index
 
 
 def _side(points, labels, mean, padded):
@@ -73,76 +81,88 @@ def _side(points, labels, mean, padded):
     ⟨[ĉ_q, s_q, 1], [−2ĉ_r, 1, s_r]⟩ = s_q + s_r − 2⟨ĉ_q, ĉ_r⟩ (one matmul, no broadcast additions; the
     norms s are rounded once from float64, so the error bound of `tfdml.retrieval.exact` holds)."""
     order = np.argsort(labels, kind="stable")
-    points = np.ascontiguousarray(points[order])
     n, dim = points.shape
-    as_query = np.zeros((padded, dim + 2), np.float32)
-    as_reference = np.zeros((padded, dim + 2), np.float32)
     sq = np.zeros(n)
-    for start in range(0, n, 8192):  # bounded float64 temporaries
-        end = min(start + 8192, n)
-        centred = points[start:end] - mean  # fl(x − μ) in float32, as `exact.centred`
-        wide = centred.astype(np.float64)
-        sq[start:end] = np.einsum("ij,ij->i", wide, wide)
-        as_query[start:end, :dim] = centred
-        as_reference[start:end, :dim] = -2.0 * centred
-    as_query[:n, dim], as_query[:n, dim + 1] = sq, 1.0
-    as_reference[:n, dim], as_reference[:n, dim + 1] = 1.0, sq
-    return _Side(tf.constant(points), tf.constant(as_query), tf.constant(as_reference), sq, labels[order], order)
+    augmented = []
+    for role in ("query", "reference"):  # one (padded, D + 2) numpy array alive at a time
+        rows = np.zeros((padded, dim + 2), np.float32)
+        for start in range(0, n, 8192):  # bounded temporaries
+            end = min(start + 8192, n)
+            centred = points[order[start:end]] - mean  # fl(x − μ) in float32, as `exact.centred`
+            if role == "query":
+                wide = centred.astype(np.float64)
+                sq[start:end] = np.einsum("ij,ij->i", wide, wide)
+            rows[start:end, :dim] = centred if role == "query" else -2.0 * centred
+        rows[:n, dim], rows[:n, dim + 1] = (sq, 1.0) if role == "query" else (1.0, sq)
+        rows[n:, dim if role == "query" else dim + 1] = _FAR  # padding: estimates of 1e30, never below u
+        augmented.append(tf.constant(rows))
+        del rows
+    return _Side(tf.constant(points), *augmented, sq, labels[order], order)
+
+
+def _exact(queries, refs, q, r):
+    """Exact squared distances of (sorted query position, sorted reference position) pairs."""
+    return exact.exact_distances(queries.raw, refs.raw, queries.order[q], refs.order[r])
 
 
 def _pad_to(n, multiple):
     return -(-n // multiple) * multiple
 
 
-def _sweep_block(queries, u_rows, row0, references, u_cols, col0, n_rows, n_cols, rows, cols, mode, edge):
+def _sweep_block(queries, u_rows, row0, references, u_cols, col0, rows, cols, mode):
     """One sweep block: the pairs whose estimate is below their query's threshold u.
 
     The estimates (rows × cols, one matmul) are reduced to minima over tiles of
     `TILE` entries (along rows for the row queries, along columns for the column
     queries in the symmetric sweep); only tiles whose minimum is below u are
-    gathered and filtered. mode: "symmetric" (strict upper triangle; the columns
-    also act as queries), "exclude_self" (same set, diagonal left out) or
-    "cross". `edge`: the block touches the diagonal or the padding.
+    gathered and filtered, which is also where pairs outside the sweep are
+    dropped (padding rows give estimates of 1e30). mode: "symmetric" (strict
+    upper triangle; the columns also act as queries), "exclude_self" (same set,
+    diagonal left out) or "cross".
 
     Returns:
         (query ids, reference ids, estimates) of the pairs below u.
     """
     est = tf.matmul(tf.slice(queries, [row0, 0], [rows, -1]), tf.slice(references, [col0, 0], [cols, -1]),
                     transpose_b=True)
-    if edge:
-        valid = _valid(row0 + tf.range(rows)[:, None], col0 + tf.range(cols)[None, :], n_rows, n_cols, mode)
-        est = tf.where(valid, est, np.float32(np.inf))
+    within = tf.range(TILE)[None, :]
     u_rows = tf.slice(u_rows, [row0], [rows])
     by_rows = tf.reshape(est, [rows, cols // TILE, TILE])
     hits = tf.cast(tf.where(tf.reduce_min(by_rows, axis=2) < u_rows[:, None]), tf.int32)  # (row, tile)
     values = tf.gather_nd(by_rows, hits)  # (F, TILE)
-    keep = tf.cast(tf.where(values < tf.gather(u_rows, hits[:, 0])[:, None]), tf.int32)
-    queries_out = [row0 + tf.gather(hits[:, 0], keep[:, 0])]
-    references_out = [col0 + tf.gather(hits[:, 1], keep[:, 0]) * TILE + keep[:, 1]]
+    row_ids, col_ids = row0 + hits[:, :1], col0 + hits[:, 1:] * TILE + within
+    keep = tf.cast(tf.where((values < tf.gather(u_rows, hits[:, 0])[:, None]) & _valid(row_ids, col_ids, mode)),
+                   tf.int32)
+    queries_out = [tf.gather(row_ids[:, 0], keep[:, 0])]
+    references_out = [tf.gather_nd(col_ids, keep)]
     values_out = [tf.gather_nd(values, keep)]
     if mode == "symmetric":
         u_cols = tf.slice(u_cols, [col0], [cols])
         by_cols = tf.reshape(est, [rows // TILE, TILE, cols])
         hits = tf.cast(tf.where(tf.reduce_min(by_cols, axis=1) < u_cols[None, :]), tf.int32)  # (tile, col)
-        within = tf.range(TILE)[None, :]
-        index = tf.stack([tf.broadcast_to(hits[:, :1], [tf.shape(hits)[0], TILE]),
-                          tf.broadcast_to(within, [tf.shape(hits)[0], TILE]),
-                          tf.broadcast_to(hits[:, 1:], [tf.shape(hits)[0], TILE])], axis=2)
+        count = tf.shape(hits)[0]
+        index = tf.stack([tf.broadcast_to(hits[:, :1], [count, TILE]), tf.broadcast_to(within, [count, TILE]),
+                          tf.broadcast_to(hits[:, 1:], [count, TILE])], axis=2)
         values = tf.gather_nd(by_cols, index)  # (F, TILE)
-        keep = tf.cast(tf.where(values < tf.gather(u_cols, hits[:, 1])[:, None]), tf.int32)
-        queries_out.append(col0 + tf.gather(hits[:, 1], keep[:, 0]))
-        references_out.append(row0 + tf.gather(hits[:, 0], keep[:, 0]) * TILE + keep[:, 1])
+        row_ids, col_ids = row0 + hits[:, :1] * TILE + within, col0 + hits[:, 1:]
+        keep = tf.cast(tf.where((values < tf.gather(u_cols, hits[:, 1])[:, None])
+                                & _valid(row_ids, col_ids, mode)), tf.int32)
+        queries_out.append(tf.gather(col_ids[:, 0], keep[:, 0]))
+        references_out.append(tf.gather_nd(row_ids, keep))
         values_out.append(tf.gather_nd(values, keep))
     return tf.concat(queries_out, 0), tf.concat(references_out, 0), tf.concat(values_out, 0)
 
 
-def _valid(row_ids, col_ids, n_rows, n_cols, mode):
-    valid = (row_ids < n_rows) & (col_ids < n_cols)
+_compiled_sweep_block = tf.function(_sweep_block, reduce_retracing=True)
+
+
+def _valid(row_ids, col_ids, mode):
+    """Pairs the sweep owns: the strict upper triangle (symmetric), all but the diagonal (exclude_self)."""
     if mode == "symmetric":
-        valid &= col_ids > row_ids
-    elif mode == "exclude_self":
-        valid &= col_ids != row_ids
-    return valid
+        return col_ids > row_ids
+    if mode == "exclude_self":
+        return col_ids != row_ids
+    return tf.ones(tf.broadcast_dynamic_shape(tf.shape(row_ids), tf.shape(col_ids)), tf.bool)
 
 
 @tf.function(reduce_retracing=True)
@@ -196,7 +216,7 @@ def _nearest_positives(queries, refs, delta, list_lengths, same, chunk_size, til
             pair_q.append(qi + a)
             pair_r.append(ri + c0)
         pair_q, pair_r = np.concatenate(pair_q), np.concatenate(pair_r)
-        distances = exact.exact_distances(queries.raw, refs.raw, pair_q, pair_r)
+        distances = _exact(queries, refs, pair_q, pair_r)
         order = np.lexsort((refs.order[pair_r], distances, pair_q))
         first = order[_group_starts(pair_q[order])]
         t1[pair_q[first]] = distances[first]
@@ -270,7 +290,7 @@ class _Sweep:
 
 
 def rank_relevance(queries, query_labels, references=None, reference_labels=None, list_lengths=None,
-                   max_rank=None, chunk_size=1024, block_size=4096, progress=None):
+                   max_rank=None, chunk_size=1024, block_size=8192, progress=None):
     """Exact rank of the nearest positive and relevance of the first L_q results per query.
 
     Args:
@@ -326,28 +346,41 @@ def rank_relevance(queries, query_labels, references=None, reference_labels=None
 
     symmetric = same and int(lengths.sum()) <= _SYMMETRIC_PAIR_BUDGET
     mode = "symmetric" if symmetric else ("exclude_self" if same else "cross")
-    block = tf.function(_sweep_block, reduce_retracing=True)
     sweep = _Sweep(q_count, int(query_side.as_query.shape[0]), lo, hi, tau32, delta, lengths, max_rank)
     unused = tf.zeros([int(ref_side.as_reference.shape[0])])
     rank = np.full(q_count, -1, np.int64)
     relevance = np.zeros((q_count, sweep.longest), bool)
     context = dict(queries=query_side, refs=ref_side, t1=t1, nearest=nearest, delta=delta, lengths=lengths)
-    sizes = [tf.constant(q_count, tf.int32), tf.constant(n, tf.int32)]
+
+    def run_block(a, c0, threshold):
+        # The last row chunk and column block shrink to a multiple of _SHAPE_STEP (few traced shapes).
+        rows = min(chunk_size, _pad_to(q_count - a, _SHAPE_STEP))
+        cols = min(block_size, _pad_to(n - c0, _SHAPE_STEP))
+        found = _compiled_sweep_block(query_side.as_query, threshold, tf.constant(a, tf.int32),
+                                      ref_side.as_reference, threshold if symmetric else unused,
+                                      tf.constant(c0, tf.int32), rows, cols, mode)
+        return [t.numpy() for t in found]
+
     chunks = list(range(0, q_count, chunk_size))
-    for step, a in enumerate(chunks):
-        for c0 in range(a if symmetric else 0, n, block_size):
-            edge = a + chunk_size > q_count or c0 + block_size > n or (
-                mode != "cross" and c0 < a + chunk_size and a < c0 + block_size)
-            found = block(query_side.as_query, sweep.threshold, tf.constant(a, tf.int32), ref_side.as_reference,
-                          sweep.threshold if symmetric else unused, tf.constant(c0, tf.int32), *sizes,
-                          chunk_size, block_size, mode, edge)
-            sweep.add(*(t.numpy() for t in found))
-        if not symmetric:
-            finished = np.zeros(q_count, bool)
-            finished[a:a + chunk_size] = True
-            _resolve(sweep, finished, rank, relevance, **context)
-        if progress is not None:
-            progress(step + 1, len(chunks))
+    # Two blocks in flight: one's matmul overlaps the other's filtering and the numpy bookkeeping. A block
+    # may see a τ one block older (looser), which only adds candidates.
+    with ThreadPoolExecutor(_BLOCKS_IN_FLIGHT) as pool:
+        running = collections.deque()
+        for step, a in enumerate(chunks):
+            for c0 in range(a if symmetric else 0, n, block_size):
+                running.append(pool.submit(run_block, a, c0, sweep.threshold))
+                if len(running) >= _BLOCKS_IN_FLIGHT:
+                    sweep.add(*running.popleft().result())
+            if not symmetric:
+                while running:
+                    sweep.add(*running.popleft().result())
+                finished = np.zeros(q_count, bool)
+                finished[a:a + chunk_size] = True
+                _resolve(sweep, finished, rank, relevance, **context)
+            if progress is not None:
+                progress(step + 1, len(chunks))
+        while running:
+            sweep.add(*running.popleft().result())
     if symmetric:
         _resolve(sweep, np.ones(q_count, bool), rank, relevance, **context)
     rank = np.where(scored, rank, -1)
@@ -370,7 +403,7 @@ def _resolve(sweep, finished, rank, relevance, queries, refs, t1, nearest, delta
     relevant = queries.labels[q] == refs.labels[r]
     band = ~relevant & (est >= sweep.lo[q]) & (est <= sweep.hi[q])
     bq, br = q[band], r[band]
-    bd = exact.exact_distances(queries.raw, refs.raw, bq, br)
+    bd = _exact(queries, refs, bq, br)
     closer = (bd < t1[bq]) | ((bd == t1[bq]) & (refs.order[br] < refs.order[nearest[bq]]))
     extra = np.bincount(bq[closer], minlength=len(rank))
     rank[finished] = np.minimum(sweep.below + extra, sweep.max_rank)[finished]
@@ -387,7 +420,7 @@ def _resolve(sweep, finished, rank, relevance, queries, refs, t1, nearest, delta
     if len(q):
         mixed = (np.maximum.reduceat(relevant, starts) != np.minimum.reduceat(relevant, starts))[group]
     key = est.copy()
-    key[mixed] = exact.exact_distances(queries.raw, refs.raw, q[mixed], r[mixed])
+    key[mixed] = _exact(queries, refs, q[mixed], r[mixed])
     order = np.lexsort((refs.order[r], key, group))
     q, relevant = q[order], relevant[order]
     starts = _group_starts(q)

@@ -47,21 +47,25 @@ def prepare_references(embeddings, block_size=8192, mean=None):
                       tf.constant(np.max(sq[:n], initial=0.0), tf.float32))
 
 
-def matmul_rounding():
-    """Extra relative matmul error when the device rounds float32 inputs (TensorFloat-32).
+def matmul_rounding(queries):
+    """Extra error scale when the device's matmul rounds float32 inputs (TensorFloat-32 on GPUs).
 
-    Measured at run time with a probe (1 + 2⁻²⁰)·1 through `tf.matmul`, so an
-    exported graph stays exact on whatever device serves it.
+    Measured at run time: a 16 × 16 matmul of (1 + 2⁻²⁰)·I, whose input depends
+    on the queries (×0) so that it is not constant-folded at export, returns
+    exactly 1 + 2⁻²⁰ only without input rounding. An exported graph thus keeps
+    its bound on whatever device serves it.
     """
-    probe = tf.matmul(tf.constant([[1.0 + 2.0 ** -20]]), tf.constant([[1.0]]))[0, 0]
-    return tf.where(tf.equal(probe, 1.0 + 2.0 ** -20), 0.0, 2.0 * 2.0 ** -11 * 1.25)
+    bias = 0.0 * tf.reduce_sum(queries[:1, :1])
+    probe = tf.matmul(tf.fill([16, 16], 1.0 + 2.0 ** -20) + bias, tf.eye(16))[0, 0]
+    extra = exact.error_scale(0, tf32=True) - exact.error_scale(0, tf32=False)
+    return tf.where(tf.equal(probe, 1.0 + 2.0 ** -20), 0.0, extra)
 
 
 def query_bounds(queries, references):
     """(centred queries, their ‖ĉ‖², per-query error bound δ float64) for `references`."""
     centred, sq = exact.centred(queries, references.mean)
     dim = int(references.raw.shape[1])
-    scale = exact.error_scale(dim) + matmul_rounding()
+    scale = exact.error_scale(dim, tf32=False) + matmul_rounding(queries)
     return centred, sq, tf.cast(exact.error_bound(sq, references.max_sq_norm, scale), tf.float64)
 
 
