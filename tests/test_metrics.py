@@ -228,8 +228,9 @@ def test_callback_logs_nan_on_epochs_without_evaluation(tmp_path):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
     model.compile(optimizer="adam", loss=tfdml.losses.TripletLoss())
     callback = metrics.RetrievalEvaluation(data, every=3, ks=(1, 2))
-    log = str(tmp_path / "log.csv")
-    history = model.fit(data, epochs=5, verbose=0, callbacks=[callback, keras.callbacks.CSVLogger(log)])
+    log, blank_log = str(tmp_path / "log.csv"), str(tmp_path / "blank.csv")
+    history = model.fit(data, epochs=5, verbose=0, callbacks=[
+        callback, keras.callbacks.CSVLogger(log), metrics.MeasuredCSVLogger(blank_log)])
     # Evaluated after the first epoch, every 3rd epoch and after the last: epochs 0, 2, 4 (0-based).
     measured = [not np.isnan(v) for v in history.history["val_recall@1"]]
     assert measured == [True, False, True, False, True]
@@ -237,6 +238,11 @@ def test_callback_logs_nan_on_epochs_without_evaluation(tmp_path):
     with open(log) as handle:
         rows = list(csv.DictReader(handle))
     assert [row["val_recall@1"] == "nan" for row in rows] == [False, True, False, True, False]
+    with open(blank_log) as handle:
+        blank_rows = list(csv.DictReader(handle))
+    assert [row["val_nmi"] == "" for row in blank_rows] == [False, True, False, True, False]
+    assert all(row["loss"] for row in blank_rows)  # measured values are kept
+    assert np.isnan(history.history["val_nmi"][1])  # the logger did not change the logs other callbacks see
     checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="val_recall@1",
                                                  mode="max", save_best_only=True)
     checkpoint.set_model(model)

@@ -90,3 +90,17 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             logs.update(self.last)
         else:
             logs.update({key: float("nan") for key in self.last})
+
+
+class MeasuredCSVLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` that leaves NaN values blank.
+
+    With `RetrievalEvaluation(every=k)` the validation metrics of the epochs
+    without evaluation are NaN; this logger writes them as empty cells, so the
+    CSV shows only measured values. Same arguments as `keras.callbacks.CSVLogger`.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {key: "" if isinstance(value, float) and np.isnan(value) else value
+                for key, value in (logs or {}).items()}
+        super().on_epoch_end(epoch, logs)
