@@ -324,3 +324,20 @@ def test_progress_only_on_terminals_or_when_asked(capsys):
 def test_format_table():
     table = metrics.format_table({"pool": {"recall@1": 0.5, "recall@2": 0.75, "nmi": 0.123456}}, (1, 2))
     assert table.splitlines() == [" tap |   R@1 |   R@2 |   NMI", "pool | 50.00 | 75.00 | 12.35"]
+
+
+def test_callback_is_quiet_inside_fit_unless_asked(capsys, monkeypatch):
+    import tensorflow as tf
+
+    from tfdml.metrics import progress as progress_module
+
+    monkeypatch.setattr(progress_module.sys.stderr, "isatty", lambda: True, raising=False)
+    x, y = _clustered(n_classes=3, per_class=4, dim=5)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    callback = metrics.RetrievalEvaluation(data, ks=(1,))
+    callback.set_model(model)
+    callback.evaluate()
+    assert capsys.readouterr().err == ""
+    metrics.evaluate_embeddings(x, y, metrics=("recall",))  # a terminal, not silenced: a progress line
+    assert "neighbour search" in capsys.readouterr().err

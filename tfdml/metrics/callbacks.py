@@ -1,10 +1,12 @@
 """Keras callback: retrieval evaluation during `model.fit`."""
+import contextlib
 import warnings
 
 import keras
 import numpy as np
 
 from tfdml.metrics.evaluate import _check_metric_names, embed, evaluate_embeddings
+from tfdml.metrics.progress import silenced
 
 
 class RetrievalEvaluation(keras.callbacks.Callback):
@@ -50,20 +52,21 @@ class RetrievalEvaluation(keras.callbacks.Callback):
 
     def _embedders(self):
         if self.taps:
-            key = id(self.model)
-            if key not in self._embedder_cache:  # one embedder per tap, compiled once
-                self._embedder_cache = {key: {f"{tap}_": self.model.embedder(tap) for tap in self.taps}}
-            return self._embedder_cache[key]
+            if self._embedder_cache.get("model") is not self.model:  # one embedder per tap, compiled once
+                self._embedder_cache = {"model": self.model,
+                                        "embedders": {f"{tap}_": self.model.embedder(tap) for tap in self.taps}}
+            return self._embedder_cache["embedders"]
         return {"": self.embedder or self.model}
 
     def evaluate(self):
         """Computes the metrics now; returns the dict of prefixed values."""
         values = {}
         for name, embedder in self._embedders().items():
-            embeddings, labels = embed(embedder, self.dataset, verbose=self.verbose)
-            if np.isfinite(embeddings).all():
-                measured = evaluate_embeddings(embeddings, labels, self.ks, self.metrics, verbose=self.verbose)
-            else:
+            with silenced() if self.verbose is False else contextlib.nullcontext():
+                embeddings, labels = embed(embedder, self.dataset, verbose=self.verbose)
+                finite = np.isfinite(embeddings).all()
+                measured = evaluate_embeddings(embeddings, labels, self.ks, self.metrics) if finite else None
+            if measured is None:
                 warnings.warn(f"RetrievalEvaluation: embeddings{' of tap ' + name[:-1] if name else ''} contain "
                               "NaN or infinite values (the model diverged); metrics are NaN.")
                 measured = {key: float("nan") for key in self._metric_keys()}

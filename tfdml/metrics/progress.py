@@ -3,8 +3,22 @@
 Shown on stderr only when it is a terminal (or when asked with `verbose=True`);
 silent with `verbose=False`, in logs and under pytest.
 """
+import contextlib
 import sys
 import time
+
+_silenced = 0
+
+
+@contextlib.contextmanager
+def silenced():
+    """Within this context no `Progress` line is shown (e.g. evaluation inside `model.fit`)."""
+    global _silenced
+    _silenced += 1
+    try:
+        yield
+    finally:
+        _silenced -= 1
 
 
 class Progress:
@@ -22,7 +36,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         if verbose is None:
             verbose = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.enabled = bool(verbose)
+        self.enabled = bool(verbose) and not _silenced
         self.label, self.total, self.interval = label, total, interval
         self.start = self.last = time.perf_counter()
         self.shown = False
