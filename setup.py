@@ -19,5 +19,5 @@ setup(
         "matplotlib",
         "PyYAML",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "faiss": ["faiss-cpu"]},
 )

@@ -188,3 +188,156 @@ def test_callback_logs_into_history():
     assert len(history.history["val_recall@1"]) == 3
     assert 0.0 <= history.history["val_recall@2"][-1] <= 1.0
     assert "val_nmi" in history.history
+
+
+def test_metrics_exact_on_near_collapsed_embeddings():
+    # Embeddings squeezed together (1 + 1e-4·noise): float32 ‖r‖² − 2⟨q, r⟩ cannot rank them; the metrics
+    # must still equal an exact brute force (explicit float64 loops on the same float32 embeddings).
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 8, 90)
+    x = (1.0 + 1e-4 * rng.normal(size=(90, 12))).astype(np.float32)
+    sq = (x ** 2).sum(1)
+    plain = sq[None, :] - 2 * x @ x.T
+    np.fill_diagonal(plain, np.inf)
+    exact_d = ((x[:, None, :].astype(np.float64) - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(exact_d, np.inf)
+    assert np.mean(plain.argmin(1) != exact_d.argmin(1)) > 0.2  # the plain float32 ranking really is wrong
+    names = ("recall", "map@r", "r_precision", "map@1000", "map_c")
+    expected = _reference_metrics(x.astype(np.float64), labels, (1, 2, 4, 8, 32))
+    for chunk_size in (32, 1024):
+        got = metrics.retrieval_metrics(x, labels, ks=(1, 2, 4, 8, 32), metrics=names, chunk_size=chunk_size,
+                                        block_size=chunk_size)
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, abs=1e-12), (key, chunk_size)
+
+
+def test_nan_embeddings_are_a_named_error():
+    x, y = _clustered()
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"embeddings contain NaN or infinite values in 1 rows \(first: \[3\]\)"):
+        metrics.evaluate_embeddings(x, y)
+
+
+def test_callback_logs_nan_on_epochs_without_evaluation(tmp_path):
+    import csv
+
+    import tensorflow as tf
+
+    x, y = _clustered(n_classes=4, per_class=8, dim=6)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    model.compile(optimizer="adam", loss=tfdml.losses.TripletLoss())
+    callback = metrics.RetrievalEvaluation(data, every=3, ks=(1, 2))
+    log, blank_log = str(tmp_path / "log.csv"), str(tmp_path / "blank.csv")
+    history = model.fit(data, epochs=5, verbose=0, callbacks=[
+        callback, keras.callbacks.CSVLogger(log), metrics.MeasuredCSVLogger(blank_log)])
+    # Evaluated after the first epoch, every 3rd epoch and after the last: epochs 0, 2, 4 (0-based).
+    measured = [not np.isnan(v) for v in history.history["val_recall@1"]]
+    assert measured == [True, False, True, False, True]
+    assert all(np.isnan(history.history["val_nmi"][i]) for i in (1, 3))
+    with open(log) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["val_recall@1"] == "nan" for row in rows] == [False, True, False, True, False]
+    with open(blank_log) as handle:
+        blank_rows = list(csv.DictReader(handle))
+    assert [row["val_nmi"] == "" for row in blank_rows] == [False, True, False, True, False]
+    assert all(row["loss"] for row in blank_rows)  # measured values are kept
+    assert np.isnan(history.history["val_nmi"][1])  # the logger did not change the logs other callbacks see
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="val_recall@1",
+                                                 mode="max", save_best_only=True)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"val_recall@1": 0.5})
+    checkpoint.on_epoch_end(1, {"val_recall@1": float("nan")})
+    assert checkpoint.best == 0.5  # an unmeasured epoch is never an improvement
+
+
+def test_callback_gives_nan_metrics_for_diverged_embeddings():
+    import tensorflow as tf
+
+    x, y = _clustered(n_classes=3, per_class=4, dim=5)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Lambda(lambda t: t * np.float32(np.nan))])
+    callback = metrics.RetrievalEvaluation(data, ks=(1,))
+    callback.set_model(model)
+    with pytest.warns(UserWarning, match="NaN or infinite"):
+        values = callback.evaluate()
+    assert set(values) == {"val_recall@1", "val_nmi"} and all(np.isnan(v) for v in values.values())
+
+
+class _CountingLayer(keras.layers.Layer):
+    calls = 0
+
+    def call(self, inputs):
+        type(self).calls += 1  # Python runs only while tracing when the model is compiled
+        return inputs * 2.0
+
+
+def test_embed_is_compiled_and_matches_predict():
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), _CountingLayer(), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, np.arange(50))).batch(8)
+    _CountingLayer.calls = 0
+    embeddings, labels = metrics.embed(model, data, verbose=False)
+    assert _CountingLayer.calls <= 2  # traced (full and last partial batch), not run eagerly 7 times
+    np.testing.assert_allclose(embeddings, model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_array_equal(labels, np.arange(50))
+
+
+def test_kmeans_reaches_a_lloyd_fixed_point():
+    from tfdml.metrics import kmeans as kmeans_module
+
+    x, _ = _clustered(n_classes=5, per_class=12, dim=4, spread=1.5, seed=9)
+    for limit in (kmeans_module.KMEANS_PP_LIMIT, 0):  # k-means++ init, then uniform random init
+        kmeans_module.KMEANS_PP_LIMIT, saved = limit, kmeans_module.KMEANS_PP_LIMIT
+        try:
+            assignments, centres, inertia = kmeans_module.kmeans(x, 5, seed=1, max_iter=100)
+        finally:
+            kmeans_module.KMEANS_PP_LIMIT = saved
+        x64, c64 = x.astype(np.float64), centres.astype(np.float64)
+        d = ((x64[:, None, :] - c64[None]) ** 2).sum(-1)
+        np.testing.assert_array_equal(assignments, d.argmin(1))  # every point at its nearest centre
+        for c in range(5):  # every centre the mean of its points
+            np.testing.assert_allclose(c64[c], x64[assignments == c].mean(0), atol=1e-5)
+        assert inertia == pytest.approx(d.min(1).sum(), rel=1e-4)
+
+
+def test_progress_only_on_terminals_or_when_asked(capsys):
+    import io
+
+    from tfdml.metrics.progress import Progress
+
+    stream = io.StringIO()
+    with Progress("k-means", 3, stream=stream) as progress:  # not a terminal: silent
+        progress(3)
+    assert stream.getvalue() == ""
+    with Progress("k-means", 3, verbose=True, stream=stream, interval=0) as progress:
+        progress(1)
+        progress(3)
+    assert "k-means: 3/3" in stream.getvalue() and "done in" in stream.getvalue()
+    x, y = _clustered()
+    metrics.evaluate_embeddings(x, y, metrics=("recall", "nmi"), verbose=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_format_table():
+    table = metrics.format_table({"pool": {"recall@1": 0.5, "recall@2": 0.75, "nmi": 0.123456}}, (1, 2))
+    assert table.splitlines() == [" tap |   R@1 |   R@2 |   NMI", "pool | 50.00 | 75.00 | 12.35"]
+
+
+def test_callback_is_quiet_inside_fit_unless_asked(capsys, monkeypatch):
+    import tensorflow as tf
+
+    from tfdml.metrics import progress as progress_module
+
+    monkeypatch.setattr(progress_module.sys.stderr, "isatty", lambda: True, raising=False)
+    x, y = _clustered(n_classes=3, per_class=4, dim=5)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    callback = metrics.RetrievalEvaluation(data, ks=(1,))
+    callback.set_model(model)
+    callback.evaluate()
+    assert capsys.readouterr().err == ""
+    metrics.evaluate_embeddings(x, y, metrics=("recall",))  # a terminal, not silenced: a progress line
+    assert "neighbour search" in capsys.readouterr().err

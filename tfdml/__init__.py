@@ -3,7 +3,7 @@
 Core objects are imported eagerly (`tfdml.losses`, `tfdml.distances`,
 `tfdml.EmbeddingExpansion`, `tfdml.models`, so that every registered Keras class
 can be deserialised after `import tfdml`); the heavier sub-packages (`data`,
-`training`, `metrics`, `analysis`) load on first attribute access so that
+`training`, `metrics`, `analysis`, `retrieval`) load on first attribute access so that
 `import tfdml` does not pull in scikit-learn, matplotlib or tensorflow-datasets.
 """
 import importlib
@@ -12,17 +12,11 @@ from tfdml import distances
 from tfdml.expansion import EmbeddingExpansion, expand
 from tfdml import losses
 from tfdml import models
+from tfdml.models.export import export
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("data", "training", "metrics", "analysis")
-
-
-def export(model, path, tap="fc", **kwargs):
-    """Writes a serving SavedModel; see `tfdml.training.export.export`."""
-    from tfdml.training.export import export as _export
-
-    return _export(model, path, tap=tap, **kwargs)
+_LAZY_SUBMODULES = ("data", "training", "metrics", "analysis", "retrieval")
 
 
 def __getattr__(name):

@@ -1,7 +1,12 @@
 """Keras callback: retrieval evaluation during `model.fit`."""
+import contextlib
+import warnings
+
 import keras
+import numpy as np
 
 from tfdml.metrics.evaluate import _check_metric_names, embed, evaluate_embeddings
+from tfdml.metrics.progress import silenced
 
 
 class RetrievalEvaluation(keras.callbacks.Callback):
@@ -11,8 +16,11 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     `history.history`, `CSVLogger` and `TensorBoard`) as `{prefix}{name}`, e.g.
     `val_recall@1`, or `{prefix}{tap}_{name}` for each tap when `taps` is given.
     Evaluation happens after the first epoch, every `every` epochs (1-based) and
-    after the last epoch; on the other epochs the last values are repeated so
-    every epoch row has the same keys (Keras' History and CSVLogger expect that).
+    after the last epoch. On the other epochs the keys are present with the
+    value NaN (not measured): History keeps one entry per epoch, `CSVLogger`
+    writes `nan`, and `ModelCheckpoint(monitor=..., mode="max")` never treats an
+    unmeasured epoch as an improvement. Embeddings with NaN or infinite values
+    (a diverged model) give NaN metrics and a warning.
 
     Args:
         dataset: finite dataset of `(images, labels)` batches.
@@ -23,10 +31,11 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         taps: tap names of a `tfdml.models.EmbeddingModel` to evaluate
             separately via `model.embedder(tap)`.
         prefix: key prefix.
+        verbose: progress lines while evaluating (None: only on a terminal).
     """
 
     def __init__(self, dataset, every=1, ks=(1, 2, 4, 8), metrics=("recall", "nmi"), embedder=None,
-                 taps=None, prefix="val_"):
+                 taps=None, prefix="val_", verbose=False):
         super().__init__()
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}.")
@@ -37,25 +46,64 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.embedder = embedder
         self.taps = tuple(taps) if taps else None
         self.prefix = prefix
+        self.verbose = verbose
         self.last = {}
+        self._embedder_cache = {}
 
     def _embedders(self):
         if self.taps:
-            return {f"{tap}_": self.model.embedder(tap) for tap in self.taps}
+            if self._embedder_cache.get("model") is not self.model:  # one embedder per tap, compiled once
+                self._embedder_cache = {"model": self.model,
+                                        "embedders": {f"{tap}_": self.model.embedder(tap) for tap in self.taps}}
+            return self._embedder_cache["embedders"]
         return {"": self.embedder or self.model}
 
     def evaluate(self):
         """Computes the metrics now; returns the dict of prefixed values."""
         values = {}
         for name, embedder in self._embedders().items():
-            embeddings, labels = embed(embedder, self.dataset)
-            for key, value in evaluate_embeddings(embeddings, labels, self.ks, self.metrics).items():
+            with silenced() if self.verbose is False else contextlib.nullcontext():
+                embeddings, labels = embed(embedder, self.dataset, verbose=self.verbose)
+                finite = np.isfinite(embeddings).all()
+                measured = evaluate_embeddings(embeddings, labels, self.ks, self.metrics) if finite else None
+            if measured is None:
+                warnings.warn(f"RetrievalEvaluation: embeddings{' of tap ' + name[:-1] if name else ''} contain "
+                              "NaN or infinite values (the model diverged); metrics are NaN.")
+                measured = {key: float("nan") for key in self._metric_keys()}
+            for key, value in measured.items():
                 values[f"{self.prefix}{name}{key}"] = value
         return values
+
+    def _metric_keys(self):
+        keys = []
+        for metric in self.metrics:
+            if metric == "recall":
+                keys += [f"recall@{k}" for k in self.ks]
+            elif metric == "pi":
+                keys += ["pi_intra", "pi_inter", "pi_ratio"]
+            else:
+                keys.append(metric)
+        return keys
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         last_epoch = self.params.get("epochs") if self.params else None
         if (epoch + 1) % self.every == 0 or (last_epoch is not None and epoch + 1 == last_epoch) or not self.last:
             self.last = self.evaluate()
-        logs.update(self.last)
+            logs.update(self.last)
+        else:
+            logs.update({key: float("nan") for key in self.last})
+
+
+class MeasuredCSVLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` that leaves NaN values blank.
+
+    With `RetrievalEvaluation(every=k)` the validation metrics of the epochs
+    without evaluation are NaN; this logger writes them as empty cells, so the
+    CSV shows only measured values. Same arguments as `keras.callbacks.CSVLogger`.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {key: "" if isinstance(value, float) and np.isnan(value) else value
+                for key, value in (logs or {}).items()}
+        super().on_epoch_end(epoch, logs)

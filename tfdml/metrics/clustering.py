@@ -1,22 +1,21 @@
-"""Clustering quality of embeddings: NMI and pairwise F1 of k-means (k = #classes)."""
+"""Clustering quality of embeddings: NMI and pairwise F1 of k-means (k = #classes).
+
+k-means is `tfdml.metrics.kmeans.kmeans` (TensorFlow Lloyd iterations; its
+docstring states the initialisation and stopping rule and how they differ from
+scikit-learn's `KMeans`). NMI is scikit-learn's `normalized_mutual_info_score`
+(arithmetic normalisation).
+"""
 import numpy as np
-from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
+from tfdml.metrics.kmeans import kmeans
 from tfdml.metrics.validation import check_embeddings_and_labels
 
-# Above this many point×cluster products, k-means switches to MiniBatchKMeans.
-_FULL_KMEANS_LIMIT = 2e8
 
-
-def kmeans_assignments(embeddings, num_clusters, seed=0):
-    """Cluster ids from k-means (scikit-learn; MiniBatchKMeans for very large N·k)."""
-    if embeddings.shape[0] * num_clusters > _FULL_KMEANS_LIMIT:
-        model = MiniBatchKMeans(n_clusters=num_clusters, random_state=seed, n_init=3, batch_size=4096)
-    else:
-        model = KMeans(n_clusters=num_clusters, random_state=seed, n_init=3)
-    return model.fit_predict(embeddings)
+def kmeans_assignments(embeddings, num_clusters, seed=0, progress=None):
+    """Cluster ids (N,) from `tfdml.metrics.kmeans.kmeans`."""
+    return kmeans(embeddings, num_clusters, seed=seed, progress=progress)[0]
 
 
 def pairwise_f1(labels, clusters):
@@ -38,7 +37,7 @@ def pairwise_f1(labels, clusters):
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def clustering_metrics(embeddings, labels, metrics=("nmi", "f1"), seed=0):
+def clustering_metrics(embeddings, labels, metrics=("nmi", "f1"), seed=0, progress=None):
     """NMI and/or F1 of k-means with k = number of classes.
 
     Returns:
@@ -47,7 +46,7 @@ def clustering_metrics(embeddings, labels, metrics=("nmi", "f1"), seed=0):
     """
     embeddings, labels = check_embeddings_and_labels(embeddings, labels)
     num_classes = len(np.unique(labels))
-    clusters = kmeans_assignments(embeddings, min(num_classes, embeddings.shape[0]), seed)
+    clusters = kmeans_assignments(embeddings, min(num_classes, embeddings.shape[0]), seed, progress)
     result = {}
     if "nmi" in metrics:
         result["nmi"] = float(normalized_mutual_info_score(labels, clusters))

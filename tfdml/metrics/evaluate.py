@@ -1,7 +1,11 @@
 """One entry point for all metrics, and embedding a dataset with a model."""
+import weakref
+
 import numpy as np
+import tensorflow as tf
 
 from tfdml.metrics.clustering import clustering_metrics
+from tfdml.metrics.progress import Progress
 from tfdml.metrics.retrieval import RETRIEVAL_METRICS, retrieval_metrics
 from tfdml.metrics.structure import class_separation, spectral_decay
 from tfdml.metrics.validation import check_embeddings_and_labels
@@ -21,7 +25,7 @@ def _check_metric_names(metrics):
 
 
 def evaluate_embeddings(embeddings, labels, ks=(1, 2, 4, 8), metrics=None, reference_embeddings=None,
-                        reference_labels=None, chunk_size=1024, seed=0):
+                        reference_labels=None, chunk_size=1024, seed=0, verbose=None):
     """Retrieval, clustering and structure metrics of embeddings.
 
     Args:
@@ -34,8 +38,10 @@ def evaluate_embeddings(embeddings, labels, ks=(1, 2, 4, 8), metrics=None, refer
         reference_embeddings, reference_labels: evaluate the queries against a
             separate reference set (retrieval metrics only; clustering and
             structure use the queries).
-        chunk_size: queries per nearest-neighbour chunk.
+        chunk_size: queries per nearest-neighbour block.
         seed: k-means seed.
+        verbose: progress lines for the neighbour search and the clustering
+            (None: only when stderr is a terminal).
 
     Returns:
         dict with keys `recall@K`, `nmi`, `f1`, `map@r`, `r_precision`,
@@ -49,11 +55,13 @@ def evaluate_embeddings(embeddings, labels, ks=(1, 2, 4, 8), metrics=None, refer
     result = {}
     retrieval = [m for m in metrics if m in RETRIEVAL_METRICS]
     if retrieval:
-        result.update(retrieval_metrics(embeddings, labels, ks, retrieval, reference_embeddings,
-                                        reference_labels, chunk_size))
+        with Progress("neighbour search", verbose=verbose) as progress:
+            result.update(retrieval_metrics(embeddings, labels, ks, retrieval, reference_embeddings,
+                                            reference_labels, chunk_size, progress=progress))
     clustering = [m for m in metrics if m in ("nmi", "f1")]
     if clustering:
-        result.update(clustering_metrics(embeddings, labels, clustering, seed))
+        with Progress("k-means iterations", verbose=verbose) as progress:
+            result.update(clustering_metrics(embeddings, labels, clustering, seed, progress))
     if "rho" in metrics:
         result["rho"] = spectral_decay(embeddings)
     if "pi" in metrics:
@@ -61,23 +69,44 @@ def evaluate_embeddings(embeddings, labels, ks=(1, 2, 4, 8), metrics=None, refer
     return result
 
 
-def embed(embedder, dataset, steps=None):
-    """Runs `embedder` over a dataset of `(images, labels)` batches.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _compiled(embedder):
+    """A `tf.function` of `embedder(images, training=False)` (cached per Keras model)."""
+    if not hasattr(embedder, "trainable_variables"):  # e.g. a SavedModel signature: already a graph
+        return embedder
+    if embedder not in _COMPILED:
+        model = weakref.ref(embedder)  # the cache must not keep the model alive
+        _COMPILED[embedder] = tf.function(lambda images: model()(images, training=False), reduce_retracing=True)
+    return _COMPILED[embedder]
+
+
+def embed(embedder, dataset, steps=None, verbose=None):
+    """Runs `embedder` over a dataset of `(images, labels)` batches, compiled with `tf.function`.
 
     Args:
-        embedder: a callable model mapping images to embeddings.
+        embedder: a Keras model (or any callable) mapping images to embeddings.
         dataset: finite iterable of `(images, labels)`.
         steps: optional maximum number of batches.
+        verbose: progress line (None: only when stderr is a terminal).
 
     Returns:
         (embeddings float32 (N, D), labels int64 (N,)).
     """
+    function = _compiled(embedder)
+    total = steps
+    if total is None and isinstance(dataset, tf.data.Dataset):
+        cardinality = int(dataset.cardinality())
+        total = cardinality if cardinality >= 0 else None
     outputs, targets = [], []
-    for step, (images, labels) in enumerate(dataset):
-        if steps is not None and step >= steps:
-            break
-        outputs.append(np.asarray(embedder(images, training=False)))
-        targets.append(np.asarray(labels).reshape(-1))
+    with Progress("embedding batches", total, verbose) as progress:
+        for step, (images, labels) in enumerate(dataset):
+            if steps is not None and step >= steps:
+                break
+            outputs.append(np.asarray(function(images)))
+            targets.append(np.asarray(labels).reshape(-1))
+            progress(step + 1)
     if not outputs:
         raise ValueError("dataset yielded no batches.")
     return np.concatenate(outputs).astype(np.float32), np.concatenate(targets).astype(np.int64)

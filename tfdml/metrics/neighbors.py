@@ -1,24 +1,16 @@
-"""Chunked exact nearest neighbours with TensorFlow (memory O(chunk × N)).
+"""Exact nearest neighbours of embeddings (chunked; memory O(chunk × block), never N×N).
 
-Distances are Euclidean on the given embeddings (nothing is normalised here):
-for a query q the ranking key of a reference r is ‖r‖² − 2⟨q, r⟩, which orders
-references exactly like ‖q − r‖. Queries are processed `chunk_size` at a time
-with one matmul and `tf.math.top_k`, so no N×N matrix is ever built.
-
-Ties: `tf.math.top_k` returns equal values in increasing index order, so ties are
-broken deterministically by the lower reference index.
+Distances are Euclidean on the given embeddings (nothing is normalised here) and
+equal an exact float64 brute force on them, ties broken by the lower reference
+index: candidates come from float32 matmuls and are re-ranked exactly (see
+`tfdml.retrieval.search`).
 """
 import numpy as np
-import tensorflow as tf
+
+from tfdml.retrieval.search import Searcher
 
 
-def iter_nearest_neighbors(queries, references=None, k=1, chunk_size=1024, exclude_self=None):
-    """Yields `(start, indices, distances)` for consecutive chunks of queries.
-
-    Same arguments as `nearest_neighbors`; `indices`/`distances` are the rows
-    `start:start + len(indices)` of its result. Use this to consume neighbours
-    without holding all of them (Q × k) in memory.
-    """
+def _check(queries, references, exclude_self, chunk_size):
     queries = np.asarray(queries, dtype=np.float32)
     same_set = references is None
     references = queries if same_set else np.asarray(references, dtype=np.float32)
@@ -33,24 +25,24 @@ def iter_nearest_neighbors(queries, references=None, k=1, chunk_size=1024, exclu
         raise ValueError("exclude_self needs the query set to be the reference set.")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
-    k = max(0, int(min(k, references.shape[0] - int(exclude_self))))
-    ref = tf.constant(references)
-    ref_sq = tf.reduce_sum(tf.square(ref), axis=1)
-    fetch = k + int(exclude_self)
-    for start in range(0, queries.shape[0], chunk_size):
-        q = tf.constant(queries[start:start + chunk_size])
-        rows = q.shape[0]
-        if k == 0:
-            yield start, np.zeros((rows, 0), np.int64), np.zeros((rows, 0), np.float32)
-            continue
-        key = ref_sq[None, :] - 2.0 * tf.matmul(q, ref, transpose_b=True)  # (chunk, N)
-        if exclude_self:
-            own = tf.stack([tf.range(rows), tf.range(rows) + start], axis=1)
-            key = tf.tensor_scatter_nd_update(key, own, tf.fill([rows], np.float32(np.inf)))
-        values, idx = tf.math.top_k(-key, k=fetch, sorted=True)
-        idx, values = idx[:, :k], values[:, :k]
-        sq = tf.maximum(-values + tf.reduce_sum(tf.square(q), axis=1, keepdims=True), 0.0)
-        yield start, idx.numpy().astype(np.int64), np.sqrt(sq.numpy())
+    for name, array in (("queries", queries), ("references", references)):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} contain NaN or infinite values.")
+    return queries, references, bool(exclude_self)
+
+
+def iter_nearest_neighbors(queries, references=None, k=1, chunk_size=1024, exclude_self=None):
+    """Yields `(start, indices, distances)` for consecutive chunks of queries.
+
+    Same arguments as `nearest_neighbors`; `indices`/`distances` are the rows
+    `start:start + len(indices)` of its result. Use this to consume neighbours
+    without holding all of them (Q × k) in memory.
+    """
+    queries, references, exclude_self = _check(queries, references, exclude_self, chunk_size)
+    exclude = np.arange(len(queries), dtype=np.int64) if exclude_self else None
+    searcher = Searcher(references)
+    for start, distances, idx in searcher.chunks(queries, k, exclude, chunk_size):
+        yield start, idx, np.sqrt(distances).astype(np.float32)
 
 
 def nearest_neighbors(queries, references=None, k=1, chunk_size=1024, exclude_self=None):
@@ -60,7 +52,7 @@ def nearest_neighbors(queries, references=None, k=1, chunk_size=1024, exclude_se
         queries: (Q, D) array.
         references: (N, D) array; default: the queries themselves.
         k: number of neighbours (clipped to the number of available references).
-        chunk_size: queries per matmul.
+        chunk_size: queries per search call.
         exclude_self: drop each query from its own result (default: True when
             `references` is None). Requires Q == N and row i = reference i.
 

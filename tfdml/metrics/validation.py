@@ -24,4 +24,9 @@ def check_embeddings_and_labels(embeddings, labels, embeddings_name="embeddings"
         raise ValueError(f"{labels_name} must be integer class ids, got dtype {labels.dtype}.")
     if embeddings.shape[0] == 0:
         raise ValueError(f"{embeddings_name} is empty.")
+    finite = np.isfinite(embeddings).all(axis=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        raise ValueError(f"{embeddings_name} contain NaN or infinite values in {len(rows)} rows "
+                         f"(first: {rows[:5].tolist()}).")
     return embeddings.astype(np.float32, copy=False), labels.astype(np.int64)

@@ -2,7 +2,7 @@
 from tfdml.training.callbacks import BestModelCheckpoint, ResumableCSVLogger
 from tfdml.training.checkpoints import Checkpointer
 from tfdml.training.config import DEFAULT_CONFIG, load_config, parse_override, save_config, validate
-from tfdml.training.export import export
+from tfdml.models.export import export
 from tfdml.training.hooks import MemoryBankHook
 from tfdml.training.inputs import train_input
 from tfdml.training.loop import TrainingLoop, fit_model

@@ -7,6 +7,8 @@ import warnings
 
 import keras
 
+from tfdml.metrics.callbacks import MeasuredCSVLogger
+
 
 def _write_atomically(path, write):
     """Calls `write(temporary_path)` then renames it to `path` (a kill never leaves half a file)."""
@@ -76,10 +78,11 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             _write_atomically(self.record, dump)
 
 
-class ResumableCSVLogger(keras.callbacks.CSVLogger):
+class ResumableCSVLogger(MeasuredCSVLogger):
     """`keras.callbacks.CSVLogger(append=True)` that, when training starts at
     epoch E (a resumed run: `params["initial_epoch"]`), first drops the rows of
-    epochs ≥ E, so each epoch appears once even if it was redone."""
+    epochs ≥ E, so each epoch appears once even if it was redone. NaN values
+    (metrics not measured that epoch) are written as blank cells."""
 
     def __init__(self, filename, separator=","):
         super().__init__(filename, separator=separator, append=True)

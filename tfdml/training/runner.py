@@ -22,10 +22,11 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfdml import export, losses
+from tfdml import losses
 from tfdml.data import EMBEDDED_SAMPLERS, EmbeddedSampler, MemoryBank, eval_pipeline, load_split
 from tfdml.expansion import EmbeddingExpansion
-from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings
+from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings, format_table
+from tfdml.models.export import export
 from tfdml.models import EmbeddingModel
 from tfdml.training.backup import migrate_backup
 from tfdml.training.callbacks import BestModelCheckpoint, ResumableCSVLogger
@@ -156,14 +157,6 @@ def evaluate_taps(model, test_data, taps, ks):
         embeddings, labels = embed(model.embedder(tap), test_data)
         results[tap] = evaluate_embeddings(embeddings, labels, ks=ks, metrics=("recall", "nmi"))
     return results
-
-
-def format_table(results, ks):
-    header = ["tap"] + [f"R@{k}" for k in ks] + ["NMI"]
-    rows = [header] + [[tap] + [f"{100 * m[f'recall@{k}']:.2f}" for k in ks] + [f"{100 * m['nmi']:.2f}"]
-                       for tap, m in results.items()]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join(" | ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
 def finish(config, model, test_data):

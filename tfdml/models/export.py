@@ -1,0 +1,137 @@
+"""Export an embedding model (and optionally a retrieval index) as a SavedModel; load model files safely."""
+import os
+import zipfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class _EmbeddingServer(tf.Module):
+    """tf.Module wrapping an embedder: images (any batch, any size) → L2-normalised embeddings,
+    plus exact retrieval against an index when one is given."""
+
+    def __init__(self, embedder, image_size, channels, index=None, k=10):
+        super().__init__()
+        self.embedder = embedder
+        self.height, self.width = image_size
+        self.channels = channels
+        # Read by `evaluate.py` (input size of the exported model) — not an input of any signature.
+        self.input_shape = tf.Variable([self.height, self.width, channels], dtype=tf.int32, trainable=False)
+        self.index = index
+        if index is not None:
+            from tfdml.retrieval import search
+
+            refs = index.searcher.references
+            self.references = search.References(*(tf.Variable(t, trainable=False) for t in refs))
+            self.ids = tf.Variable(index.ids, trainable=False)
+            labels = index.labels if index.labels is not None else np.full(len(index), -1, np.int64)
+            self.labels = tf.Variable(labels, trainable=False)
+            self.k, self.margin, self.block_size = int(k), index.margin, index.block_size
+
+    def _embeddings(self, images):
+        images = tf.cast(images, tf.float32)
+        shape = tf.shape(images)
+        same = tf.logical_and(tf.equal(shape[1], self.height), tf.equal(shape[2], self.width))
+        images = tf.cond(same, lambda: images, lambda: tf.image.resize(images, (self.height, self.width)))
+        return tf.cast(self.embedder(images, training=False), tf.float32)
+
+    def _embed(self, images):
+        return {"embeddings": tf.math.l2_normalize(self._embeddings(images), axis=-1)}
+
+    def _search(self, embeddings):
+        from tfdml.retrieval import search
+
+        if self.index.normalize:
+            embeddings = tf.math.l2_normalize(embeddings, axis=-1)
+        squared, idx = search.top_k(embeddings, self.references, self.k, self.margin, self.block_size)
+        return {"ids": tf.gather(self.ids, idx), "labels": tf.gather(self.labels, idx),
+                "distances": tf.cast(tf.sqrt(squared), tf.float32), "indices": idx}
+
+    def _retrieve(self, images):
+        return self._search(self._embeddings(images))
+
+    def signatures(self):
+        image = tf.TensorSpec([None, None, None, self.channels], tf.float32, name="images")
+        image_u8 = tf.TensorSpec([None, None, None, self.channels], tf.uint8, name="images")
+        signatures = {
+            "serving_default": tf.function(self._embed, input_signature=[image]),
+            "serving_uint8": tf.function(self._embed, input_signature=[image_u8]),
+        }
+        if self.index is not None:
+            embeddings = tf.TensorSpec([None, self.index.dim], tf.float32, name="embeddings")
+            signatures.update({
+                "retrieve": tf.function(self._retrieve, input_signature=[image]),
+                "retrieve_uint8": tf.function(self._retrieve, input_signature=[image_u8]),
+                "search": tf.function(self._search, input_signature=[embeddings]),
+            })
+        return signatures
+
+
+def export(model, path, tap="fc", index=None, k=10):
+    """Writes a SavedModel that maps raw images to embeddings and, with an index, to nearest neighbours.
+
+    Signatures (any batch size; any spatial size, resized bilinearly to the
+    model's input size when different; the channel count is the model's):
+    - `serving_default` (float32 images in [0, 255]) and `serving_uint8`:
+      `{"embeddings": (N, D) float32}`, L2-normalised;
+    - with `index`: `retrieve` (float32 images), `retrieve_uint8` and `search`
+      (query embeddings): `{"ids", "labels", "distances", "indices"}`, each
+      (N, k), the exact k nearest index entries (same search code as
+      `tfdml.retrieval.Index.search`; labels are -1 for an index without labels).
+    Pixel preprocessing happens inside. The loss's trainable state (proxies, β)
+    is not part of the export. The input shape is stored as the variable
+    `input_shape` ([height, width, channels]).
+
+    Args:
+        model: a `tfdml.models.EmbeddingModel` (its `embedder(tap)` is exported)
+            or any Keras model taking raw images (its output is exported).
+        path: output directory.
+        tap: tap name of an `EmbeddingModel` ("fc", "pool", "fc2", ...).
+        index: optional `tfdml.retrieval.Index` built from this embedder's
+            embeddings, stored inside the SavedModel.
+        k: number of neighbours returned by the retrieval signatures.
+
+    Returns:
+        `path`.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a keras.Model, got {type(model).__name__}.")
+    embedder = model.embedder(tap) if hasattr(model, "embedder") else model
+    height, width, channels = (int(v) for v in embedder.inputs[0].shape[1:4])
+    if index is not None and int(embedder.outputs[0].shape[-1]) != index.dim:
+        raise ValueError(f"index holds {index.dim}-dimensional embeddings but tap {tap!r} gives "
+                         f"{int(embedder.outputs[0].shape[-1])}.")
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    server = _EmbeddingServer(embedder, (height, width), channels, index, k)
+    tf.saved_model.save(server, path, signatures=server.signatures())
+    return path
+
+
+def load_exported(path):
+    """Loads a SavedModel written by `export`, with a clear error when it is missing or corrupt."""
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise FileNotFoundError(f"{path!r} is not a SavedModel directory (no saved_model.pb).")
+    try:
+        return tf.saved_model.load(path)
+    except Exception as error:  # truncated protobuf / variables: TF raises IndexError, DecodeError, ...
+        raise ValueError(
+            f"The SavedModel in {path!r} is corrupt or truncated ({type(error).__name__}: {error}); "
+            "export it again with tfdml.export(model, path) from the run's final.keras.") from error
+
+
+def load_keras_model(path):
+    """`keras.models.load_model(path)` with clear errors for a missing, truncated or corrupt file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Model file not found: {path!r}.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is corrupt or truncated (not a valid .keras zip archive, "
+                         f"{os.path.getsize(path)} bytes); use another checkpoint (e.g. final.keras) or train again.")
+    import tfdml  # noqa: F401  (registers the Keras classes stored in .keras files)
+
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:
+        raise ValueError(f"{path!r} could not be loaded ({type(error).__name__}: {error}); it may be corrupt "
+                         "or truncated: use another checkpoint (e.g. final.keras) or train again.") from error
