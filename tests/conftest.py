@@ -50,3 +50,23 @@ def expansion_id(expansion):
     """Readable test id of an (n, pairs, pooling) tuple, e.g. "n2-consecutive-class"."""
     n, pairs, pooling = expansion
     return f"n{n}-{pairs}-{pooling}"
+
+
+def loss_and_gradient(loss, labels, x):
+    """(value, gradient with respect to the embeddings) of `loss` at float64 embeddings `x`."""
+    xt = tf.constant(x, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        value = loss(tf.constant(labels), xt)
+    return float(value), tape.gradient(value, xt).numpy()
+
+
+def numeric_gradient(fn, x, h=1e-6):
+    """Central differences of the float function `fn` at the float64 array `x`."""
+    grad = np.zeros_like(x)
+    for index in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += h
+        down[index] -= h
+        grad[index] = (fn(up) - fn(down)) / (2 * h)
+    return grad

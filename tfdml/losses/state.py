@@ -5,16 +5,28 @@ a `LossVariable` exposed as `loss.state_layer`, created by
 `loss.build_state(embedding_dim)`. `attach_loss_state(model, loss)` builds the
 state and assigns the layer to the model as an attribute, so Keras tracks it:
 its variables join `model.trainable_variables` (trained by `model.fit`), model
-checkpoints and `.keras` files. This works for functional models (including
-`tfdml.models.EmbeddingModel`, whose `compile` calls it) and subclassed models;
-`keras.Sequential` does not track extra layers and is rejected with a clear
-error. Embedders/exported serving models are built from the model's layers up
-to the embedding and never include it.
+checkpoints and `.keras` files. `keras.Sequential` does not track extra layers
+and is rejected with a clear error. Embedders/exported serving models are built
+from the model's layers up to the embedding and never include it.
+
+`.keras` round trips: `keras.models.load_model` rebuilds the loss from the
+compile config, so the model class must attach the new loss's state before it
+compiles (then the optimizer has slots for it, and the trained values and
+optimizer state are restored: training continues exactly). Plain functional
+models become `LossStateFunctional` (a Keras `Functional` that does this) when
+given to `attach_loss_state`; `tfdml.models.EmbeddingModel.compile` attaches
+the state itself. A subclassed model overriding neither `compile` nor
+`compile_from_config` cannot, so `attach_loss_state` warns (its weights files
+still work when the reloaded model is attached before `load_weights`).
+Loading trained state into a loss whose state is not attached raises an error
+saying so, instead of silently training a model whose loss state never moves.
 """
 import math
+import warnings
 
 import keras
 import numpy as np
+from keras.src.models.functional import Functional  # the class of keras.Model(inputs, outputs)
 
 from tfdml.checks import check_number, check_seed
 
@@ -50,6 +62,9 @@ class LossVariable(keras.layers.Layer):
         self.lr_multiplier = check_number(lr_multiplier, "lr_multiplier", greater_than=0.0)
         self.seed = check_seed(seed)
         self.raw = None
+        #: Set by `attach_loss_state`: a model tracks (trains and saves) this state.
+        self.attached_to_model = False
+        self._refused_unattached = False
         if None not in self.value_shape:
             self._create(self.value_shape)
 
@@ -103,12 +118,55 @@ class LossVariable(keras.layers.Layer):
     def call(self, inputs):  # never used as a model layer; present for Keras' Layer contract
         return inputs
 
+    def load_own_variables(self, store):
+        """Restores saved state; creates the variable with the saved shape if needed.
+
+        Raises:
+            ValueError: the store holds state but no model tracks this layer.
+        """
+        # Keras retries an object that failed at one path at its other paths (here: the compiled loss
+        # wrapper, with no stored values): keep refusing there too.
+        if not self.attached_to_model and (len(store.keys()) or self._refused_unattached):
+            self._refused_unattached = True
+            raise ValueError(
+                f"{self.name}: the file holds trained loss state, but the loss being loaded is not attached to its "
+                "model, so fit would not train it. The model class must attach it when loading: plain functional "
+                "models given to tfdml.losses.attach_loss_state and tfdml.models.EmbeddingModel do; a subclassed "
+                "model must call tfdml.losses.attach_loss_state(self, loss) in compile_from_config before "
+                "compiling. To use the model without its loss, load it with compile=False.")
+        if self.raw is None and len(store.keys()):
+            self._create(tuple(store["0"].shape))
+        super().load_own_variables(store)
+
     def get_config(self):
         return {**super().get_config(), "shape": list(self.value_shape), "initial": self.initial,
                 "lr_multiplier": self.lr_multiplier, "seed": self.seed}
 
+@keras.saving.register_keras_serializable(package="tfdml")
+class LossStateFunctional(Functional):
+    """A functional model whose `.keras` file restores its loss's trainable state.
+
+    `attach_loss_state` turns a plain functional model (`keras.Model(inputs,
+    outputs)`) into this subclass: same layers, graph and behaviour. When
+    `keras.models.load_model` compiles it from the saved config, it attaches
+    the rebuilt loss's state before compiling, so the optimizer gets slots for
+    it and the saved values and optimizer state are restored.
+    """
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        if getattr(config.get("loss"), "state_layer", None) is not None:
+            attach_loss_state(self, config["loss"])
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+
 def attach_loss_state(model, loss, embedding_dim=None):
     """Makes `model` track the trainable state of `loss`.
+
+    A plain functional model becomes a `LossStateFunctional` (same layers), so
+    its `.keras` file restores the state too.
 
     Args:
         model: a `keras.Model`.
@@ -135,4 +193,13 @@ def attach_loss_state(model, loss, embedding_dim=None):
             f"{type(model).__name__} does not track layers assigned as attributes, so the loss's trainable "
             "state would not be trained or saved. Use a functional keras.Model (keras.Model(inputs, "
             "outputs)) or tfdml.models.EmbeddingModel.")
+    loss.state_layer.attached_to_model = True
+    if type(model) is Functional:
+        model.__class__ = LossStateFunctional
+    elif type(model).compile is keras.Model.compile and type(model).compile_from_config is keras.Model.compile_from_config:
+        warnings.warn(
+            f"{type(model).__name__} does not attach the loss state when keras.models.load_model rebuilds it, so "
+            "its .keras file would not restore the trained loss state: override compile_from_config to call "
+            "tfdml.losses.attach_loss_state(self, loss) before compiling (as tfdml.models.EmbeddingModel's "
+            "compile does), or save weights and attach before load_weights.", stacklevel=2)
     return loss.state_layer
