@@ -161,7 +161,9 @@ def _configurations():
         "triplet": [("triplet HPHN", lambda: L.TripletLoss()),
                     ("triplet HPHN + EE", lambda: L.TripletLoss(expansion=ee))],
         "npair": [("N-pair", lambda: L.NPairLoss()),
-                  ("N-pair + EE", lambda: L.NPairLoss(expansion=raw_ee))],
+                  ("N-pair + EE", lambda: L.NPairLoss(expansion=raw_ee)),
+                  ("N-pair + EE (pooling=anchor)", lambda: L.NPairLoss(expansion=tfdml.EmbeddingExpansion(
+                      n_points=2, normalize=False, pooling="anchor")))],
     }
 
 

@@ -36,22 +36,6 @@ def random_embeddings(labels, dim, seed, scale=1.0):
     return np.random.default_rng(seed).normal(size=(len(labels), dim)) * scale
 
 
-def make_expansion(n, pairs, pooling, normalize=True):
-    """`EmbeddingExpansion(n_points=n, pairs=pairs, pooling=pooling, normalize=normalize)`."""
-    return tfdml.EmbeddingExpansion(n_points=n, pairs=pairs, pooling=pooling, normalize=normalize)
-
-
-def loss_value(loss, labels, x):
-    """The loss of float64 embeddings `x` as a Python float."""
-    return float(loss(tf.constant(labels), tf.constant(x, tf.float64)))
-
-
-def expansion_id(expansion):
-    """Readable test id of an (n, pairs, pooling) tuple, e.g. "n2-consecutive-class"."""
-    n, pairs, pooling = expansion
-    return f"n{n}-{pairs}-{pooling}"
-
-
 def loss_and_gradient(loss, labels, x):
     """(value, gradient with respect to the embeddings) of `loss` at float64 embeddings `x`."""
     xt = tf.constant(x, tf.float64)
@@ -70,3 +54,20 @@ def numeric_gradient(fn, x, h=1e-6):
         down[index] -= h
         grad[index] = (fn(up) - fn(down)) / (2 * h)
     return grad
+
+
+def make_expansion(n, pairs, pooling, normalize=True):
+    """`EmbeddingExpansion(n_points=n, pairs=pairs, pooling=pooling, normalize=normalize)`."""
+    return tfdml.EmbeddingExpansion(n_points=n, pairs=pairs, pooling=pooling, normalize=normalize)
+
+
+def loss_value(loss, labels, x):
+    """The loss of float64 embeddings `x` as a Python float."""
+    return float(loss(tf.constant(labels), tf.constant(x, tf.float64)))
+
+
+def expansion_id(expansion):
+    """Readable test id of an (n, pairs, pooling) tuple, e.g. "n2-consecutive-class"."""
+    n, pairs, pooling = expansion
+    return f"n{n}-{pairs}-{pooling}"
+

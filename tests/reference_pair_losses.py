@@ -10,8 +10,10 @@ import numpy as np
 import reference_expansion as ref
 
 
-def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class"):
-    """EE eq. 2 (with every negative distance EE-pooled when n > 0: the "pooled" form)."""
+def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class", equation=2):
+    """Mean over ordered positive pairs (i, j) of EE eq. 2,
+    ½[log(Σ_k e^{m−d̂_ik} + Σ_k e^{m−d̂_jk}) + d_ij]_+², or (`equation=12`, EE eq. 12 as quoted in issue 11)
+    [log Σ_k e^{m−d̂_ik} + d_ij]_+², k over the other classes; d̂ are EE-pooled when n > 0."""
     x = ref.normalize(x)
     d = ref.positive_matrix(x, "euclidean")
     dn = ref.negative_matrix(x, labels, "euclidean", n, True, pairs, pooling)
@@ -21,26 +23,10 @@ def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class"):
             if i == j or labels[i] != labels[j]:
                 continue
             s = sum(np.exp(margin - dn[i, k]) for k in range(b) if labels[k] != labels[i])
-            s += sum(np.exp(margin - dn[j, k]) for k in range(b) if labels[k] != labels[j])
+            if equation == 2:
+                s += sum(np.exp(margin - dn[j, k]) for k in range(b) if labels[k] != labels[j])
             big_j = np.log(s) + d[i, j] if s > 0 else -np.inf
-            terms.append(0.5 * max(big_j, 0.0) ** 2)
-    return float(np.mean(terms)) if terms else 0.0
-
-
-def lifted_ee_paper(x, labels, margin=1.0, n=2, pairs="consecutive", pooling="class"):
-    """EE eq. 12 as quoted in issue 11: mean over ordered positive pairs (i, j) of
-    [log Σ_{k: y_k ≠ y_i} exp(m − d̂_ik) + d_ij]_+², d̂ the EE-pooled distances."""
-    x = ref.normalize(x)
-    d = ref.positive_matrix(x, "euclidean")
-    dn = ref.negative_matrix(x, labels, "euclidean", n, True, pairs, pooling)
-    b, terms = len(labels), []
-    for i in range(b):
-        for j in range(b):
-            if i == j or labels[i] != labels[j]:
-                continue
-            s = sum(np.exp(margin - dn[i, k]) for k in range(b) if labels[k] != labels[i])
-            big_j = np.log(s) + d[i, j] if s > 0 else -np.inf
-            terms.append(max(big_j, 0.0) ** 2)
+            terms.append((0.5 if equation == 2 else 1.0) * max(big_j, 0.0) ** 2)
     return float(np.mean(terms)) if terms else 0.0
 
 

@@ -21,7 +21,9 @@ LABELS = np.array([0, 0, 1, 1, 2, 2, 3, 3], np.int32)
 def _build(name, dim=6, **kwargs):
     """The loss `name` with `kwargs` (seed 0 for losses with random draws), state built for `dim`."""
     cls = tfdml.losses.get_class(name)
-    defaults = {**({"num_classes": 4} if name in NEEDS_CLASSES else {}), **({"seed": 0} if "seed" in cls.config_args else {})}
+    defaults = {"num_classes": 4} if name in NEEDS_CLASSES else {}
+    if "seed" in cls.config_args:
+        defaults["seed"] = 0
     loss = tfdml.losses.get(name, **{**defaults, **kwargs})
     loss.build_state(dim)
     return loss
@@ -47,6 +49,7 @@ def _embeddings(seed=0, scale=1.0, rows=8, dim=6):
 
 # ------------------------------------------------ NaN / inf and empty batches
 DYNAMIC = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 6], tf.float32)]
+WRONG_LENGTH = r"labels has\] \[12\] \[entries, embeddings has\] \[16\] \[rows"  # tf.debugging.Assert's format
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -112,7 +115,7 @@ def test_arcface_empty_batch_under_tf_function_with_tape_does_not_kill_the_proce
 def test_wrong_length_labels_in_a_dynamic_batch_graph_name_both_sizes():
     loss = tfdml.losses.TripletLoss()
     run = _runner(loss, "graph", DYNAMIC)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels has\] \[12\] \[entries, embeddings has\] \[16\] \[rows"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=WRONG_LENGTH):
         run(tf.zeros([12], tf.int32), tf.constant(_embeddings(rows=16)))
 
 
@@ -127,24 +130,25 @@ def test_wrong_length_labels_inside_fit_give_the_clear_message():
 
     data = tf.data.Dataset.from_generator(batches, output_signature=(
         tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None], tf.int32)))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels has\] \[12\] \[entries, embeddings has\] \[16\] \[rows"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=WRONG_LENGTH):
         model.fit(data, epochs=1, verbose=0)
 
 
 # ------------------------------------------------------------ extreme values
 @pytest.mark.parametrize("name", ALL)
 def test_huge_embeddings_give_no_nan(name):
-    """At |x| ~ 1e20 (‖x‖² overflows float32) no value or gradient is NaN. Losses on L2-normalised
-    embeddings are scale-invariant, so their value equals the one at |x| ~ 1; raw-embedding losses
-    (N-pair, angular, generalized lifted) may saturate at +inf (their regulariser ‖x‖² exceeds the
-    float32 range) but keep finite gradients."""
+    """At |x| ~ 1e20 (‖x‖² overflows float32) no value or gradient is NaN: L2-normalised embeddings
+    saturate to zero vectors, raw-embedding losses (N-pair, angular, generalized lifted) may reach +inf
+    (their regulariser ‖x‖² exceeds the float32 range) but keep finite gradients. At |x| ~ 1e15 losses on
+    normalised embeddings still equal their value at |x| ~ 1 (scale invariance)."""
     value, grad = _runner(_build(name), "eager")(tf.constant(LABELS), tf.constant(_embeddings(scale=1e20)))
     assert not np.isnan(float(value))
     assert np.isfinite(grad.numpy()).all()
     if name in ("npair", "angular", "generalized_lifted"):
         return
-    unit_value, _ = _runner(_build(name), "eager")(tf.constant(LABELS), tf.constant(_embeddings(scale=1.0)))
-    assert float(value) == pytest.approx(float(unit_value), rel=1e-5, abs=1e-6)
+    large, _ = _runner(_build(name), "eager")(tf.constant(LABELS), tf.constant(_embeddings(scale=1e15)))
+    unit, _ = _runner(_build(name), "eager")(tf.constant(LABELS), tf.constant(_embeddings(scale=1.0)))
+    assert float(large) == pytest.approx(float(unit), rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", ["npair", "angular", "generalized_lifted"])

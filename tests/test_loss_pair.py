@@ -29,7 +29,7 @@ FOUNDATION_CASES = {
         lambda n, pairs, pooling: tfdml.losses.LiftedStructureLoss(
             margin=1.0, expansion=make_expansion(n, pairs, pooling), dtype="float64"),
         lambda x, y, n, pairs, pooling: (ref.lifted(x, y, 1.0) if n == 0
-                                         else ref.lifted_ee_paper(x, y, 1.0, n, pairs, pooling))),
+                                         else ref.lifted(x, y, 1.0, n, pairs, pooling, equation=12))),
     "lifted_pooled": (
         lambda n, pairs, pooling: tfdml.losses.LiftedStructureLoss(
             margin=1.0, expansion=make_expansion(n, pairs, pooling), ee_form="pooled", dtype="float64"),
@@ -112,7 +112,7 @@ def test_multi_similarity_mining_is_active(epsilon):
 EE_FORM_CASES = {
     "lifted_paper": (
         lambda ee: tfdml.losses.LiftedStructureLoss(margin=0.8, expansion=ee, dtype="float64"),
-        lambda x, y, n, pairs, pooling: ref.lifted_ee_paper(x, y, 0.8, n, pairs, pooling)),
+        lambda x, y, n, pairs, pooling: ref.lifted(x, y, 0.8, n, pairs, pooling, equation=12)),
     "lifted_pooled": (
         lambda ee: tfdml.losses.LiftedStructureLoss(margin=0.8, expansion=ee, ee_form="pooled", dtype="float64"),
         lambda x, y, n, pairs, pooling: ref.lifted(x, y, 0.8, n, pairs, pooling)),
@@ -160,7 +160,8 @@ def test_hand_worked_multi_similarity_ee_forms():
     # Anchor a: min_pos = s_ab = 0. Without EE c is not kept (−1 + 0.1 < 0) and b is not kept (0 − 0.1 > −1).
     #   paper: c is kept (ŝ + 0.1 > 0) but the loss uses s_ac = −1; b not kept (eq. 5 with original s_ac)
     #          → ½ log(1 + e^{2(−1 − 0.5)}).
-    #   pooled: c kept with ŝ = 0, b kept (0 − 0.1 < ŝ = 0) → ½ log(1 + e^{−2(0 − 0.5)}) + ½ log(1 + e^{2(0 − 0.5)}).
+    #   pooled: c kept with ŝ = 0, b kept (0 − 0.1 < ŝ = 0)
+    #           → ½ log(1 + e^{−2(0 − 0.5)}) + ½ log(1 + e^{2(0 − 0.5)}).
     # Anchor b: s_bc = ŝ = 0 → both kept in every form: ½ log(1 + e) + ½ log(1 + e^{−1}). Anchor c: no positive.
     x = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     y = np.array([0, 0, 1])
@@ -176,8 +177,9 @@ def test_hand_worked_multi_similarity_ee_forms():
 
 def test_hand_worked_lifted_ee_paper_equation():
     # Doctest case: orthonormal a, b (class 0) and c (class 1), m = 1: every distance is √2 and the
-    # synthetic point (a + b)/√2 is √2 from c too, so Ĵ = log e^{1−√2} + √2 = 1 for both ordered pairs (eq. 12:
-    # mean of Ĵ² = 1), while eq. 2 on pooled distances gives ½ (log(2 e^{1−√2}) + √2)² = ½ (1 + log 2)².
+    # synthetic point (a + b)/√2 is √2 from c too, so Ĵ = log e^{1−√2} + √2 = 1 for both ordered pairs
+    # (eq. 12: mean of Ĵ² = 1), while eq. 2 on pooled distances gives
+    # ½ (log(2 e^{1−√2}) + √2)² = ½ (1 + log 2)².
     x = np.eye(3)
     y = np.array([0, 0, 1])
     paper = tfdml.losses.LiftedStructureLoss(expansion=tfdml.EmbeddingExpansion(1), dtype="float64")

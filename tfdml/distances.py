@@ -67,20 +67,11 @@ def inverse_norm(squared_norms):
 
 
 def l2_normalize(x, axis=-1):
-    """x / ‖x‖ along `axis`, exact for every finite magnitude.
-
-    Each vector is first divided by its largest absolute entry (a
-    stop-gradient factor: normalisation is scale-invariant, so values and
-    gradients are unchanged), so ‖x‖² never overflows (e.g. ‖x‖ = 1e20 in
-    float32). Vectors with ‖x‖ ≤ 1e-6 count as zero vectors (`inverse_norm`):
-    they stay zero with a zero gradient.
-    """
-    nonzero = tf.reduce_sum(tf.square(x), axis=axis, keepdims=True) > _NORM_FLOOR  # inf (overflow) counts as non-zero
-    peak = tf.stop_gradient(tf.reduce_max(tf.abs(x), axis=axis, keepdims=True))
-    scaled = x / tf.where(nonzero, peak, tf.ones_like(peak))
-    squared = tf.reduce_sum(tf.square(scaled), axis=axis, keepdims=True)  # in [1, D] where non-zero
-    inverse = tf.math.rsqrt(tf.where(nonzero, squared, tf.ones_like(squared)))
-    return tf.where(nonzero, scaled * inverse, tf.zeros_like(x))
+    """x / ‖x‖ along `axis` (`inverse_norm`): vectors with ‖x‖ ≤ 1e-6 count as
+    zero vectors and stay zero with a zero gradient. Where ‖x‖² overflows
+    (‖x‖ ≳ 1.8e19 in float32) the vector saturates to zero as well (zero
+    gradient, never NaN)."""
+    return x * inverse_norm(tf.reduce_sum(tf.square(x), axis=axis, keepdims=True))
 
 
 def batch_scale(x):
@@ -146,9 +137,12 @@ def saturating_gram(x):
 def zero_diagonal(matrix):
     """The square `matrix` with an exactly zero diagonal (zero gradient there).
 
-    A select on an index mask rather than `tf.linalg.set_diag`, whose gradient
-    fails to compile under XLA when the batch size is dynamic.
+    With a dynamic size this is a select on an index mask: the gradient of
+    `tf.linalg.set_diag` (used for static sizes, where it is cheaper) fails to
+    compile under XLA when the batch size is only known at run time.
     """
+    if matrix.shape[0] is not None:
+        return tf.linalg.set_diag(matrix, tf.zeros_like(tf.linalg.diag_part(matrix)))
     index = tf.range(tf.shape(matrix)[0])
     return tf.where(tf.equal(index[:, None], index[None, :]), tf.zeros_like(matrix), matrix)
 

@@ -114,9 +114,13 @@ def check_class_labels(labels, num_classes):
 
 
 def nan_if_not_finite(value, embeddings):
-    """`value`, or NaN when any embedding is NaN or ±inf (one reduction over the embeddings)."""
-    finite = tf.reduce_all(tf.math.is_finite(embeddings))
-    return tf.where(finite, value, tf.constant(float("nan"), value.dtype))
+    """`value`, or NaN when any embedding is NaN or ±inf.
+
+    One reduction: the sum of the embeddings is NaN or ±inf exactly when an
+    entry is (or when the sum itself overflows, |Σ x| > 3.4e38 in float32).
+    """
+    total = tf.stop_gradient(tf.reduce_sum(embeddings))
+    return tf.where(tf.math.is_finite(total), value, tf.constant(float("nan"), value.dtype))
 
 
 def compute_dtype_for(loss_dtype):
@@ -200,8 +204,8 @@ class MetricLoss(keras.losses.Loss):
         return None
 
     def prepare(self, embeddings):
-        """Called with the embeddings before `compute`, outside any control
-        flow: creates state that depends on them (no-op here)."""
+        """Called with the (gathered, cast) embeddings before `compute`: creates
+        state that depends on them (no-op here)."""
         return None
 
     def __call__(self, y_true, y_pred, sample_weight=None):

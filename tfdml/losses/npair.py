@@ -30,7 +30,10 @@ class NPairLoss(MetricLoss):
     N-pair therefore equals class-level hardest-pair pooling over the original
     points under the default "class" pooling: ŝ_ik = max of ⟨x_a, x_b⟩ over
     originals a of class y_i and b of class y_k (both end points of every
-    segment are in the class pools).
+    segment are in the class pools). That maximum generically exceeds s_ij, so
+    shrinking all embeddings towards 0 lowers this loss: on tfdml's zero-shot
+    benchmark (README) it collapses the embeddings, while
+    `EmbeddingExpansion(n, normalize=False, pooling="anchor")` does not.
 
     Args:
         embedding_reg: weight of the squared-norm regulariser.

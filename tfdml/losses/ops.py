@@ -34,11 +34,9 @@ def masked_logsumexp(values, mask, axis=-1):
     value); gradients are finite everywhere (masked entries get zero gradient).
     """
     has_any = tf.reduce_any(mask, axis=axis)
-    lowest = tf.constant(values.dtype.min, values.dtype)
-    peak = tf.stop_gradient(tf.reduce_max(tf.where(mask, values, lowest), axis=axis, keepdims=True))
-    peak = tf.where(tf.expand_dims(has_any, axis), peak, tf.zeros_like(peak))
-    shifted = tf.where(mask, values - peak, tf.zeros_like(values))  # ≤ 0 on the mask
-    summed = tf.reduce_sum(tf.where(mask, tf.exp(shifted), tf.zeros_like(values)), axis=axis)
+    peak = tf.stop_gradient(tf.reduce_max(tf.where(mask, values, values.dtype.min), axis=axis, keepdims=True))
+    shifted = tf.where(mask, values - peak, tf.constant(-float("inf"), values.dtype))  # exp: 0 off the mask
+    summed = tf.reduce_sum(tf.exp(shifted), axis=axis)
     log_sum = tf.math.log(tf.where(has_any, summed, tf.ones_like(summed)))
     return tf.where(has_any, log_sum + tf.squeeze(peak, axis), tf.constant(-1e4, values.dtype) + tf.zeros_like(summed))
 

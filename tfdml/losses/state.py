@@ -196,7 +196,8 @@ def attach_loss_state(model, loss, embedding_dim=None):
     loss.state_layer.attached_to_model = True
     if type(model) is Functional:
         model.__class__ = LossStateFunctional
-    elif type(model).compile is keras.Model.compile and type(model).compile_from_config is keras.Model.compile_from_config:
+    elif (type(model).compile is keras.Model.compile
+          and type(model).compile_from_config is keras.Model.compile_from_config):
         warnings.warn(
             f"{type(model).__name__} does not attach the loss state when keras.models.load_model rebuilds it, so "
             "its .keras file would not restore the trained loss state: override compile_from_config to call "
