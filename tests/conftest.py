@@ -70,4 +70,3 @@ def expansion_id(expansion):
     """Readable test id of an (n, pairs, pooling) tuple, e.g. "n2-consecutive-class"."""
     n, pairs, pooling = expansion
     return f"n{n}-{pairs}-{pooling}"
-
