@@ -18,8 +18,6 @@ given to `attach_loss_state`; `tfdml.models.EmbeddingModel.compile` attaches
 the state itself. A subclassed model overriding neither `compile` nor
 `compile_from_config` cannot, so `attach_loss_state` warns (its weights files
 still work when the reloaded model is attached before `load_weights`).
-Loading trained state into a loss whose state is not attached raises an error
-saying so, instead of silently training a model whose loss state never moves.
 """
 import math
 import warnings
@@ -62,9 +60,6 @@ class LossVariable(keras.layers.Layer):
         self.lr_multiplier = check_number(lr_multiplier, "lr_multiplier", greater_than=0.0)
         self.seed = check_seed(seed)
         self.raw = None
-        #: Set by `attach_loss_state`: a model tracks (trains and saves) this state.
-        self.attached_to_model = False
-        self._refused_unattached = False
         if None not in self.value_shape:
             self._create(self.value_shape)
 
@@ -119,21 +114,8 @@ class LossVariable(keras.layers.Layer):
         return inputs
 
     def load_own_variables(self, store):
-        """Restores saved state; creates the variable with the saved shape if needed.
-
-        Raises:
-            ValueError: the store holds state but no model tracks this layer.
-        """
-        # Keras retries an object that failed at one path at its other paths (here: the compiled loss
-        # wrapper, with no stored values): keep refusing there too.
-        if not self.attached_to_model and (len(store.keys()) or self._refused_unattached):
-            self._refused_unattached = True
-            raise ValueError(
-                f"{self.name}: the file holds trained loss state, but the loss being loaded is not attached to its "
-                "model, so fit would not train it. The model class must attach it when loading: plain functional "
-                "models given to tfdml.losses.attach_loss_state and tfdml.models.EmbeddingModel do; a subclassed "
-                "model must call tfdml.losses.attach_loss_state(self, loss) in compile_from_config before "
-                "compiling. To use the model without its loss, load it with compile=False.")
+        """Restores saved state, creating the variable with the saved shape if
+        it does not exist yet (e.g. proxies of a loss rebuilt from a config)."""
         if self.raw is None and len(store.keys()):
             self._create(tuple(store["0"].shape))
         super().load_own_variables(store)
@@ -193,7 +175,6 @@ def attach_loss_state(model, loss, embedding_dim=None):
             f"{type(model).__name__} does not track layers assigned as attributes, so the loss's trainable "
             "state would not be trained or saved. Use a functional keras.Model (keras.Model(inputs, "
             "outputs)) or tfdml.models.EmbeddingModel.")
-    loss.state_layer.attached_to_model = True
     if type(model) is Functional:
         model.__class__ = LossStateFunctional
     elif (type(model).compile is keras.Model.compile
