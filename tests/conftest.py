@@ -36,6 +36,26 @@ def random_embeddings(labels, dim, seed, scale=1.0):
     return np.random.default_rng(seed).normal(size=(len(labels), dim)) * scale
 
 
+def loss_and_gradient(loss, labels, x):
+    """(value, gradient with respect to the embeddings) of `loss` at float64 embeddings `x`."""
+    xt = tf.constant(x, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        value = loss(tf.constant(labels), xt)
+    return float(value), tape.gradient(value, xt).numpy()
+
+
+def numeric_gradient(fn, x, h=1e-6):
+    """Central differences of the float function `fn` at the float64 array `x`."""
+    grad = np.zeros_like(x)
+    for index in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += h
+        down[index] -= h
+        grad[index] = (fn(up) - fn(down)) / (2 * h)
+    return grad
+
+
 def make_expansion(n, pairs, pooling, normalize=True):
     """`EmbeddingExpansion(n_points=n, pairs=pairs, pooling=pooling, normalize=normalize)`."""
     return tfdml.EmbeddingExpansion(n_points=n, pairs=pairs, pooling=pooling, normalize=normalize)

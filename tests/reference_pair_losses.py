@@ -10,7 +10,10 @@ import numpy as np
 import reference_expansion as ref
 
 
-def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class"):
+def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class", equation=2):
+    """Mean over ordered positive pairs (i, j) of EE eq. 2,
+    ½[log(Σ_k e^{m−d̂_ik} + Σ_k e^{m−d̂_jk}) + d_ij]_+², or (`equation=12`, EE eq. 12 as quoted in issue 11)
+    [log Σ_k e^{m−d̂_ik} + d_ij]_+², k over the other classes; d̂ are EE-pooled when n > 0."""
     x = ref.normalize(x)
     d = ref.positive_matrix(x, "euclidean")
     dn = ref.negative_matrix(x, labels, "euclidean", n, True, pairs, pooling)
@@ -20,9 +23,10 @@ def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class"):
             if i == j or labels[i] != labels[j]:
                 continue
             s = sum(np.exp(margin - dn[i, k]) for k in range(b) if labels[k] != labels[i])
-            s += sum(np.exp(margin - dn[j, k]) for k in range(b) if labels[k] != labels[j])
+            if equation == 2:
+                s += sum(np.exp(margin - dn[j, k]) for k in range(b) if labels[k] != labels[j])
             big_j = np.log(s) + d[i, j] if s > 0 else -np.inf
-            terms.append(0.5 * max(big_j, 0.0) ** 2)
+            terms.append((0.5 if equation == 2 else 1.0) * max(big_j, 0.0) ** 2)
     return float(np.mean(terms)) if terms else 0.0
 
 
@@ -40,20 +44,24 @@ def npair(x, labels, embedding_reg=0.005, n=0, pairs="consecutive", pooling="cla
 
 
 def multi_similarity(x, labels, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1, n=0, pairs="consecutive",
-                     pooling="class"):
+                     pooling="class", form="pooled"):
+    """Wang et al. / EE eqs. 4–6. With n > 0: form "paper" (EE eqs. 14–15 as quoted in issue 11) uses the
+    pooled similarity ŝ only to select negatives (ŝ_ik + ε > min_j s_ij), keeps eq. 5's positive mining
+    and the original s_ik in the loss; form "pooled" uses ŝ everywhere."""
     x = ref.normalize(x)
     s = ref.positive_matrix(x, "cosine")
     sn = ref.negative_matrix(x, labels, "cosine", n, True, pairs, pooling)
+    s_loss = s if form == "paper" else sn  # negative-pair similarity of eq. 5 and of the loss
     b, total = len(labels), 0.0
     for i in range(b):
         pos = [j for j in range(b) if j != i and labels[j] == labels[i]]
         neg = [k for k in range(b) if labels[k] != labels[i]]
         min_pos = min((s[i, j] for j in pos), default=np.inf)
-        max_neg = max((sn[i, k] for k in neg), default=-np.inf)
+        max_neg = max((s_loss[i, k] for k in neg), default=-np.inf)
         kept_neg = [k for k in neg if sn[i, k] + epsilon > min_pos]
         kept_pos = [j for j in pos if s[i, j] - epsilon < max_neg]
         total += np.log(1 + sum(np.exp(-alpha * (s[i, j] - base)) for j in kept_pos)) / alpha
-        total += np.log(1 + sum(np.exp(beta * (sn[i, k] - base)) for k in kept_neg)) / beta
+        total += np.log(1 + sum(np.exp(beta * (s_loss[i, k] - base)) for k in kept_neg)) / beta
     return total / b
 
 

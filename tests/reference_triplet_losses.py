@@ -10,7 +10,10 @@ import reference_expansion as ref
 
 
 def triplet(x, labels, margin=0.2, mining="hard", form="hinge", metric="euclidean", normalized=True,
-            temperature=0.1, embedding_scale=1.0, n=0, pairs="consecutive", pooling="anchor"):
+            temperature=0.1, embedding_scale=1.0, n=0, pairs="consecutive", pooling="anchor", average_over=None):
+    """Mined triplets' ℓ summed and divided by (average_over) their number ("triplets"), the number of
+    those with ℓ > 0 ("active_triplets"; default for mining "all" with the hinge form) or the number of
+    ordered positive pairs |P| ("positive_pairs", EE eqs. 1/11)."""
     x = ref.normalize(x) if normalized else x
     x = x * embedding_scale
     dp = ref.positive_matrix(x, metric)
@@ -34,10 +37,7 @@ def triplet(x, labels, margin=0.2, mining="hard", form="hinge", metric="euclidea
         if not pos or not neg:
             continue
         if mining == "all":
-            for p, q in itertools.product(pos, neg):
-                v = value(a, p, q)
-                if form != "hinge" or v > 0:
-                    terms.append(v)
+            terms += [value(a, p, q) for p, q in itertools.product(pos, neg)]
             continue
         if mining == "hard":
             p = max(pos, key=lambda j: dp[a, j])
@@ -54,6 +54,12 @@ def triplet(x, labels, margin=0.2, mining="hard", form="hinge", metric="euclidea
         else:
             raise ValueError(mining)
         terms.append(value(a, p, q))
+    average = average_over or ("active_triplets" if mining == "all" and form == "hinge" else "triplets")
+    if average == "positive_pairs":
+        positive_pairs = sum(1 for i in range(b) for j in range(b) if i != j and labels[i] == labels[j])
+        return float(np.sum(terms)) / positive_pairs if positive_pairs else 0.0
+    if average == "active_triplets":
+        terms = [v for v in terms if v > 0]
     return float(np.mean(terms)) if terms else 0.0
 
 

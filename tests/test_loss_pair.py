@@ -1,6 +1,7 @@
 """Pair-based losses (lifted, N-pair, multi-similarity, contrastive, generalized lifted,
 angular, histogram) against explicit-loop numpy references (float64), with and without
-Embedding Expansion, and hand-worked cases."""
+Embedding Expansion (both EE forms of lifted and multi-similarity, values and gradients),
+and hand-worked cases."""
 import math
 
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 
 import reference_pair_losses as ref
 import tfdml
-from conftest import LAYOUTS, expansion_id, loss_value, make_expansion, random_embeddings
+from conftest import (LAYOUTS, expansion_id, loss_and_gradient, loss_value, make_expansion, numeric_gradient,
+                      random_embeddings)
 
 FOUNDATION_LAYOUTS = ("2_per_class", "4_per_class", "uneven", "interleaved")
 FOUNDATION_EXPANSIONS = [
@@ -23,18 +25,29 @@ ZOO_EXPANSIONS = [(0, "consecutive", "class"), (2, "consecutive", "class"), (1, 
 
 # name: (loss built with an expansion (n, pairs, pooling), its reference value on (x, y)).
 FOUNDATION_CASES = {
-    "lifted": (
+    "lifted": (  # EE eq. 2 without EE, eq. 12 with EE (the default ee_form="paper")
         lambda n, pairs, pooling: tfdml.losses.LiftedStructureLoss(
             margin=1.0, expansion=make_expansion(n, pairs, pooling), dtype="float64"),
+        lambda x, y, n, pairs, pooling: (ref.lifted(x, y, 1.0) if n == 0
+                                         else ref.lifted(x, y, 1.0, n, pairs, pooling, equation=12))),
+    "lifted_pooled": (
+        lambda n, pairs, pooling: tfdml.losses.LiftedStructureLoss(
+            margin=1.0, expansion=make_expansion(n, pairs, pooling), ee_form="pooled", dtype="float64"),
         lambda x, y, n, pairs, pooling: ref.lifted(x, y, 1.0, n, pairs, pooling)),
     "npair": (
         lambda n, pairs, pooling: tfdml.losses.NPairLoss(
             embedding_reg=0.005, expansion=make_expansion(n, pairs, pooling, normalize=False), dtype="float64"),
         lambda x, y, n, pairs, pooling: ref.npair(x, y, 0.005, n, pairs, pooling)),
-    "multi_similarity": (
+    "multi_similarity": (  # EE eqs. 14–15 with EE (the default ee_form="paper")
         lambda n, pairs, pooling: tfdml.losses.MultiSimilarityLoss(
-            expansion=make_expansion(n, pairs, pooling), dtype="float64"),
-        lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, n=n, pairs=pairs, pooling=pooling)),
+            beta=50.0, expansion=make_expansion(n, pairs, pooling), dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=50.0, n=n, pairs=pairs, pooling=pooling,
+                                                             form="paper")),
+    "multi_similarity_pooled": (
+        lambda n, pairs, pooling: tfdml.losses.MultiSimilarityLoss(
+            beta=40.0, expansion=make_expansion(n, pairs, pooling), ee_form="pooled", dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=40.0, n=n, pairs=pairs, pooling=pooling,
+                                                             form="pooled")),
     "contrastive": (
         lambda n, pairs, pooling: tfdml.losses.ContrastiveLoss(
             pos_margin=0.1, neg_margin=1.2, expansion=make_expansion(n, pairs, pooling), dtype="float64"),
@@ -91,8 +104,126 @@ def test_multi_similarity_mining_is_active(epsilon):
     """Same data as a reference check, but with epsilon large enough to keep all pairs."""
     y = LAYOUTS["4_per_class"]
     x = random_embeddings(y, 4, 4 + len(y))
-    loss = tfdml.losses.MultiSimilarityLoss(epsilon=epsilon, dtype="float64")
-    assert loss_value(loss, y, x) == pytest.approx(ref.multi_similarity(x, y, epsilon=epsilon), abs=1e-6)
+    loss = tfdml.losses.MultiSimilarityLoss(epsilon=epsilon, dtype="float64")  # default β = 40 (Roth et al. A.1)
+    assert loss_value(loss, y, x) == pytest.approx(ref.multi_similarity(x, y, beta=40.0, epsilon=epsilon), abs=1e-6)
+
+
+# ------------------------------------------- EE forms: values and gradients
+EE_FORM_CASES = {
+    "lifted_paper": (
+        lambda ee: tfdml.losses.LiftedStructureLoss(margin=0.8, expansion=ee, dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.lifted(x, y, 0.8, n, pairs, pooling, equation=12)),
+    "lifted_pooled": (
+        lambda ee: tfdml.losses.LiftedStructureLoss(margin=0.8, expansion=ee, ee_form="pooled", dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.lifted(x, y, 0.8, n, pairs, pooling)),
+    "multi_similarity_paper": (
+        lambda ee: tfdml.losses.MultiSimilarityLoss(beta=10.0, epsilon=0.3, expansion=ee, dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=10.0, epsilon=0.3, n=n, pairs=pairs,
+                                                             pooling=pooling, form="paper")),
+    "multi_similarity_pooled": (
+        lambda ee: tfdml.losses.MultiSimilarityLoss(beta=10.0, epsilon=0.3, expansion=ee, ee_form="pooled",
+                                                    dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=10.0, epsilon=0.3, n=n, pairs=pairs,
+                                                             pooling=pooling, form="pooled")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EE_FORM_CASES))
+@pytest.mark.parametrize("expansion", [(2, "consecutive", "class"), (1, "all", "anchor")], ids=expansion_id)
+def test_ee_forms_values_and_gradients_match_references(case, expansion):
+    y = LAYOUTS["uneven"]
+    x = random_embeddings(y, 3, 21)
+    build, reference = EE_FORM_CASES[case]
+    value, grad = loss_and_gradient(build(make_expansion(*expansion)), y, x)
+    assert value == pytest.approx(reference(x, y, *expansion), abs=1e-9)
+    np.testing.assert_allclose(grad, numeric_gradient(lambda z: reference(z, y, *expansion), x), atol=1e-6)
+
+
+def test_ee_forms_differ_and_agree_without_expansion():
+    y = LAYOUTS["uneven"]
+    x = random_embeddings(y, 3, 21)
+    for name in ("lifted", "multi_similarity"):
+        paper, pooled = (tfdml.losses.get(name, expansion=tfdml.EmbeddingExpansion(2), ee_form=form, dtype="float64")
+                         for form in ("paper", "pooled"))
+        assert abs(loss_value(paper, y, x) - loss_value(pooled, y, x)) > 1e-3, name
+        plain = tfdml.losses.get(name, dtype="float64")
+        zero = tfdml.losses.get(name, expansion=tfdml.EmbeddingExpansion(0), ee_form="paper", dtype="float64")
+        assert loss_value(zero, y, x) == loss_value(plain, y, x), name
+    with pytest.raises(ValueError, match="ee_form"):
+        tfdml.losses.LiftedStructureLoss(ee_form="eq12")
+
+
+def test_hand_worked_multi_similarity_ee_forms():
+    # a = (1, 0), b = (0, 1) of class 0; c = (−1, 0) of class 1; α = β = 2, λ = 0.5, ε = 0.1; EE n = 1
+    # (class pooling): the synthetic point (1, 1)/√2 of class 0 has cosine −1/√2 with c, so the pooled
+    # ŝ(0, 1) = max(−1, 0, −1/√2) = s_bc = 0.
+    # Anchor a: min_pos = s_ab = 0. Without EE c is not kept (−1 + 0.1 < 0) and b is not kept (0 − 0.1 > −1).
+    #   paper: c is kept (ŝ + 0.1 > 0) but the loss uses s_ac = −1; b not kept (eq. 5 with original s_ac)
+    #          → ½ log(1 + e^{2(−1 − 0.5)}).
+    #   pooled: c kept with ŝ = 0, b kept (0 − 0.1 < ŝ = 0)
+    #           → ½ log(1 + e^{−2(0 − 0.5)}) + ½ log(1 + e^{2(0 − 0.5)}).
+    # Anchor b: s_bc = ŝ = 0 → both kept in every form: ½ log(1 + e) + ½ log(1 + e^{−1}). Anchor c: no positive.
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    y = np.array([0, 0, 1])
+    anchor_b = 0.5 * math.log1p(math.e) + 0.5 * math.log1p(math.exp(-1.0))
+    expected = {None: anchor_b / 3, "paper": (0.5 * math.log1p(math.exp(-3.0)) + anchor_b) / 3,
+                "pooled": 2 * anchor_b / 3}
+    for form, value in expected.items():
+        ee = None if form is None else tfdml.EmbeddingExpansion(1)
+        loss = tfdml.losses.MultiSimilarityLoss(alpha=2.0, beta=2.0, base=0.5, epsilon=0.1, expansion=ee,
+                                                ee_form=form or "paper", dtype="float64")
+        assert loss_value(loss, y, x) == pytest.approx(value, abs=1e-12), form
+
+
+def test_hand_worked_lifted_ee_paper_equation():
+    # Doctest case: orthonormal a, b (class 0) and c (class 1), m = 1: every distance is √2 and the
+    # synthetic point (a + b)/√2 is √2 from c too, so Ĵ = log e^{1−√2} + √2 = 1 for both ordered pairs
+    # (eq. 12: mean of Ĵ² = 1), while eq. 2 on pooled distances gives
+    # ½ (log(2 e^{1−√2}) + √2)² = ½ (1 + log 2)².
+    x = np.eye(3)
+    y = np.array([0, 0, 1])
+    paper = tfdml.losses.LiftedStructureLoss(expansion=tfdml.EmbeddingExpansion(1), dtype="float64")
+    pooled = tfdml.losses.LiftedStructureLoss(expansion=tfdml.EmbeddingExpansion(1), ee_form="pooled",
+                                              dtype="float64")
+    assert loss_value(paper, y, x) == pytest.approx(1.0, abs=1e-12)
+    assert loss_value(pooled, y, x) == pytest.approx(0.5 * (1 + math.log(2)) ** 2, abs=1e-12)
+
+
+# ------------------------------------------------------------- EE + N-pair
+def _npair_class_hardest(x, y, embedding_reg):
+    """N-pair (Sohn) with every negative similarity replaced by the class-level hardest dot product between
+    original points (loops)."""
+    b = len(y)
+    s = np.array([[x[i] @ x[k] for k in range(b)] for i in range(b)])
+    hardest = {(a, c): max(s[i, k] for i in range(b) for k in range(b) if y[i] == a and y[k] == c)
+               for a in set(y) for c in set(y)}
+    terms = [math.log(1 + sum(math.exp(hardest[y[i], y[k]] - s[i, j]) for k in range(b) if y[k] != y[i]))
+             for i in range(b) for j in range(b) if i != j and y[i] == y[j]]
+    return float(np.mean(terms)) + embedding_reg * float(np.mean(np.sum(x ** 2, axis=1)))
+
+
+@pytest.mark.parametrize("pairs", ["consecutive", "all"])
+def test_npair_ee_equals_class_hardest_pair_pooling_over_originals(pairs):
+    """Unnormalised synthetic points never beat their end points under a dot product (bilinearity)."""
+    y = LAYOUTS["uneven"]
+    x = random_embeddings(y, 4, 9)
+    loss = tfdml.losses.NPairLoss(embedding_reg=0.01, expansion=make_expansion(3, pairs, "class", normalize=False),
+                                  dtype="float64")
+    value, grad = loss_and_gradient(loss, y, x)
+    assert value == pytest.approx(_npair_class_hardest(x, y, 0.01), abs=1e-9)
+    np.testing.assert_allclose(grad, numeric_gradient(lambda z: _npair_class_hardest(z, y, 0.01), x), atol=1e-6)
+    assert value != pytest.approx(loss_value(tfdml.losses.NPairLoss(embedding_reg=0.01, dtype="float64"), y, x),
+                                  abs=1e-3)  # EE changes the loss
+
+
+def test_npair_refuses_normalised_synthetic_points_on_raw_embeddings():
+    with pytest.raises(ValueError, match="normalize=False"):
+        tfdml.losses.NPairLoss(expansion=tfdml.EmbeddingExpansion(2))
+    with pytest.raises(ValueError, match="expansion.normalize"):
+        tfdml.losses.get("npair", expansion=2)
+    tfdml.losses.NPairLoss(expansion=tfdml.EmbeddingExpansion(2, normalize=False))
+    tfdml.losses.NPairLoss(normalize=True, expansion=tfdml.EmbeddingExpansion(2))
+    tfdml.losses.NPairLoss(expansion=tfdml.EmbeddingExpansion(0))  # no EE: nothing to refuse
 
 
 def test_angular_with_large_alpha_and_large_norms_stays_accurate():

@@ -135,3 +135,65 @@ def test_sequential_model_is_rejected_with_a_clear_error():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="functional"):
         tfdml.losses.attach_loss_state(model, tfdml.losses.MarginLoss(), 3)
+
+
+# Every loss with trainable state, deterministic (hard mining), with a per-class β for the margin loss.
+STATEFUL = {
+    "margin": {"mining": "hard", "per_class_beta": True, "num_classes": 4, "lr_multiplier": 5.0},
+    "proxy_nca": {"num_classes": 4, "seed": 0},
+    "soft_triple": {"num_classes": 4, "seed": 0},
+    "arcface": {"num_classes": 4, "seed": 0},
+    "normalized_softmax": {"num_classes": 4, "seed": 0, "lr_multiplier": 3.0},
+}
+
+
+def _functional_model_with_loss_state(name):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(5)(inputs))
+    loss = tfdml.losses.get(name, **STATEFUL[name])
+    tfdml.losses.attach_loss_state(model, loss)
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss=loss)
+    return model, loss
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_plain_functional_model_keras_file_restores_loss_state_and_training_continues(name, tmp_path):
+    """Issue 15: the loss state of a `keras.Model(inputs, outputs)` survives `.keras` (values, optimizer
+    slots), so training after a reload equals uninterrupted training."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 6)).astype("float32"), np.repeat(np.arange(4), 8)
+    model, loss = _functional_model_with_loss_state(name)
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    path = str(tmp_path / "full.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_array_equal(restored.loss.state_layer.numpy(), loss.state_layer.numpy())
+    assert restored.loss.state_layer in restored.tfdml_loss_state._flatten_layers()
+    assert restored.evaluate(x, y, batch_size=32, verbose=0) == model.evaluate(x, y, batch_size=32, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    restored.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    np.testing.assert_allclose(restored.loss.state_layer.numpy(), loss.state_layer.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(restored.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(restored.optimizer.iterations) == int(model.optimizer.iterations) == 8
+
+
+@keras.saving.register_keras_serializable(package="tfdml_tests")
+class SubclassedEmbedder(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(5)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+
+def test_subclassed_model_that_cannot_reattach_its_loss_state_is_warned_about():
+    model = SubclassedEmbedder()
+    with pytest.warns(UserWarning, match="compile_from_config"):
+        tfdml.losses.attach_loss_state(model, tfdml.losses.ArcFaceLoss(num_classes=4), embedding_dim=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tfdml.models.EmbeddingModel("small_cnn", 8, input_shape=(16, 16, 3)).compile(
+            loss=tfdml.losses.ArcFaceLoss(num_classes=4))

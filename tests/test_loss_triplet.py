@@ -10,7 +10,8 @@ import tensorflow as tf
 import reference_expansion as ref_ee
 import reference_triplet_losses as ref
 import tfdml
-from conftest import LAYOUTS, expansion_id, loss_value, make_expansion, random_embeddings
+from conftest import (LAYOUTS, expansion_id, loss_and_gradient, loss_value, make_expansion, numeric_gradient,
+                      random_embeddings)
 from tfdml.losses import mining
 from tfdml.losses.pairs import pair_matrices
 
@@ -25,7 +26,7 @@ def _mining_matrices(x, y, expansion, loss_class, normalize=True):
     embeddings = tf.constant(x, tf.float64)
     if normalize:
         embeddings = tfdml.distances.l2_normalize(embeddings)
-    return pair_matrices(embeddings, tf.constant(y), "euclidean", expansion, loss_class.default_pooling)
+    return pair_matrices(embeddings, tf.constant(y), "euclidean", expansion, loss_class.default_pooling, normalize)
 
 
 # ------------------------------------------------------------------- triplet
@@ -41,6 +42,42 @@ def test_triplet_deterministic_minings(layout, mining_name, form, expansion):
                                     expansion=make_expansion(n, pairs, pooling))
     expected = ref.triplet(x, y, margin=0.3, mining=mining_name, form=form, n=n, pairs=pairs, pooling=pooling)
     assert loss_value(loss, y, x) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("mining_name", ["all", "hard", "easy_positive_semihard"])
+@pytest.mark.parametrize("average_over", ["triplets", "active_triplets", "positive_pairs"])
+@pytest.mark.parametrize("expansion", [(0, "consecutive", "anchor"), (2, "consecutive", "class")], ids=expansion_id)
+def test_triplet_average_over_values_and_gradients(mining_name, average_over, expansion):
+    y = LAYOUTS["uneven"]
+    x = random_embeddings(y, 3, 5)
+    n, pairs, pooling = expansion
+    loss = tfdml.losses.TripletLoss(margin=0.4, mining=mining_name, average_over=average_over, dtype="float64",
+                                    expansion=make_expansion(n, pairs, pooling))
+
+    def reference(z):
+        return ref.triplet(z, y, margin=0.4, mining=mining_name, n=n, pairs=pairs, pooling=pooling,
+                           average_over=average_over)
+
+    value, grad = loss_and_gradient(loss, y, x)
+    assert value == pytest.approx(reference(x), abs=1e-9)
+    np.testing.assert_allclose(grad, numeric_gradient(reference, x), atol=1e-6)
+
+
+def test_hand_worked_triplet_average_over():
+    # a = (1, 0), p = (0, 1) of class 0; n = (−1, 0), q = (0, −1) of class 1; |P| = 4 ordered positive pairs,
+    # 8 triplets (each anchor has one positive and two negatives, one √2 and one 2 away; d_ap = √2).
+    # Margin 0.5: per anchor [√2 − 2 + 0.5]_+ = 0 and [√2 − √2 + 0.5]_+ = 0.5 → sum 2.
+    # Margin 1.0: per anchor √2 − 1 and 1 → sum 4√2.
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    y = np.array([0, 0, 1, 1])
+    expected = {(0.5, "triplets"): 2 / 8, (0.5, "active_triplets"): 2 / 4, (0.5, "positive_pairs"): 2 / 4,
+                (1.0, "triplets"): 4 * np.sqrt(2) / 8, (1.0, "active_triplets"): 4 * np.sqrt(2) / 8,
+                (1.0, "positive_pairs"): 4 * np.sqrt(2) / 4, (0.5, None): 2 / 4}
+    for (margin, average_over), value in expected.items():
+        loss = tfdml.losses.TripletLoss(margin=margin, mining="all", average_over=average_over, dtype="float64")
+        assert loss_value(loss, y, x) == pytest.approx(value, abs=1e-12), (margin, average_over)
+    with pytest.raises(ValueError, match="average_over"):
+        tfdml.losses.TripletLoss(average_over="mean")
 
 
 @pytest.mark.parametrize("distance", ["squared_euclidean", "cosine_distance"])

@@ -46,6 +46,10 @@ def test_every_registered_loss_builds_from_a_config(name):
         with pytest.raises(ValueError, match="'expansion'.*expansion=null"):
             tfdml.training.build_loss(config, num_classes=7)
         config = load_config(None, [f"loss.name={name}", "expansion=null"])
+    if name == "npair":  # EE + N-pair needs unnormalised synthetic points (EE §3); the default expansion normalises
+        with pytest.raises(ValueError, match="expansion.normalize: false"):
+            tfdml.training.build_loss(config, num_classes=7)
+        config = load_config(None, [f"loss.name={name}", "expansion.normalize=false"])
     loss = tfdml.training.build_loss(config, num_classes=7)
     assert type(loss) is tfdml.losses.get_class(name)
     if "num_classes" in loss.get_config():

@@ -54,17 +54,97 @@ def safe_sqrt(squared):
 
 
 def inverse_norm(squared_norms):
-    """1/‖x‖ from squared norms ‖x‖², floored so zero vectors give a finite value.
+    """1/‖x‖ from squared norms ‖x‖²; 0 for vectors with ‖x‖² ≤ 1e-12.
 
     Every L2 normalisation in tfdml (embeddings, EE's synthetic points, cosine
-    similarities) multiplies by this, so they all treat tiny vectors alike.
+    similarities) multiplies by this, so they all treat tiny vectors alike: a
+    vector shorter than 1e-6 counts as a zero vector — it normalises to zero
+    with a zero gradient (not to a unit vector with a 1e6-times amplified one).
     """
-    return tf.math.rsqrt(tf.maximum(squared_norms, _NORM_FLOOR))
+    nonzero = squared_norms > _NORM_FLOOR
+    safe = tf.where(nonzero, squared_norms, tf.ones_like(squared_norms))
+    return tf.where(nonzero, tf.math.rsqrt(safe), tf.zeros_like(squared_norms))
 
 
 def l2_normalize(x, axis=-1):
-    """L2-normalises `x` along `axis`; zero vectors stay zero with finite gradients."""
+    """x / ‖x‖ along `axis` (`inverse_norm`): vectors with ‖x‖ ≤ 1e-6 count as
+    zero vectors and stay zero with a zero gradient. Where ‖x‖² overflows
+    (‖x‖ ≳ 1.8e19 in float32) the vector saturates to zero as well (zero
+    gradient, never NaN)."""
     return x * inverse_norm(tf.reduce_sum(tf.square(x), axis=axis, keepdims=True))
+
+
+def batch_scale(x):
+    """max |x| over a batch as a stop-gradient scalar (1 for an all-zero batch).
+
+    Metrics of raw (unnormalised) embeddings are computed on `x / batch_scale(x)`,
+    whose Gram matrix cannot overflow, and brought back by `rescale`.
+    """
+    peak = tf.stop_gradient(tf.reduce_max(tf.abs(x)))
+    return tf.where(peak > 0, peak, tf.ones_like(peak))
+
+
+def rescale(matrix, scale, metric):
+    """The `metric` matrix of points x from that of the points x / `scale`.
+
+    Distances scale by `scale`, squared distances and dot products by
+    `scale`² (computed as scale·(scale·m), +inf where the true value exceeds
+    the float range), cosine similarities and distances are unchanged.
+    """
+    if metric == "euclidean":
+        return scale * matrix
+    if metric in ("squared_euclidean", "dot"):
+        return scale * (scale * matrix)
+    return matrix
+
+
+def saturating_gram(x):
+    """The Gram matrix x xᵀ of raw embeddings, saturated at ±(dtype max / 4).
+
+    Computed from x / `batch_scale(x)`, so no entry is NaN for any finite x:
+    entries within ±max/4 are exact, larger ones are clipped (with zero
+    gradient), which keeps sums and differences of a few of them finite (the
+    log-sum-exp of N-pair losses). The gradient is the exact (G + Gᵀ) x on
+    unclipped entries, never formed through the scale, so it stays finite
+    for embeddings of any finite magnitude.
+
+    Args:
+        x: (N, D) float embeddings.
+
+    Returns:
+        (N, N) Gram matrix.
+    """
+    limit = x.dtype.max / 4.0
+
+    @tf.custom_gradient
+    def gram(points):
+        scale = batch_scale(points)
+        scaled = points / scale
+        exact = scale * (scale * tf.matmul(scaled, scaled, transpose_b=True))  # ±inf beyond the range, never NaN
+        inside = tf.abs(exact) < limit
+
+        def grad(upstream):
+            masked = tf.where(inside, upstream, tf.zeros_like(upstream))
+            return tf.matmul(masked + tf.transpose(masked), points)
+
+        return tf.clip_by_value(exact, -limit, limit), grad
+
+    # The identity keeps the custom gradient valid when x is also used elsewhere inside a tf.cond branch
+    # (TF 2.21 otherwise fails with "You must feed a value for placeholder" in the gradient).
+    return gram(tf.identity(x))
+
+
+def zero_diagonal(matrix):
+    """The square `matrix` with an exactly zero diagonal (zero gradient there).
+
+    With a dynamic size this is a select on an index mask: the gradient of
+    `tf.linalg.set_diag` (used for static sizes, where it is cheaper) fails to
+    compile under XLA when the batch size is only known at run time.
+    """
+    if matrix.shape[0] is not None:
+        return tf.linalg.set_diag(matrix, tf.zeros_like(tf.linalg.diag_part(matrix)))
+    index = tf.range(tf.shape(matrix)[0])
+    return tf.where(tf.equal(index[:, None], index[None, :]), tf.zeros_like(matrix), matrix)
 
 
 def from_gram(gram, row_sq_norms, col_sq_norms, metric):
@@ -101,7 +181,7 @@ def pairwise(x, y=None, metric="euclidean"):
     result = from_gram(gram, x_sq, y_sq, metric)
     if y is x and metric in ("euclidean", "squared_euclidean", "cosine_distance"):
         # The diagonal is exactly zero (not a rounding residue of the Gram formula).
-        result = tf.linalg.set_diag(result, tf.zeros_like(x_sq))
+        result = zero_diagonal(result)
     return result
 
 

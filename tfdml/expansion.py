@@ -15,17 +15,25 @@ points (paper eqs. 11–15), in the mining conditions and in the loss alike.
 Speed: nothing here touches the embedding dimension. Synthetic points are linear
 combinations x̄ = W x of the originals, so their inner products follow from the
 B×B Gram matrix G = X Xᵀ: ⟨x̄_s, x_b⟩ = (W G)_sb and ⟨x̄_s, x̄_t⟩ = (W G Wᵀ)_st, and
-their squared norms are the diagonal of W G Wᵀ. Memory is O((B + S)²) for S
-synthetic points; no B×B×B tensor is built.
+their squared norms are the diagonal of W G Wᵀ. No B×B×B tensor is built.
+
+Memory: a batch of B points with S synthetic points builds several
+(B + S)×(B + S) matrices (Gram matrix, metric, pooling), so memory grows as
+O((B + S)²) — S = n·⌊B/2⌋ for consecutive pairs, n·Σ_c m_c(m_c − 1)/2 for all
+pairs — i.e. quadratically in `n_points`. `EmbeddingExpansion` estimates it
+up front and raises a `ValueError` above `memory_budget_mb`.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfdml import distances
-from tfdml.checks import check_choice, check_int
+from tfdml.checks import check_choice, check_int, check_number
 
 PAIR_MODES = ("consecutive", "all")
 POOLING_MODES = ("class", "anchor")
+#: (B + S)×(B + S) matrices counted by the memory estimate (Gram matrix, metric, pooling copies).
+ESTIMATED_MATRICES = 4
 
 
 def _positive_pairs(labels, pairs):
@@ -93,13 +101,20 @@ class EmbeddingExpansion:
             the triplet family (triplet — exactly the official HPHN code —,
             margin, quadruplet and SNR), "class" (the paper's equations) for
             the other pair-based losses.
+        memory_budget_mb: largest estimated memory, in MiB, of the
+            (B + S)×(B + S) matrices of one batch (`estimated_bytes`: 4
+            matrices of the compute dtype). Above it a loss call raises a
+            `ValueError` before allocating anything (a `tf.debugging`
+            assertion when the size is only known at run time, e.g.
+            `pairs="all"` in a graph). Default 2048.
     """
 
-    def __init__(self, n_points=2, normalize=True, pairs="consecutive", pooling=None):
+    def __init__(self, n_points=2, normalize=True, pairs="consecutive", pooling=None, memory_budget_mb=2048):
         self.n_points = check_int(n_points, "n_points", minimum=0)
         self.normalize = bool(normalize)
         self.pairs = check_choice(pairs, "pairs", PAIR_MODES)
         self.pooling = None if pooling is None else check_choice(pooling, "pooling", POOLING_MODES)
+        self.memory_budget_mb = check_number(memory_budget_mb, "memory_budget_mb", greater_than=0.0)
 
     def get_config(self):
         return {
@@ -107,6 +122,7 @@ class EmbeddingExpansion:
             "normalize": self.normalize,
             "pairs": self.pairs,
             "pooling": self.pooling,
+            "memory_budget_mb": self.memory_budget_mb,
         }
 
     @classmethod
@@ -119,6 +135,53 @@ class EmbeddingExpansion:
 
     def __eq__(self, other):
         return isinstance(other, EmbeddingExpansion) and self.get_config() == other.get_config()
+
+    # ------------------------------------------------------------------ memory
+    def synthetic_count(self, labels):
+        """S, the number of synthetic points (slots) EE builds for a batch.
+
+        Returns:
+            A Python int when it is known before running (consecutive pairs
+            with a static batch size, or eager labels), else an int32 tensor.
+        """
+        batch = labels.shape[0]
+        if self.pairs == "consecutive":
+            slots = batch // 2 if batch is not None else tf.shape(labels)[0] // 2
+        elif tf.executing_eagerly():
+            _, counts = np.unique(np.asarray(labels), return_counts=True)
+            slots = int(np.sum(counts * (counts - 1) // 2))
+        else:
+            same = tf.reduce_sum(tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.int32))
+            slots = (same - tf.shape(labels)[0]) // 2
+        return self.n_points * slots
+
+    def estimated_bytes(self, batch, synthetic, dtype=tf.float32):
+        """Estimated memory of the (B + S)×(B + S) matrices of one batch
+        (`ESTIMATED_MATRICES` of them, `dtype` entries)."""
+        return ESTIMATED_MATRICES * (batch + synthetic) ** 2 * tf.as_dtype(dtype).size
+
+    def check_memory(self, labels, dtype=tf.float32):
+        """Raises a `ValueError` (or, for sizes known only at run time, adds a
+        `tf.debugging` assertion) when `estimated_bytes` exceeds
+        `memory_budget_mb`."""
+        synthetic = self.synthetic_count(labels)
+        batch = labels.shape[0] if labels.shape[0] is not None else tf.shape(labels)[0]
+        budget = self.memory_budget_mb * 2 ** 20
+        text = (f"EmbeddingExpansion(n_points={self.n_points}, pairs={self.pairs!r}) would build several "
+                f"(B + S)×(B + S) matrices (S synthetic points)")
+        advice = "Lower n_points or the batch size, or raise memory_budget_mb."
+        if isinstance(synthetic, int) and isinstance(batch, int):
+            needed = self.estimated_bytes(batch, synthetic, dtype)
+            if needed > budget:
+                points = batch + synthetic
+                raise ValueError(f"{text}: {points}×{points} for a batch of {batch} (S = {synthetic}), about "
+                                 f"{needed / 2 ** 20:,.0f} MiB, above memory_budget_mb={self.memory_budget_mb:g}. "
+                                 f"{advice}")
+            return None
+        needed = self.estimated_bytes(tf.cast(batch, tf.float64), tf.cast(synthetic, tf.float64), dtype)
+        return tf.debugging.assert_less_equal(
+            needed, tf.constant(budget, tf.float64),
+            message=f"{text} above memory_budget_mb={self.memory_budget_mb:g} (estimated bytes below). {advice}")
 
     # ------------------------------------------------------------------ points
     def synthetic_structure(self, labels, dtype=tf.float32):
@@ -135,6 +198,10 @@ class EmbeddingExpansion:
             invalid slots), `valid` bool and `labels`; plus `num_slots` K.
         """
         n = self.n_points
+        check = self.check_memory(labels, dtype)
+        if check is not None:
+            with tf.control_dependencies([check]):
+                labels = tf.identity(labels)
         first, second, valid = _positive_pairs(labels, self.pairs)
         w_first, w_second = _interpolation_weights(n, dtype)
         num_pairs = tf.shape(first)[0]
@@ -188,12 +255,14 @@ class EmbeddingExpansion:
             tf.boolean_mask(is_synthetic, keep),
         )
 
-    def expanded_gram(self, gram, labels):
+    def expanded_gram(self, gram, labels, synthetic_norm=1.0):
         """Gram matrix of all original and synthetic points, from the B×B Gram.
 
         Args:
             gram: (B, B) Gram matrix of the original embeddings.
             labels: (B,) integer labels.
+            synthetic_norm: the norm `normalize=True` gives synthetic points
+                (1; 1/c when `gram` is that of the embeddings divided by c).
 
         Returns:
             (gram_all (P, P) with P = B + S and the original block equal to `gram`
@@ -204,7 +273,7 @@ class EmbeddingExpansion:
         syn_syn = _combine(syn_orig, structure, axis=1)  # (S, S) = W G Wᵀ
         if self.normalize:
             sq_norm = tf.linalg.diag_part(syn_syn)
-            inv = distances.inverse_norm(sq_norm)
+            inv = distances.inverse_norm(sq_norm) * synthetic_norm
             inv = tf.where(structure["valid"], inv, tf.zeros_like(inv))
             syn_orig = syn_orig * inv[:, None]
             syn_syn = syn_syn * inv[:, None] * inv[None, :]
@@ -213,7 +282,7 @@ class EmbeddingExpansion:
         return tf.concat([top, bottom], axis=0), structure
 
     # ----------------------------------------------------------------- pooling
-    def pooled_matrix(self, gram, labels, metric, pooling):
+    def pooled_matrix(self, gram, labels, metric, pooling, synthetic_norm=1.0):
         """Hardest negative-pair values between original points under EE.
 
         Args:
@@ -222,13 +291,14 @@ class EmbeddingExpansion:
             metric: a `tfdml.distances.METRICS` name; distances pool by minimum,
                 similarities by maximum.
             pooling: "class" or "anchor" (see the class docstring).
+            synthetic_norm: see `expanded_gram`.
 
         Returns:
             (matrix (B, B) — the metric between originals, (B, B) pooled matrix).
             Only the entries of negative pairs of the pooled matrix are meaningful.
         """
         batch = tf.shape(labels)[0]
-        gram_all, structure = self.expanded_gram(gram, labels)
+        gram_all, structure = self.expanded_gram(gram, labels, synthetic_norm)
         # The square root is monotone: pool squared distances, take roots on B×B only.
         pooled_metric = "squared_euclidean" if metric == "euclidean" else metric
         full = metric_from_gram(gram_all, pooled_metric)
@@ -358,7 +428,7 @@ def metric_from_gram(gram, metric):
     sq_norms = tf.linalg.diag_part(gram)
     result = distances.from_gram(gram, sq_norms, sq_norms, metric)
     if not distances.is_similarity(metric):
-        result = tf.linalg.set_diag(result, tf.zeros_like(sq_norms))
+        result = distances.zero_diagonal(result)
     return result
 
 

@@ -14,6 +14,14 @@ Every loss class declares `config_args` (its constructor arguments, saved by
 (EE pooling when `expansion.pooling` is None: "anchor" for triplet, margin,
 quadruplet and SNR, "class" for the other pair-based losses).
 
+Every loss (via `MetricLoss`): rejects Keras' per-sample `reduction` (each
+loss reduces over its own tuples as its docstring states); returns NaN when an
+embedding is NaN or ±inf; returns 0 with a zero gradient for an empty batch;
+checks the labels' length also in graphs with a dynamic batch size; and never
+produces NaN from finite embeddings of any magnitude (metrics of raw embeddings
+are computed without overflow, see `tfdml.distances` and
+`tfdml.losses.pairs.pair_matrices`).
+
 Argument vocabulary — one name per concept, the same in every loss:
 
 - `margin`: the loss's (first) hinge margin (triplet m, margin-loss α,
@@ -27,7 +35,11 @@ Argument vocabulary — one name per concept, the same in every loss:
   before distances (triplet, ProxyNCA).
 - `scale`: multiplier of logits (ArcFace s, SoftTriple λ); `temperature`: divisor
   of logits (normalised softmax T, the triplet "nca" form).
-- `mining`, `rho`: triplet miner name and ρ-regularisation probability.
+- `mining`, `rho`: triplet miner name and ρ-regularisation probability;
+  `average_over`: what the triplet loss divides its sum by (triplets, active
+  triplets or positive pairs).
+- `ee_form`: "paper" (default) or "pooled" — for the losses with their own
+  printed EE equation (lifted EE eq. 12, multi-similarity EE eqs. 14–15).
 - `lr_multiplier`: learning-rate multiplier of the loss's trainable state (β,
   proxies); `num_classes`, `proxies_per_class`: class-indexed state.
 - `expansion`: `tfdml.EmbeddingExpansion` (or None); `seed`: int seed of the
@@ -54,7 +66,7 @@ from tfdml.losses.registry import get, get_class, names
 from tfdml.losses.shared_triplets import SharedTripletLoss
 from tfdml.losses.snr import SNRLoss
 from tfdml.losses.soft_triple import SoftTripleLoss
-from tfdml.losses.state import LossVariable, attach_loss_state
+from tfdml.losses.state import LossStateFunctional, LossVariable, attach_loss_state
 from tfdml.losses.triplet import TripletLoss
 
 __all__ = [
@@ -66,6 +78,7 @@ __all__ = [
     "ContrastiveLoss",
     "MarginLoss",
     "LossVariable",
+    "LossStateFunctional",
     "GeneralizedLiftedStructureLoss",
     "AngularLoss",
     "HistogramLoss",

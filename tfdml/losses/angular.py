@@ -82,7 +82,7 @@ class AngularLoss(MetricLoss):
         return math.tan(math.radians(self.alpha_degrees)) ** 2
 
     def _npair_terms(self, labels, embeddings):
-        m = self.pair_matrices(embeddings, labels, "dot")
+        m = self.pair_matrices(embeddings, labels, "dot", normalized=False)
         neg_lse = masked_logsumexp(m.negative, m.negative_mask, axis=1)  # (B,)
         has_neg = tf.reduce_any(m.negative_mask, axis=1)
         per_pair = tf.nn.softplus(neg_lse[:, None] - m.positive)

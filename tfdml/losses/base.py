@@ -8,7 +8,13 @@
   float16/bfloat16 embeddings (mixed precision);
 - all-gathers embeddings and labels across replicas under `tf.distribute`
   (`tfdml.losses.distributed`), so mining sees the global batch;
-- returns a scalar: each loss reduces over its own tuples as its docstring states.
+- returns a scalar: each loss reduces over its own tuples as its docstring states
+  (Keras' per-sample `reduction` does not apply and is rejected);
+- an empty batch (0 rows) gives 0 with a zero gradient, like a batch without a
+  valid tuple;
+- a non-finite embedding (NaN or ±inf) makes the loss NaN, so
+  `keras.callbacks.TerminateOnNaN` and loss logs see it (one reduction over the
+  embeddings; no per-op checks).
 
 A subclass declares what it can do as class attributes (`supports_expansion`,
 `default_pooling`, `random_sampling`, `config_args`), implements
@@ -40,7 +46,9 @@ def validate_inputs(labels, embeddings):
 
     Raises:
         ValueError: naming `labels` or `embeddings` for wrong ranks, batch size
-            mismatch, non-numeric or non-integer labels.
+            mismatch, non-numeric or non-integer labels. When a batch size is
+            only known at run time (a graph with a dynamic batch), a mismatch
+            raises `tf.errors.InvalidArgumentError` with the same message.
     """
     embeddings = tf.convert_to_tensor(embeddings)
     if not embeddings.dtype.is_floating:
@@ -62,6 +70,8 @@ def validate_inputs(labels, embeddings):
             f"labels and embeddings disagree on the batch size: labels has {n_labels} "
             f"entries, embeddings has {n_embeddings} rows."
         )
+    if (n_labels is None or n_embeddings is None) and not tf.executing_eagerly():
+        labels = _assert_same_batch(labels, embeddings)
     if labels.dtype not in _INTEGER_DTYPES:
         if tf.executing_eagerly():
             values = labels.numpy()
@@ -69,6 +79,17 @@ def validate_inputs(labels, embeddings):
                 raise ValueError("labels must be integer class ids, got non-integer values.")
         labels = tf.cast(tf.round(labels), tf.int64)
     return tf.cast(labels, tf.int32) if labels.dtype != tf.int64 else labels, embeddings
+
+
+def _assert_same_batch(labels, embeddings):
+    """`labels`, gated by a run-time check that it has one entry per embedding row."""
+    n_labels, n_embeddings = tf.shape(labels)[0], tf.shape(embeddings)[0]
+    check = tf.debugging.Assert(  # string constants only: XLA compiles (and skips) it
+        tf.equal(n_labels, n_embeddings),
+        ["labels and embeddings disagree on the batch size: labels has", n_labels, "entries, embeddings has",
+         n_embeddings, "rows."])
+    with tf.control_dependencies([check]):
+        return tf.identity(labels)
 
 
 def check_class_labels(labels, num_classes):
@@ -90,6 +111,16 @@ def check_class_labels(labels, num_classes):
                                  message=f"labels must be < num_classes={num_classes}")
         tf.debugging.assert_non_negative(labels, message="labels must be >= 0")
     return tf.clip_by_value(labels, tf.cast(0, labels.dtype), tf.cast(num_classes - 1, labels.dtype))
+
+
+def nan_if_not_finite(value, embeddings):
+    """`value`, or NaN when any embedding is NaN or ±inf.
+
+    One reduction: the sum of the embeddings is NaN or ±inf exactly when an
+    entry is (or when the sum itself overflows, |Σ x| > 3.4e38 in float32).
+    """
+    total = tf.stop_gradient(tf.reduce_sum(embeddings))
+    return tf.where(tf.math.is_finite(total), value, tf.constant(float("nan"), value.dtype))
 
 
 def compute_dtype_for(loss_dtype):
@@ -115,6 +146,9 @@ class MetricLoss(keras.losses.Loss):
         dtype: "float64" computes in float64; anything else computes in float32.
         gather_replicas: all-gather the batch across replicas under a
             `tf.distribute` strategy (global-batch mining). Default True.
+        reduction: must be None. Keras' per-sample reductions do not apply: each
+            loss reduces over its own tuples as its docstring states (the
+            triplet loss chooses its normalisation with `average_over`).
         expansion: `tfdml.EmbeddingExpansion`, its config dict, an int n_points
             or None (only for losses with "expansion" in `config_args`).
         seed: int or None; seed of the loss's random draws or of its state's
@@ -128,9 +162,13 @@ class MetricLoss(keras.losses.Loss):
     #: Trainable state (proxies, β) as a Keras layer; None for stateless losses.
     state_layer = None
 
-    def __init__(self, name=None, dtype=None, gather_replicas=True, reduction="sum_over_batch_size",
-                 expansion=None, seed=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+    def __init__(self, name=None, dtype=None, gather_replicas=True, reduction=None, expansion=None, seed=None):
+        if reduction is not None:
+            raise ValueError(
+                f"reduction={reduction!r} is not supported by {type(self).__name__}: a metric-learning loss "
+                "reduces over its own tuples (pairs, triplets, anchors) exactly as its docstring states, not "
+                "per sample. Leave reduction unset (TripletLoss chooses its normalisation with average_over=).")
+        super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
         self.gather_replicas = bool(gather_replicas)
         for argument, value in (("expansion", expansion), ("seed", seed)):
             if value is not None and argument not in self.config_args:  # as Python would for a missing argument
@@ -145,17 +183,29 @@ class MetricLoss(keras.losses.Loss):
         return compute_dtype_for(self.dtype)
 
     @property
+    def expanding(self):
+        """True when Embedding Expansion is active (an expansion with n_points > 0)."""
+        return self.expansion is not None and self.expansion.n_points > 0
+
+    @property
     def pooling(self):
         """The EE pooling in use: `expansion.pooling`, else `default_pooling`."""
         return resolve_pooling(self.expansion, self.default_pooling)
 
-    def pair_matrices(self, embeddings, labels, metric):
+    def pair_matrices(self, embeddings, labels, metric, normalized=True):
         """`tfdml.losses.pairs.PairMatrices` of the batch in `metric`, EE-pooled
-        for negative pairs with this loss's expansion and pooling."""
-        return pair_matrices(embeddings, labels, metric, self.expansion, self.pooling)
+        for negative pairs with this loss's expansion and pooling.
+        `normalized`: the embeddings are L2-normalised (False: raw embeddings,
+        computed without overflow at any magnitude)."""
+        return pair_matrices(embeddings, labels, metric, self.expansion, self.pooling, normalized)
 
     def build_state(self, embedding_dim):
         """Creates trainable state for `embedding_dim`-d embeddings (no-op here)."""
+        return None
+
+    def prepare(self, embeddings):
+        """Called with the (gathered, cast) embeddings before `compute`: creates
+        state that depends on them (no-op here)."""
         return None
 
     def __call__(self, y_true, y_pred, sample_weight=None):
@@ -174,7 +224,23 @@ class MetricLoss(keras.losses.Loss):
             if self.gather_replicas:
                 labels, embeddings, _ = distributed.gather_across_replicas(labels, embeddings)
             embeddings = tf.cast(embeddings, self.compute_dtype)
-            return distributed.scale_for_replicas(self.compute(labels, embeddings))
+            self.prepare(embeddings)
+            value = nan_if_not_finite(self._compute_any_batch(labels, embeddings), embeddings)
+            return distributed.scale_for_replicas(value)
+
+    def _compute_any_batch(self, labels, embeddings):
+        """`compute`, or 0 with a zero gradient for a batch of 0 rows."""
+        rows = embeddings.shape[0]
+        if rows == 0:
+            return tf.reduce_sum(embeddings)  # exactly 0; its gradient is the (empty) zero tensor
+        if rows is not None:
+            return self.compute(labels, embeddings)
+        # Dynamic batch size: an empty batch gets one zero stand-in row, so every op stays defined (also
+        # when XLA compiles the function for 0 rows); its value is discarded. No control flow.
+        count = tf.shape(embeddings)[0]
+        missing = tf.maximum(1 - count, 0)
+        value = self.compute(tf.pad(labels, [[0, missing]]), tf.pad(embeddings, [[0, missing], [0, 0]]))
+        return tf.where(count > 0, value, tf.zeros_like(value))
 
     def compute(self, labels, embeddings):
         """The loss of validated int labels (B,) and embeddings (B, D) in the compute dtype."""

@@ -60,7 +60,7 @@ class ContrastiveLoss(MetricLoss):
         self.normalize = bool(normalize)
 
     def compute(self, labels, embeddings):
-        m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean")
+        m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean", self.normalize)
         positive_mask, negative_mask = m.positive_mask, m.negative_mask
         negative_d = m.negative
         if self.rho > 0:

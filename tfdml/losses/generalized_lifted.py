@@ -63,7 +63,7 @@ class GeneralizedLiftedStructureLoss(MetricLoss):
 
     def compute(self, labels, embeddings):
         embeddings = normalize_if(embeddings, self.normalize)
-        m = self.pair_matrices(embeddings, labels, "euclidean")
+        m = self.pair_matrices(embeddings, labels, "euclidean", self.normalize)
         has_pos = tf.reduce_any(m.positive_mask, axis=1)
         has_neg = tf.reduce_any(m.negative_mask, axis=1)
         pos_term = masked_logsumexp(m.positive, m.positive_mask, axis=1)

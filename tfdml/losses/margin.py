@@ -98,7 +98,7 @@ class MarginLoss(MetricLoss):
         return tf.gather(values, check_class_labels(anchor_labels, self.num_classes))
 
     def compute(self, labels, embeddings):
-        matrices = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean")
+        matrices = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean", self.normalize)
         mined = mining_lib.mined_distances(matrices, labels, self.mining, margin=self.margin, rho=self.rho,
                                            seed=self._seed_generator)
         beta = self._betas(tf.gather(labels, mined.triplets.anchor))

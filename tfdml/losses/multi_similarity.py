@@ -1,15 +1,16 @@
 """Multi-similarity loss (Wang et al. 2019) in the form of EE eqs. 4–6 and 14–15."""
 import tensorflow as tf
 
-from tfdml.checks import check_number
+from tfdml.checks import check_choice, check_number
 from tfdml.losses.base import MetricLoss
 from tfdml.losses.ops import masked_logsumexp, normalize_if
+from tfdml.losses.pairs import EE_FORMS
 from tfdml.losses.registry import register
 
 
 @register("multi_similarity")
 class MultiSimilarityLoss(MetricLoss):
-    """Multi-similarity loss (Wang et al., CVPR 2019; Ko & Gu, CVPR 2020 eqs. 4–6).
+    """Multi-similarity loss (Wang et al., CVPR 2019; Ko & Gu, CVPR 2020 eqs. 4–6, 14–15).
 
     On cosine similarities s of L2-normalised embeddings, for anchor i with
     positives P_i (same class, ≠ i) and negatives N_i:
@@ -21,9 +22,24 @@ class MultiSimilarityLoss(MetricLoss):
 
     loss = mean over all B anchors of ℓ_i (an anchor with nothing kept adds 0).
 
-    With Embedding Expansion (EE eqs. 14–15) every negative similarity s_ik is the
-    pooled one (maximum over the pool; default pooling "class"), in the mining
-    conditions and in ℓ.
+    With Embedding Expansion, ŝ_ik is the EE-pooled similarity of the negative
+    pair (i, k) (maximum over the pools; default pooling "class"):
+
+    - `ee_form="paper"` (default; EE eqs. 14–15 as quoted in tfdml issue 11):
+      ŝ enters only the negative-selection condition — k is kept if
+      ŝ_ik + ε > min_{j∈P_i} s_ij (eq. 14); positive mining is eq. 5 unchanged
+      (original s_ik) and ℓ_i uses the original s_ik of the kept negatives
+      (eq. 15).
+    - `ee_form="pooled"` (tfdml before issue 11): ŝ_ik replaces s_ik in both
+      mining conditions and in ℓ_i. Under class pooling ŝ is constant over a
+      class pair, so MS's per-pair weighting collapses onto one value per
+      class pair.
+
+    Without EE (or with `n_points=0`) both forms are eqs. 4–6.
+
+    Defaults α = 2, β = 40, λ = 0.5, ε = 0.1 are Roth et al.'s (ICML 2020,
+    supplementary A.1), like the rest of the loss zoo's; the MS paper reports
+    β = 50.
 
     Args:
         alpha: α, scale of the positive term.
@@ -32,6 +48,7 @@ class MultiSimilarityLoss(MetricLoss):
         epsilon: ε of the pair mining.
         normalize: L2-normalise embeddings first (default True).
         expansion: `tfdml.EmbeddingExpansion` or None.
+        ee_form: "paper" (EE eqs. 14–15) or "pooled".
 
     Example (orthonormal points: every similarity is 0 and every pair is kept;
     each of the two anchors of class 0 adds ½ log(1 + e) + (1/50) log(1 + e^{−25}),
@@ -43,11 +60,11 @@ class MultiSimilarityLoss(MetricLoss):
     0.4378
     """
 
-    config_args = ("alpha", "beta", "base", "epsilon", "normalize", "expansion")
+    config_args = ("alpha", "beta", "base", "epsilon", "normalize", "expansion", "ee_form")
     supports_expansion = True
     default_pooling = "class"
 
-    def __init__(self, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1, normalize=True, expansion=None,
+    def __init__(self, alpha=2.0, beta=40.0, base=0.5, epsilon=0.1, normalize=True, expansion=None, ee_form="paper",
                  name="multi_similarity_loss", **kwargs):
         super().__init__(name=name, expansion=expansion, **kwargs)
         self.alpha = check_number(alpha, "alpha", greater_than=0.0)
@@ -55,17 +72,20 @@ class MultiSimilarityLoss(MetricLoss):
         self.base = check_number(base, "base")
         self.epsilon = check_number(epsilon, "epsilon", 0.0)
         self.normalize = bool(normalize)
+        self.ee_form = check_choice(ee_form, "ee_form", EE_FORMS)
 
     def compute(self, labels, embeddings):
-        m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "cosine")
+        m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "cosine", self.normalize)
+        # "paper": the pooled ŝ only selects negatives (eq. 14); "pooled": it replaces s everywhere.
+        loss_sim = m.positive if self.ee_form == "paper" else m.negative  # negative-pair similarity in ℓ and eq. 5
         big = tf.constant(1e4, m.positive.dtype)
-        pos_sim, neg_sim = tf.stop_gradient(m.positive), tf.stop_gradient(m.negative)
+        pos_sim, selection_sim = tf.stop_gradient(m.positive), tf.stop_gradient(m.negative)
         min_pos = tf.reduce_min(tf.where(m.positive_mask, pos_sim, big), axis=1, keepdims=True)
-        max_neg = tf.reduce_max(tf.where(m.negative_mask, neg_sim, -big), axis=1, keepdims=True)
-        keep_neg = tf.logical_and(m.negative_mask, neg_sim + self.epsilon > min_pos)
+        max_neg = tf.reduce_max(tf.where(m.negative_mask, tf.stop_gradient(loss_sim), -big), axis=1, keepdims=True)
+        keep_neg = tf.logical_and(m.negative_mask, selection_sim + self.epsilon > min_pos)
         keep_pos = tf.logical_and(m.positive_mask, pos_sim - self.epsilon < max_neg)
         pos_lse = masked_logsumexp(-self.alpha * (m.positive - self.base), keep_pos, axis=1)
-        neg_lse = masked_logsumexp(self.beta * (m.negative - self.base), keep_neg, axis=1)
+        neg_lse = masked_logsumexp(self.beta * (loss_sim - self.base), keep_neg, axis=1)
         # log(1 + Σ exp(z)) = softplus(logsumexp(z)); empty sums give softplus(-1e4) = 0.
         per_anchor = tf.nn.softplus(pos_lse) / self.alpha + tf.nn.softplus(neg_lse) / self.beta
         return tf.reduce_mean(per_anchor)

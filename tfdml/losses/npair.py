@@ -19,8 +19,21 @@ class NPairLoss(MetricLoss):
     loss = mean over ordered positive pairs of ℓ_ij + embedding_reg · mean_i ‖x_i‖².
 
     With Embedding Expansion (EE eq. 13) every negative similarity s_ik is the
-    pooled one (maximum over the pool; default pooling "class"). Use
-    `EmbeddingExpansion(normalize=False)` on unnormalised embeddings.
+    pooled one (maximum over the pools; default pooling "class"). The EE paper
+    uses *unnormalised* synthetic points for N-pair (§3, §4.1): on unnormalised
+    embeddings (the default) an expansion must say `normalize=False`
+    (`EmbeddingExpansion(n, normalize=False)`; config `expansion.normalize:
+    false`), anything else is refused with a `ValueError`. Then a synthetic
+    point x̄ = w x_i + (1 − w) x_j never beats both of its end points: the dot
+    product is bilinear, so ⟨x̄, z⟩ = w⟨x_i, z⟩ + (1 − w)⟨x_j, z⟩ ≤
+    max(⟨x_i, z⟩, ⟨x_j, z⟩), and likewise between two synthetic points. EE +
+    N-pair therefore equals class-level hardest-pair pooling over the original
+    points under the default "class" pooling: ŝ_ik = max of ⟨x_a, x_b⟩ over
+    originals a of class y_i and b of class y_k (both end points of every
+    segment are in the class pools). That maximum generically exceeds s_ij, so
+    shrinking all embeddings towards 0 lowers this loss: on tfdml's zero-shot
+    benchmark (README) it collapses the embeddings, while
+    `EmbeddingExpansion(n, normalize=False, pooling="anchor")` does not.
 
     Args:
         embedding_reg: weight of the squared-norm regulariser.
@@ -44,10 +57,15 @@ class NPairLoss(MetricLoss):
         super().__init__(name=name, expansion=expansion, **kwargs)
         self.embedding_reg = check_number(embedding_reg, "embedding_reg", 0.0)
         self.normalize = bool(normalize)
+        if self.expanding and self.expansion.normalize and not self.normalize:
+            raise ValueError(
+                "NPairLoss(normalize=False) works on unnormalised embeddings, and EE + N-pair uses unnormalised "
+                "synthetic points (Ko & Gu 2020, §3 and §4.1): pass expansion=tfdml.EmbeddingExpansion(n_points, "
+                "normalize=False) (config: expansion.normalize: false), or NPairLoss(normalize=True).")
 
     def compute(self, labels, embeddings):
         embeddings = normalize_if(embeddings, self.normalize)
-        m = self.pair_matrices(embeddings, labels, "dot")
+        m = self.pair_matrices(embeddings, labels, "dot", self.normalize)
         neg_lse = masked_logsumexp(m.negative, m.negative_mask, axis=1)  # (B,)
         per_pair = tf.nn.softplus(neg_lse[:, None] - m.positive)
         loss = masked_mean(per_pair, m.positive_mask)

@@ -28,17 +28,17 @@ def masked_mean(values, mask):
 
 
 def masked_logsumexp(values, mask, axis=-1):
-    """log Σ_{mask} exp(values) along `axis`; a large negative number if empty.
+    """log Σ_{mask} exp(values) along `axis`; −1e4 (a large negative number) if empty.
 
-    Gradients are finite everywhere (masked entries get zero gradient).
+    Exact for values of any finite magnitude (the shift is the largest masked
+    value); gradients are finite everywhere (masked entries get zero gradient).
     """
-    neg = tf.constant(-1e4, values.dtype)
-    safe = tf.where(mask, values, neg)
-    peak = tf.stop_gradient(tf.reduce_max(safe, axis=axis, keepdims=True))
-    summed = tf.reduce_sum(tf.where(mask, tf.exp(safe - peak), tf.zeros_like(safe)), axis=axis)
     has_any = tf.reduce_any(mask, axis=axis)
+    peak = tf.stop_gradient(tf.reduce_max(tf.where(mask, values, values.dtype.min), axis=axis, keepdims=True))
+    shifted = tf.where(mask, values - peak, tf.constant(-float("inf"), values.dtype))  # exp: 0 off the mask
+    summed = tf.reduce_sum(tf.exp(shifted), axis=axis)
     log_sum = tf.math.log(tf.where(has_any, summed, tf.ones_like(summed)))
-    return tf.where(has_any, log_sum + tf.squeeze(peak, axis), neg + tf.zeros_like(summed))
+    return tf.where(has_any, log_sum + tf.squeeze(peak, axis), tf.constant(-1e4, values.dtype) + tf.zeros_like(summed))
 
 
 def normalize_if(embeddings, normalize):

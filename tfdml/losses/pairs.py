@@ -8,8 +8,15 @@ about EE. This module also (de)serialises the `expansion` constructor argument.
 """
 import tensorflow as tf
 
+from tfdml import distances
 from tfdml.expansion import EmbeddingExpansion, metric_from_gram
 from tfdml.losses.ops import pair_masks
+
+#: How a loss with its own printed EE equation (lifted, multi-similarity) uses
+#: pooled values: "paper" — the EE paper's equation for that loss; "pooled" —
+#: the loss's own equation with every negative value replaced by the pooled
+#: one, in mining and loss alike (the rule of every other pair-based loss).
+EE_FORMS = ("paper", "pooled")
 
 
 class PairMatrices:
@@ -36,7 +43,7 @@ def resolve_pooling(expansion, default_pooling):
     return (expansion.pooling if expansion is not None else None) or default_pooling
 
 
-def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class"):
+def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", normalized=True):
     """Builds `PairMatrices` from the Gram matrix of `embeddings`.
 
     Args:
@@ -46,14 +53,34 @@ def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class"):
         expansion: `EmbeddingExpansion` or None. With `n_points == 0` the result is
             exactly the one without expansion.
         pooling: pooling used when `expansion.pooling` is None.
+        normalized: the embeddings are L2-normalised (bounded norms). For raw
+            embeddings (False) nothing may overflow at any finite magnitude:
+            dot products come from `tfdml.distances.saturating_gram`, other
+            metrics are computed on the embeddings divided by
+            `tfdml.distances.batch_scale` and rescaled (exact: distances are
+            homogeneous, cosines scale-invariant).
     """
-    gram = tf.matmul(embeddings, embeddings, transpose_b=True)
     positive_mask, negative_mask = pair_masks(labels)
     dim = embeddings.shape[-1]
+    scale = None
+    if normalized:
+        gram = tf.matmul(embeddings, embeddings, transpose_b=True)
+    elif metric == "dot":
+        gram = distances.saturating_gram(embeddings)
+    else:
+        scale = distances.batch_scale(embeddings)
+        scaled = embeddings / scale
+        gram = tf.matmul(scaled, scaled, transpose_b=True)
     if expansion is None or expansion.n_points == 0:
-        matrix = metric_from_gram(gram, metric)
-        return PairMatrices(matrix, matrix, positive_mask, negative_mask, dim)
-    original, pooled = expansion.pooled_matrix(gram, labels, metric, resolve_pooling(expansion, pooling))
+        original = pooled = metric_from_gram(gram, metric)
+    else:
+        synthetic_norm = 1.0 if scale is None else 1.0 / scale
+        original, pooled = expansion.pooled_matrix(gram, labels, metric, resolve_pooling(expansion, pooling),
+                                                   synthetic_norm)
+    if scale is not None:
+        rescaled = distances.rescale(original, scale, metric)
+        pooled = rescaled if pooled is original else distances.rescale(pooled, scale, metric)
+        original = rescaled
     return PairMatrices(original, pooled, positive_mask, negative_mask, dim)
 
 

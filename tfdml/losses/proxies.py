@@ -52,8 +52,9 @@ class ProxyLoss(MetricLoss):
         """Creates the proxies for `embedding_dim`-d embeddings (idempotent)."""
         return self.state_layer.build_for(embedding_dim)
 
-    def unit_proxies(self, embeddings):
-        """The L2-normalised proxies in the compute dtype, built on first use."""
+    def prepare(self, embeddings):
+        """Creates the proxies on first use (with a warning: a model trains and
+        saves them only if it tracks them), or checks the embedding size."""
         if not self.state_layer.built_for_embeddings:
             warnings.warn(
                 f"{type(self).__name__} creates its proxies on first call. A model trains and saves them only "
@@ -61,11 +62,14 @@ class ProxyLoss(MetricLoss):
                 "tfdml.losses.attach_loss_state(model, loss) before compile.", stacklevel=3)
         if embeddings.shape[-1] is not None:
             self.build_state(embeddings.shape[-1])  # creates, or checks the embedding size
-        return distances.l2_normalize(tf.cast(self.state_layer.value, embeddings.dtype))
+
+    def unit_proxies(self, dtype):
+        """The L2-normalised proxies in `dtype`."""
+        return distances.l2_normalize(tf.cast(self.state_layer.value, dtype))
 
     def compute(self, labels, embeddings):
         labels = check_class_labels(labels, self.num_classes)
-        return self.proxy_loss(labels, distances.l2_normalize(embeddings), self.unit_proxies(embeddings))
+        return self.proxy_loss(labels, distances.l2_normalize(embeddings), self.unit_proxies(embeddings.dtype))
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
         """The loss from labels, L2-normalised embeddings (B, D) and proxies (P, D)."""

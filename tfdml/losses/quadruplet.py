@@ -75,7 +75,7 @@ class QuadrupletLoss(MetricLoss):
         self.normalize = bool(normalize)
 
     def compute(self, labels, embeddings):
-        matrices = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean")
+        matrices = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean", self.normalize)
         mined = mining_lib.mined_distances(matrices, labels, "distance", margin=self.margin, rho=self.rho,
                                            seed=self._seed_generator)
         anchor, negative = mined.triplets.anchor, mined.triplets.negative

@@ -1,6 +1,7 @@
 """Signal-to-noise-ratio triplet loss (Yuan et al., CVPR 2019)."""
 import tensorflow as tf
 
+from tfdml import distances
 from tfdml.checks import check_number
 from tfdml.losses import mining as mining_lib
 from tfdml.losses.base import MetricLoss
@@ -31,7 +32,7 @@ def snr_distances(points):
     sq_norms = tf.reduce_sum(tf.square(centred), axis=1)
     gram = tf.matmul(centred, centred, transpose_b=True)
     noise = tf.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram, 0.0)
-    noise = tf.linalg.set_diag(noise, tf.zeros_like(sq_norms))
+    noise = distances.zero_diagonal(noise)
     return noise / tf.maximum(sq_norms, _VARIANCE_FLOOR)[:, None]
 
 
@@ -122,7 +123,7 @@ class SNRLoss(MetricLoss):
             snr = self.snr_matrices(embeddings, labels, *pair_masks(labels))
             matrices = snr
         else:  # mining uses Euclidean distances, EE-pooled the same way
-            matrices = self.pair_matrices(embeddings, labels, "euclidean")
+            matrices = self.pair_matrices(embeddings, labels, "euclidean", self.normalize)
             snr = self.snr_matrices(embeddings, labels, matrices.positive_mask, matrices.negative_mask)
         mined = mining_lib.mined_distances(matrices, labels, self.mining, margin=self.margin, rho=self.rho,
                                            seed=self._seed_generator, values=snr)

@@ -5,16 +5,26 @@ a `LossVariable` exposed as `loss.state_layer`, created by
 `loss.build_state(embedding_dim)`. `attach_loss_state(model, loss)` builds the
 state and assigns the layer to the model as an attribute, so Keras tracks it:
 its variables join `model.trainable_variables` (trained by `model.fit`), model
-checkpoints and `.keras` files. This works for functional models (including
-`tfdml.models.EmbeddingModel`, whose `compile` calls it) and subclassed models;
-`keras.Sequential` does not track extra layers and is rejected with a clear
-error. Embedders/exported serving models are built from the model's layers up
-to the embedding and never include it.
+checkpoints and `.keras` files. `keras.Sequential` does not track extra layers
+and is rejected with a clear error. Embedders/exported serving models are built
+from the model's layers up to the embedding and never include it.
+
+`.keras` round trips: `keras.models.load_model` rebuilds the loss from the
+compile config, so the model class must attach the new loss's state before it
+compiles (then the optimizer has slots for it, and the trained values and
+optimizer state are restored: training continues exactly). Plain functional
+models become `LossStateFunctional` (a Keras `Functional` that does this) when
+given to `attach_loss_state`; `tfdml.models.EmbeddingModel.compile` attaches
+the state itself. A subclassed model overriding neither `compile` nor
+`compile_from_config` cannot, so `attach_loss_state` warns (its weights files
+still work when the reloaded model is attached before `load_weights`).
 """
 import math
+import warnings
 
 import keras
 import numpy as np
+from keras.src.models.functional import Functional  # the class of keras.Model(inputs, outputs)
 
 from tfdml.checks import check_number, check_seed
 
@@ -103,12 +113,42 @@ class LossVariable(keras.layers.Layer):
     def call(self, inputs):  # never used as a model layer; present for Keras' Layer contract
         return inputs
 
+    def load_own_variables(self, store):
+        """Restores saved state, creating the variable with the saved shape if
+        it does not exist yet (e.g. proxies of a loss rebuilt from a config)."""
+        if self.raw is None and len(store.keys()):
+            self._create(tuple(store["0"].shape))
+        super().load_own_variables(store)
+
     def get_config(self):
         return {**super().get_config(), "shape": list(self.value_shape), "initial": self.initial,
                 "lr_multiplier": self.lr_multiplier, "seed": self.seed}
 
+@keras.saving.register_keras_serializable(package="tfdml")
+class LossStateFunctional(Functional):
+    """A functional model whose `.keras` file restores its loss's trainable state.
+
+    `attach_loss_state` turns a plain functional model (`keras.Model(inputs,
+    outputs)`) into this subclass: same layers, graph and behaviour. When
+    `keras.models.load_model` compiles it from the saved config, it attaches
+    the rebuilt loss's state before compiling, so the optimizer gets slots for
+    it and the saved values and optimizer state are restored.
+    """
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        if getattr(config.get("loss"), "state_layer", None) is not None:
+            attach_loss_state(self, config["loss"])
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+
 def attach_loss_state(model, loss, embedding_dim=None):
     """Makes `model` track the trainable state of `loss`.
+
+    A plain functional model becomes a `LossStateFunctional` (same layers), so
+    its `.keras` file restores the state too.
 
     Args:
         model: a `keras.Model`.
@@ -135,4 +175,13 @@ def attach_loss_state(model, loss, embedding_dim=None):
             f"{type(model).__name__} does not track layers assigned as attributes, so the loss's trainable "
             "state would not be trained or saved. Use a functional keras.Model (keras.Model(inputs, "
             "outputs)) or tfdml.models.EmbeddingModel.")
+    if type(model) is Functional:
+        model.__class__ = LossStateFunctional
+    elif (type(model).compile is keras.Model.compile
+          and type(model).compile_from_config is keras.Model.compile_from_config):
+        warnings.warn(
+            f"{type(model).__name__} does not attach the loss state when keras.models.load_model rebuilds it, so "
+            "its .keras file would not restore the trained loss state: override compile_from_config to call "
+            "tfdml.losses.attach_loss_state(self, loss) before compiling (as tfdml.models.EmbeddingModel's "
+            "compile does), or save weights and attach before load_weights.", stacklevel=2)
     return loss.state_layer

@@ -10,6 +10,7 @@ from tfdml.losses.registry import register
 
 FORMS = ("hinge", "softplus", "nca")
 TRIPLET_DISTANCES = ("euclidean", "squared_euclidean", "cosine_distance")
+AVERAGES = ("triplets", "active_triplets", "positive_pairs")
 
 
 @register("triplet")
@@ -26,12 +27,21 @@ class TripletLoss(MetricLoss):
       (Xuan et al., "Improved embeddings with easy positive triplet mining",
       temperature 0.1). Mining still uses `distance`.
 
-    Reduction: `mining="hard"` — mean over anchors having a positive and a
-    negative (batch-hard, HPHN); `mining="all"` — mean over all valid triplets with
-    ℓ > 0 (all valid triplets for the always-positive softplus/nca forms); every
-    other miner — mean over its valid triplets (one per anchor, or one per
-    anchor–positive pair for "semihard" and "distance"; see `tfdml.losses.mining`).
-    A batch without any valid triplet gives 0 with a zero gradient.
+    Reduction (`average_over`): the sum of ℓ over the valid mined triplets is
+    divided by
+    - "triplets": their number — the mean over anchors having a positive and a
+      negative for `mining="hard"` (batch-hard, HPHN), over valid triplets for
+      the other miners (one per anchor, or one per anchor–positive pair for
+      "semihard" and "distance"; see `tfdml.losses.mining`);
+    - "active_triplets": the number of those with ℓ > 0 (Hermans et al.'s
+      "BA≠0", pytorch-metric-learning's convention);
+    - "positive_pairs": |P|, the number of ordered positive pairs (a, p),
+      a ≠ p, of the batch — the normalisation of EE eqs. 1 and 11 (as quoted
+      in tfdml issue 11): with `mining="all"`,
+      loss = 1/|P| Σ_{(a,p)∈P} Σ_{n: y_n ≠ y_a} ℓ_apn.
+    Default (None): "active_triplets" for `mining="all"` with the hinge form,
+    "triplets" otherwise (for the always-positive softplus/nca forms both are
+    the same). A batch without any valid triplet gives 0 with a zero gradient.
 
     Embedding Expansion: every anchor–negative distance (in mining and in ℓ) is
     the EE-pooled one; positives and anchors are original points. Default pooling
@@ -53,6 +63,8 @@ class TripletLoss(MetricLoss):
         embedding_scale: embeddings are multiplied by it (after normalisation).
         expansion: `tfdml.EmbeddingExpansion` or None.
         seed: int seed of the random miners / ρ.
+        average_over: None, "triplets", "active_triplets" or "positive_pairs"
+            (see Reduction).
 
     Example (unit circle: every anchor's farthest positive and nearest negative
     are both √2 away, so each hinge is 0.5):
@@ -65,14 +77,14 @@ class TripletLoss(MetricLoss):
     """
 
     config_args = ("margin", "mining", "form", "distance", "normalize", "temperature", "rho", "embedding_scale",
-                   "expansion", "seed")
+                   "expansion", "seed", "average_over")
     supports_expansion = True
     default_pooling = "anchor"
     random_sampling = True
 
     def __init__(self, margin=0.2, mining="hard", form="hinge", distance="euclidean", normalize=True,
-                 temperature=0.1, rho=0.0, embedding_scale=1.0, expansion=None, seed=None, name="triplet_loss",
-                 **kwargs):
+                 temperature=0.1, rho=0.0, embedding_scale=1.0, expansion=None, seed=None, average_over=None,
+                 name="triplet_loss", **kwargs):
         super().__init__(name=name, expansion=expansion, seed=seed, **kwargs)
         self.margin = check_number(margin, "margin")
         self.rho = check_number(rho, "rho", 0.0, 1.0)
@@ -82,6 +94,14 @@ class TripletLoss(MetricLoss):
         self.normalize = bool(normalize)
         self.temperature = check_number(temperature, "temperature", greater_than=0.0)
         self.embedding_scale = check_number(embedding_scale, "embedding_scale", greater_than=0.0)
+        self.average_over = None if average_over is None else check_choice(average_over, "average_over", AVERAGES)
+
+    @property
+    def average(self):
+        """The `average_over` in use (resolving the default None)."""
+        if self.average_over is not None:
+            return self.average_over
+        return "active_triplets" if self.mining == "all" and self.form == "hinge" else "triplets"
 
     def _per_triplet(self, d_ap, d_an):
         """ℓ of each triplet; for the "nca" form d_ap, d_an are cosine similarities."""
@@ -95,12 +115,15 @@ class TripletLoss(MetricLoss):
         embeddings = normalize_if(embeddings, self.normalize)
         if self.embedding_scale != 1.0:
             embeddings = embeddings * self.embedding_scale
-        matrices = self.pair_matrices(embeddings, labels, self.distance)
-        similarities = self.pair_matrices(embeddings, labels, "cosine") if self.form == "nca" else None
+        matrices = self.pair_matrices(embeddings, labels, self.distance, self.normalize)
+        similarities = self.pair_matrices(embeddings, labels, "cosine", self.normalize) if self.form == "nca" else None
         mined = mining_lib.mined_distances(matrices, labels, self.mining, margin=self.margin, rho=self.rho,
                                            seed=self._seed_generator, values=similarities)
-        per_triplet = self._per_triplet(mined.d_ap, mined.d_an)
+        per_triplet = self._per_triplet(mined.d_ap, mined.d_an)  # (B, B, B) for "all": inherent, one hinge each
         valid = mined.valid
-        if self.mining == "all" and self.form == "hinge":
-            valid = tf.logical_and(valid, per_triplet > 0)  # O(B³) is inherent: each triplet has its own hinge
+        if self.average == "positive_pairs":
+            total = tf.reduce_sum(tf.where(valid, per_triplet, tf.zeros_like(per_triplet)))
+            return tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(matrices.positive_mask, total.dtype)))
+        if self.average == "active_triplets":
+            valid = tf.logical_and(valid, per_triplet > 0)
         return masked_mean(per_triplet, valid)
