@@ -353,3 +353,10 @@ def test_config_uses_the_modules_lists_and_argument_names():
     assert load_config(None, ["training.jit_compile=true"])["training"]["jit_compile"] is True
     with pytest.raises(ValueError, match="sampler.samples_per_class.*divisible"):
         load_config(None, ["sampler.batch_size=30", "sampler.samples_per_class=4"])
+
+
+def test_config_rejects_invalid_expansion_values_like_the_python_api():
+    """`expansion.n_points=-1` used to train silently without EE (issue 15 item 6)."""
+    with pytest.raises(ValueError, match="'expansion'.*n_points"):
+        tfdml.training.build_loss(load_config(None, ["expansion.n_points=-1"]))
+    assert tfdml.training.build_loss(load_config(None, ["expansion.n_points=0"])).expansion is None

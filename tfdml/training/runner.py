@@ -50,11 +50,16 @@ def build_loss(config, num_classes=None):
     """
     params = dict(config["loss"]["params"])
     cls = losses.get_class(config["loss"]["name"])
-    if config["expansion"] is not None and config["expansion"]["n_points"] > 0:
-        if not cls.supports_expansion:
-            raise ValueError(f"Config key 'expansion' is set, but loss {config['loss']['name']!r} does not support "
-                             "Embedding Expansion; set 'expansion: null' (--set expansion=null).")
-        params["expansion"] = EmbeddingExpansion(**config["expansion"])
+    if config["expansion"] is not None:
+        try:  # built even for n_points <= 0, so that invalid values are rejected, not silently ignored
+            expansion = EmbeddingExpansion(**config["expansion"])
+        except ValueError as error:
+            raise ValueError(f"Config section 'expansion': {error}") from None
+        if expansion.n_points > 0:
+            if not cls.supports_expansion:
+                raise ValueError(f"Config key 'expansion' is set, but loss {config['loss']['name']!r} does not "
+                                 "support Embedding Expansion; set 'expansion: null' (--set expansion=null).")
+            params["expansion"] = expansion
     if num_classes is not None and "num_classes" in cls.config_args:
         params.setdefault("num_classes", int(num_classes))
     return losses.get(config["loss"]["name"], **params)
