@@ -6,6 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdml import distances
+from tfdml.models.embedding_model import DEFAULT_TAP
+
 
 class _EmbeddingServer(tf.Module):
     """tf.Module wrapping an embedder: images (any batch, any size) → L2-normalised embeddings,
@@ -37,13 +40,13 @@ class _EmbeddingServer(tf.Module):
         return tf.cast(self.embedder(images, training=False), tf.float32)
 
     def _embed(self, images):
-        return {"embeddings": tf.math.l2_normalize(self._embeddings(images), axis=-1)}
+        return {"embeddings": distances.l2_normalize(self._embeddings(images))}
 
     def _search(self, embeddings):
         from tfdml.retrieval import search
 
         if self.index.normalize:
-            embeddings = tf.math.l2_normalize(embeddings, axis=-1)
+            embeddings = distances.l2_normalize(embeddings)
         squared, idx = search.top_k(embeddings, self.references, self.k, self.margin, self.block_size)
         return {"ids": tf.gather(self.ids, idx), "labels": tf.gather(self.labels, idx),
                 "distances": tf.cast(tf.sqrt(squared), tf.float32), "indices": idx}
@@ -68,7 +71,7 @@ class _EmbeddingServer(tf.Module):
         return signatures
 
 
-def export(model, path, tap="fc", index=None, k=10):
+def export(model, path, tap=DEFAULT_TAP, index=None, k=10):
     """Writes a SavedModel that maps raw images to embeddings and, with an index, to nearest neighbours.
 
     Signatures (any batch size; any spatial size, resized bilinearly to the

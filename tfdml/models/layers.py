@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from tfdml import distances
+
 # Per-channel constants of the keras.applications preprocessing modes.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -75,11 +77,10 @@ class GrayToRGB(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfdml")
 class L2Normalization(keras.layers.Layer):
-    """L2-normalises the last axis (zero vectors stay zero); output in float32."""
+    """L2-normalises the last axis (`tfdml.distances.l2_normalize`: zero vectors stay zero); output in float32."""
 
     def call(self, x):
-        x = ops.cast(x, "float32")
-        return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+        return distances.l2_normalize(ops.cast(x, "float32"))
 
     def compute_output_spec(self, x):
         return keras.KerasTensor(x.shape, dtype="float32")

@@ -6,6 +6,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from tfdml import distances
 from tfdml.retrieval import search
 
 BACKENDS = ("tf", "faiss")
@@ -123,7 +124,7 @@ class Index:
         if not np.isfinite(queries).all():
             raise ValueError("query embeddings contain NaN or infinite values.")
         if self.normalize:
-            queries = tf.math.l2_normalize(queries, axis=-1).numpy()
+            queries = distances.l2_normalize(queries).numpy()
         return queries
 
     def search(self, queries, k=5, batch_size=1024):
