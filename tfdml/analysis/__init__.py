@@ -4,11 +4,12 @@ from tfdml.analysis.expansion_analysis import (
     distance_heatmap,
     hard_negative_ratio,
     occlusion_robustness,
+    plot_expansion_recall,
     synthetic_query_recall,
     synthetic_test_queries,
 )
 from tfdml.analysis.plotting import line_plot
-from tfdml.analysis.report import write_report
+from tfdml.analysis.report import write_report, write_training_curves
 from tfdml.analysis.sharing import (
     cross_class_label_agreement,
     cross_class_neighbors,
@@ -22,7 +23,7 @@ from tfdml.analysis.sharing import (
 )
 from tfdml.analysis.similarity_plots import nearest_same_and_different, same_vs_different
 from tfdml.analysis.spectrum import singular_value_spectrum
-from tfdml.analysis.taps import TapRecallHistory, plot_tap_recalls
+from tfdml.analysis.taps import TapRecallHistory, plot_tap_metrics, plot_tap_recalls, tap_embedder
 from tfdml.analysis.tsne import joint_tsne, yoked_tsne
 
 __all__ = [
@@ -40,14 +41,18 @@ __all__ = [
     "nearest_same_and_different",
     "occlusion_robustness",
     "plot_cross_class_neighbors",
+    "plot_expansion_recall",
     "plot_head_curves",
+    "plot_tap_metrics",
     "plot_tap_recalls",
     "read_history",
     "same_vs_different",
     "singular_value_spectrum",
     "synthetic_query_recall",
     "synthetic_test_queries",
+    "tap_embedder",
     "write_report",
+    "write_training_curves",
     "write_sharing_report",
     "yoked_tsne",
 ]

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdml import distances
-from tfdml.analysis.plotting import figure, line_plot, save
+from tfdml.analysis.plotting import figure, line_plot, plot_epochs, save
 from tfdml.checks import check_choice
 from tfdml.expansion import POOLING_MODES, EmbeddingExpansion, class_representatives, metric_from_gram
 from tfdml.metrics import embed, recall_at_k
@@ -121,30 +121,81 @@ def hard_negative_ratio(embeddings_batches, expansion, distance="euclidean", poo
 
 
 class ExpansionMonitor(keras.callbacks.Callback):
-    """Logs EE statistics each epoch on a few training batches (Figs. 3 and 6).
+    """Logs EE statistics during training on a few fixed training batches (Figs. 3 and 6).
 
-    Writes `ee_synthetic_recall@1` (synthetic points as queries) and
-    `ee_synthetic_negative_ratio` (share of hard negatives that are synthetic)
-    into the epoch logs / `history.history`.
+    The batches are embedded by the model in inference mode and pooled; EE's
+    synthetic points (`expansion.n_points`, `normalize`, `pairs`) are generated
+    from the same-class pairs of the pooled set. Logged keys:
+
+    - `ee_synthetic_recall@1`: Recall@1 of the synthetic points as queries against
+      the original points (Fig. 3, "synthetic");
+    - `ee_original_recall@1`: Recall@1 of the original points, each against the
+      other original points (Fig. 3, "original");
+    - `ee_synthetic_negative_ratio`: share of batch-hard negatives that involve a
+      synthetic point, per batch (Fig. 6).
+
+    They are measured after the first epoch, every `every` epochs and after the
+    last; other epochs log NaN (every log row has the same keys).
 
     Args:
         batches: a few `(images, labels)` training batches (a finite iterable).
         expansion: the `EmbeddingExpansion` used by the loss.
+        every: measure every this many epochs.
     """
 
-    def __init__(self, batches, expansion):
+    KEYS = ("ee_synthetic_recall@1", "ee_original_recall@1", "ee_synthetic_negative_ratio")
+
+    def __init__(self, batches, expansion, every=1):
         super().__init__()
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}.")
         self.batches = list(batches)
+        if not self.batches:
+            raise ValueError("ExpansionMonitor needs at least one batch.")
         self.expansion = expansion
+        self.every = every
+
+    def measure(self):
+        """The statistics now, as a dict of the `KEYS`."""
+        embedded = [(np.asarray(self.model(x, training=False)), np.asarray(y).reshape(-1)) for x, y in self.batches]
+        x = np.concatenate([e for e, _ in embedded])
+        y = np.concatenate([l for _, l in embedded])
+        return {
+            "ee_synthetic_recall@1": synthetic_query_recall(x, y, self.expansion.n_points, self.expansion.normalize,
+                                                            self.expansion.pairs),
+            "ee_original_recall@1": recall_at_k(x, y, ks=(1,))["recall@1"],
+            "ee_synthetic_negative_ratio": hard_negative_ratio(embedded, self.expansion)["ratio"],
+        }
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        embedded = [(np.asarray(self.model(x, training=False)), np.asarray(y)) for x, y in self.batches]
-        x = np.concatenate([e for e, _ in embedded])
-        y = np.concatenate([l for _, l in embedded])
-        logs["ee_synthetic_recall@1"] = synthetic_query_recall(x, y, self.expansion.n_points,
-                                                               self.expansion.normalize, self.expansion.pairs)
-        logs["ee_synthetic_negative_ratio"] = hard_negative_ratio(embedded, self.expansion)["ratio"]
+        last = (self.params or {}).get("epochs")
+        due = epoch == 0 or (epoch + 1) % self.every == 0 or (last is not None and epoch + 1 == last)
+        logs.update(self.measure() if due else dict.fromkeys(self.KEYS, float("nan")))
+
+
+def plot_expansion_recall(history, path=None):
+    """EE Fig. 3: Recall@1 of synthetic and of original training points over training.
+
+    Args:
+        history: {key: [value per epoch]} with `ee_synthetic_recall@1` and
+            `ee_original_recall@1` (`History.history`, or
+            `tfdml.analysis.read_history` of a run's log.csv); NaN epochs skipped.
+        path: PNG path or None.
+
+    Returns:
+        `path`.
+    """
+    fig, (ax,) = figure()
+    for key, label in (("ee_original_recall@1", "original points"), ("ee_synthetic_recall@1", "synthetic points")):
+        plot_epochs(ax, history[key], label)
+    ax.set_title("Recall@1 of training points (EE Fig. 3)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("Recall@1")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)
 
 
 def distance_heatmap(embeddings, labels, path=None, max_classes=30):

@@ -2,6 +2,7 @@
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,3 +42,11 @@ def line_plot(x, series, path, title, xlabel, ylabel, ylim=None):
     ax.grid(alpha=0.3)
     ax.legend()
     return save(fig, path)
+
+
+def plot_epochs(ax, values, label):
+    """Plots per-epoch `values` (epoch 1, 2, …) on `ax`, skipping NaN epochs (not measured)."""
+    values = np.asarray(values, dtype=float)
+    epochs = np.arange(1, len(values) + 1)
+    keep = np.isfinite(values)
+    ax.plot(epochs[keep], values[keep], marker="o", label=label)

@@ -4,9 +4,11 @@ import os
 
 import numpy as np
 
-from tfdml.analysis.expansion_analysis import distance_heatmap, synthetic_test_queries
+from tfdml.analysis.expansion_analysis import distance_heatmap, plot_expansion_recall, synthetic_test_queries
+from tfdml.analysis.sharing import read_history
 from tfdml.analysis.similarity_plots import same_vs_different
 from tfdml.analysis.spectrum import singular_value_spectrum
+from tfdml.analysis.taps import plot_tap_metrics, tap_metric_names
 from tfdml.analysis.tsne import joint_tsne
 from tfdml.metrics import evaluate_embeddings
 
@@ -24,8 +26,40 @@ _EXPLANATIONS = {
 }
 
 
+def write_training_curves(report_dir, log_path):
+    """Plots the analysis curves a run logged (`train.py` with an `analysis` section) into `report_dir`.
+
+    From the run's `log.csv`: EE Fig. 3 (`ee_*_recall@1` columns) as
+    `expansion_recall.png`, and one `tap_<metric>.png` per metric of the
+    `tap_{tap}_{train|test}_{metric}` columns (Vo & Hays Figs. 2–7, Xuan et al.,
+    Roth et al.'s ρ/π on training embeddings), a panel per split and a line per tap.
+
+    Args:
+        report_dir: output folder.
+        log_path: the run's `log.csv`.
+
+    Returns:
+        list of (PNG file name, one-line explanation), empty when the log has no
+        analysis columns.
+    """
+    history = read_history(log_path)
+    os.makedirs(report_dir, exist_ok=True)
+    written = []
+    if {"ee_synthetic_recall@1", "ee_original_recall@1"} <= set(history):
+        plot_expansion_recall(history, os.path.join(report_dir, "expansion_recall.png"))
+        written.append(("expansion_recall.png", "Recall@1 of EE's synthetic points (queries against the original "
+                                                "points) and of the original training points over training (EE "
+                                                "paper Fig. 3)."))
+    for metric in tap_metric_names(history):
+        name = f"tap_{metric.replace('@', '_at_')}.png"
+        plot_tap_metrics(history, metric, os.path.join(report_dir, name))
+        written.append((name, f"{metric} of every tap on the training and test splits over training (Vo & Hays "
+                              "Figs. 2-7, Xuan et al. Tables 1-2; ρ/π on training embeddings: Roth et al.)."))
+    return written
+
+
 def write_report(report_dir, embeddings, labels, train_embeddings=None, train_labels=None, ks=(1, 2, 4, 8),
-                 title="Evaluation report", max_tsne_points=2000, seed=0):
+                 title="Evaluation report", max_tsne_points=2000, seed=0, run_log=None):
     """Writes metrics.json, the plots and report.md into `report_dir`.
 
     Args:
@@ -34,6 +68,8 @@ def write_report(report_dir, embeddings, labels, train_embeddings=None, train_la
             train panel of the same-vs-different plot and the joint t-SNE).
         ks: Recall@K values.
         max_tsne_points: subsample size per split for t-SNE.
+        run_log: optional `log.csv` of the training run: adds its analysis
+            curves (`write_training_curves`).
 
     Returns:
         dict of all metrics.
@@ -58,10 +94,15 @@ def write_report(report_dir, embeddings, labels, train_embeddings=None, train_la
         joint_tsne(np.asarray(train_embeddings)[tr], np.asarray(train_labels)[tr], np.asarray(embeddings)[te],
                    np.asarray(labels)[te], path("joint_tsne.png"), seed=seed)
         plots.append("joint_tsne.png")
+    explanations = dict(_EXPLANATIONS)
+    if run_log is not None:
+        curves = write_training_curves(report_dir, run_log)
+        explanations.update(curves)
+        plots += [name for name, _ in curves]
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value:.4f} |" for key, value in metrics.items()]
     for name in plots:
-        lines += ["", f"## {name[:-4].replace('_', ' ')}", "", _EXPLANATIONS[name], "", f"![{name}]({name})"]
+        lines += ["", f"## {name[:-4].replace('_', ' ')}", "", explanations[name], "", f"![{name}]({name})"]
     with open(path("report.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     return metrics

@@ -6,21 +6,26 @@ from tfdml.models.export import export
 from tfdml.training.hooks import MemoryBankHook
 from tfdml.training.inputs import train_input
 from tfdml.training.loop import TrainingLoop, fit_model
-from tfdml.training.optimizers import make_optimizer, step_decay
+from tfdml.training.optimizers import (AdamL2, SGDL2, build_optimizer, exclude_loss_state_from_decay, make_optimizer,
+                                       step_decay)
 from tfdml.training.runner import build_loss, build_model, evaluate_taps, run
 from tfdml.training.strategy import cluster_resolver, is_chief, make_strategy, read_tf_config
 
 __all__ = [
+    "AdamL2",
     "BestModelCheckpoint",
     "Checkpointer",
     "DEFAULT_CONFIG",
     "MemoryBankHook",
     "ResumableCSVLogger",
+    "SGDL2",
     "TrainingLoop",
     "build_loss",
     "build_model",
+    "build_optimizer",
     "cluster_resolver",
     "evaluate_taps",
+    "exclude_loss_state_from_decay",
     "export",
     "fit_model",
     "is_chief",

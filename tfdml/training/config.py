@@ -16,14 +16,15 @@ import yaml
 from tfdml.data.augmentation import AUGMENTATIONS
 from tfdml.data.embedded_samplers import DDM_COSTS
 from tfdml.data.samplers import EMBEDDED_SAMPLERS, SAMPLER_NAMES, check_classes_per_batch, check_sampler_arguments
+from tfdml.metrics.evaluate import METRIC_NAMES
 from tfdml.models.embedding_model import DEFAULT_TAP, POOLINGS
-from tfdml.training.optimizers import OPTIMIZERS
+from tfdml.training.optimizers import OPTIMIZERS, WEIGHT_DECAY_MODES
 from tfdml.training.strategy import STRATEGIES
 
 DEFAULT_CONFIG = {
     "seed": 0,
     "output_dir": "runs/default",
-    "dataset": {"name": "digits", "data_dir": None, "image_size": 32, "strict": False},
+    "dataset": {"name": "digits", "data_dir": None, "image_size": 32, "strict": False, "channels": 3},
     "model": {
         "backbone": "small_cnn",
         "embedding_dim": 64,
@@ -33,13 +34,17 @@ DEFAULT_CONFIG = {
         "freeze_batchnorm": False,
         "weights": None,
         "heads": None,
+        "fc_names": None,
+        "reinitialize": [],
+        "gray_to_rgb": None,
     },
     "loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "hard"}},
     "expansion": {"n_points": 2, "normalize": True, "pairs": "consecutive", "pooling": None},
     "sampler": {"name": "m_per_class", "batch_size": 40, "samples_per_class": 8, "pool_size": 1024, "candidates": 10,
                 "ddm_cost": "paper"},
     "augmentation": {"train": "ee", "test": "test"},
-    "optimizer": {"name": "adam", "learning_rate": 0.001, "weight_decay": 0.0, "momentum": 0.9},
+    "optimizer": {"name": "adam", "learning_rate": 0.001, "weight_decay": 0.0, "weight_decay_mode": "decoupled",
+                  "momentum": 0.9},
     "schedule": {"decay_epochs": [], "factor": 0.5},
     "training": {
         "epochs": 8,
@@ -55,8 +60,25 @@ DEFAULT_CONFIG = {
         "checkpoint_every": 100,
         "tensorboard": True,
     },
+    "analysis": {
+        "tap_metrics": [],
+        "taps": None,
+        "every": 1,
+        "expansion_recall": False,
+        "expansion_batches": 4,
+    },
     "sharing": None,
 }
+
+# The `analysis` section (tfdml.training.runner.analysis_callbacks), all off by default; values go to log.csv:
+# - tap_metrics: metric names (`tfdml.metrics.METRIC_NAMES`; "recall" gives Recall@1) computed for each of
+#   `taps` (null: every head tap and block tap) on the whole training split and the test split every `every`
+#   epochs and after the last (Vo & Hays Figs. 2-7, Xuan et al. Tables 1-2: [recall]; Roth et al.: [rho, pi]
+#   on training embeddings). Columns "tap_{tap}_{train|test}_{metric}"; NaN on epochs not measured.
+# - expansion_recall: EE Fig. 3, Recall@1 of EE's synthetic points (queries against the original points) and
+#   of the original points (leave-one-out), on `expansion_batches` fixed training batches (test-time
+#   preprocessing) every `every` epochs: columns "ee_synthetic_recall@1", "ee_original_recall@1",
+#   "ee_synthetic_negative_ratio". Uses the `expansion` section (its defaults when it is null).
 
 # Sharing Matters (tfdml.sharing): the `sharing` section, null (off) by default. `groups` 0 trains φ* on shared
 # triplets T*; L > 0 on k-means group ids (grouping variant T^G), re-clustered every `regroup_every` epochs.
@@ -78,6 +100,8 @@ _SECTION_TEMPLATES = {"sharing": SHARING_DEFAULTS}
 _NULLABLE_VALUES = {"model.embedding_dim"}
 _CHOICES = {
     "optimizer.name": OPTIMIZERS,
+    "optimizer.weight_decay_mode": WEIGHT_DECAY_MODES,
+    "dataset.channels": (1, 3),
     "training.strategy": STRATEGIES,
     "sampler.name": SAMPLER_NAMES,
     "sampler.ddm_cost": DDM_COSTS,
@@ -129,12 +153,22 @@ def _merge(base, update, prefix=""):
                 raise ValueError(
                     f"Config key {dotted!r} must be of type {type(base[key]).__name__}, got {value!r}.")
             if value is None and base[key] is not None and not isinstance(base[key], list) \
-                    and dotted not in _NULLABLE_VALUES:
+                    and dotted not in _NULLABLE_VALUES and not _default_is_null(dotted):
                 raise ValueError(f"Config key {dotted!r} cannot be null.")
             if dotted in _CHOICES and value not in _CHOICES[dotted]:
                 raise ValueError(f"Config key {dotted!r} must be one of {_CHOICES[dotted]}, got {value!r}.")
             base[key] = value
     return base
+
+
+def _default_is_null(dotted):
+    """Whether the key's default is null (so null stays allowed after a config file set a value)."""
+    node = {**DEFAULT_CONFIG, "sharing": SHARING_DEFAULTS}
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return node is None
 
 
 def _set_dotted(update, dotted, value):
@@ -167,6 +201,10 @@ def validate(config):
                          f"got {training['checkpoint_every']}.")
     if resolved["optimizer"]["learning_rate"] <= 0:
         raise ValueError("Config key 'optimizer.learning_rate' must be > 0.")
+    if resolved["optimizer"]["weight_decay"] < 0:
+        raise ValueError("Config key 'optimizer.weight_decay' must be >= 0.")
+    _validate_model(resolved["model"])
+    _validate_analysis(resolved["analysis"])
     sampler = resolved["sampler"]
     if sampler["name"] in EMBEDDED_SAMPLERS:  # tfdml.data.EmbeddedSampler
         try:
@@ -188,6 +226,38 @@ def validate(config):
             raise ValueError(f"Config keys 'sampler.batch_size' / 'sampler.samples_per_class': {error}") from None
     _validate_sharing(resolved)
     return resolved
+
+
+def _names_list(value, key, allow_null):
+    """Raises unless `value` is a list of strings (or null when `allow_null`)."""
+    if value is None and allow_null:
+        return
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        expected = "a list of names" + (" or null" if allow_null else "")
+        raise ValueError(f"Config key {key!r} must be {expected}, got {value!r}.")
+
+
+def _validate_model(model):
+    """Types of the `model` keys whose default is null or a list (the model checks the rest when built)."""
+    _names_list(model["fc_names"], "model.fc_names", allow_null=True)
+    if model["fc_names"] is not None and model["embedding_dim"] is None:
+        raise ValueError("Config key 'model.fc_names' names fc layers, but 'model.embedding_dim' is null (no fc "
+                         "layer, Vo & Hays NetD): set model.embedding_dim or model.fc_names=null.")
+    _names_list(model["reinitialize"], "model.reinitialize", allow_null=False)
+    if model["gray_to_rgb"] not in (None, True, False):
+        raise ValueError(f"Config key 'model.gray_to_rgb' must be null (auto), true or false, "
+                         f"got {model['gray_to_rgb']!r}.")
+
+
+def _validate_analysis(analysis):
+    _names_list(analysis["tap_metrics"], "analysis.tap_metrics", allow_null=False)
+    unknown = [name for name in analysis["tap_metrics"] if name not in METRIC_NAMES]
+    if unknown:
+        raise ValueError(f"Config key 'analysis.tap_metrics' has unknown metrics {unknown}; valid: {METRIC_NAMES}.")
+    _names_list(analysis["taps"], "analysis.taps", allow_null=True)
+    for key in ("every", "expansion_batches"):
+        if analysis[key] < 1:
+            raise ValueError(f"Config key 'analysis.{key}' must be >= 1, got {analysis[key]}.")
 
 
 def _validate_sharing(config):

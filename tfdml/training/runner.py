@@ -23,19 +23,20 @@ import keras
 import tensorflow as tf
 
 from tfdml import losses
-from tfdml.data import EMBEDDED_SAMPLERS, EmbeddedSampler, MemoryBank, eval_pipeline, load_split
+from tfdml.analysis import ExpansionMonitor, TapRecallHistory
+from tfdml.data import EMBEDDED_SAMPLERS, EmbeddedSampler, MemoryBank, eval_pipeline, load_split, train_pipeline
 from tfdml.expansion import EmbeddingExpansion
 from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings, format_table
 from tfdml.models.export import export
 from tfdml.models import EmbeddingModel
 from tfdml.training.backup import migrate_backup
 from tfdml.training.callbacks import BestModelCheckpoint, ResumableCSVLogger
-from tfdml.training.config import save_config, validate
+from tfdml.training.config import DEFAULT_CONFIG, save_config, validate
 from tfdml.training.sharing import SharingTrainingLoop, sharing_training
 from tfdml.training.hooks import MemoryBankHook
 from tfdml.training.inputs import train_input
 from tfdml.training.loop import TrainingLoop
-from tfdml.training.optimizers import make_optimizer
+from tfdml.training.optimizers import exclude_loss_state_from_decay, make_optimizer
 from tfdml.training.strategy import describe, gather_over_replicas, is_chief, make_strategy
 
 
@@ -81,15 +82,74 @@ def apply_sharing(config, loss, train_split):
 
 
 def build_model(config):
-    size = config["dataset"]["image_size"]
-    return EmbeddingModel(input_shape=(size, size, 3), **config["model"])
+    """The configured `EmbeddingModel` (`model` section; input `dataset.image_size` × `dataset.channels`).
+
+    Raises:
+        ValueError: naming the config key — a `model` argument the model refuses
+            (e.g. an unknown layer in `model.reinitialize`), or a tap of
+            `training.taps`, `training.export_tap` or `analysis.taps` the model
+            does not have (e.g. "fc" with `model.embedding_dim: null`).
+    """
+    size, channels = config["dataset"]["image_size"], config["dataset"]["channels"]
+    try:
+        model = EmbeddingModel(input_shape=(size, size, channels), **config["model"])
+    except ValueError as error:
+        raise ValueError(f"Config section 'model' (EmbeddingModel arguments; input {size}x{size}x{channels} from "
+                         f"dataset.image_size / dataset.channels): {error}") from None
+    check_taps(config, model)
+    return model
+
+
+def check_taps(config, model):
+    """Raises a ValueError naming the config key if a configured tap is not one of `model`'s taps."""
+    heads, available = list(model.taps), list(model.taps) + list(model.block_taps)
+    wanted = [("training.taps", config["training"]["taps"], heads),
+              ("training.export_tap", [config["training"]["export_tap"]], available),
+              ("analysis.taps", config["analysis"]["taps"] or [], available)]
+    for key, taps, allowed in wanted:
+        unknown = [tap for tap in taps if tap not in allowed]
+        if unknown:
+            raise ValueError(f"Config key {key!r}: the model has no tap {unknown}; its taps are {allowed} "
+                             f"(head taps {heads}).")
 
 
 def load_splits(config):
-    """(train split, test split) of the configured dataset."""
+    """(train split, test split) of the configured dataset (`dataset.channels`: 3 RGB, 1 gray)."""
     data = config["dataset"]
-    return [load_split(data["name"], split, data["data_dir"], strict=data["strict"], image_size=data["image_size"])
+    return [load_split(data["name"], split, data["data_dir"], strict=data["strict"], image_size=data["image_size"],
+                       channels=data["channels"])
             for split in ("train", "test")]
+
+
+def analysis_callbacks(config, train_split, test_data):
+    """The chief's callbacks of the `analysis` section (see `tfdml.training.config`); [] when it is off.
+
+    - `analysis.tap_metrics`: a `tfdml.analysis.TapRecallHistory` over the whole
+      training split (test-time preprocessing) and `test_data`.
+    - `analysis.expansion_recall`: a `tfdml.analysis.ExpansionMonitor` (EE Fig. 3)
+      on `analysis.expansion_batches` fixed batches of the training split drawn
+      by the "m_per_class" sampler (`sampler.batch_size`, `sampler.samples_per_class`)
+      with test-time preprocessing.
+    """
+    analysis, data = config["analysis"], config["dataset"]
+    callbacks = []
+    if analysis["tap_metrics"]:
+        train_data = eval_pipeline(train_split, config["training"]["eval_batch_size"], data["image_size"],
+                                   config["augmentation"]["test"])
+        callbacks.append(TapRecallHistory({"train": train_data, "test": test_data}, taps=analysis["taps"],
+                                          metrics=analysis["tap_metrics"], every=analysis["every"]))
+    if analysis["expansion_recall"]:
+        expansion = EmbeddingExpansion(**(config["expansion"] or DEFAULT_CONFIG["expansion"]))
+        sampler = config["sampler"]
+        try:
+            batches = train_pipeline(train_split, sampler["batch_size"], "m_per_class", sampler["samples_per_class"],
+                                     config["augmentation"]["test"], data["image_size"], seed=config["seed"])
+        except ValueError as error:
+            raise ValueError(f"Config key 'analysis.expansion_recall' draws its batches with sampler.batch_size / "
+                             f"sampler.samples_per_class: {error}") from None
+        callbacks.append(ExpansionMonitor(batches.take(analysis["expansion_batches"]), expansion,
+                                          every=analysis["every"]))
+    return callbacks
 
 
 def make_train_input(config, train_split, bank=None):
@@ -104,11 +164,14 @@ def make_train_input(config, train_split, bank=None):
                        image_size=config["dataset"]["image_size"], seed=config["seed"], with_indices=bank is not None)
 
 
-def make_memory_bank(config, train_split, strategy=None):
-    """A `MemoryBank` (N_train × the model's embedding width) for an embedded sampler, else None."""
+def make_memory_bank(config, train_split, strategy=None, embedding_dim=None):
+    """A `MemoryBank` (N_train × the model's embedding width) for an embedded sampler, else None.
+
+    `embedding_dim`: the model's width (default `model.embedding_dim`; needed when that is null).
+    """
     if config["sampler"]["name"] not in EMBEDDED_SAMPLERS:
         return None
-    return MemoryBank(train_split.num_images, config["model"]["embedding_dim"], strategy)
+    return MemoryBank(train_split.num_images, embedding_dim or config["model"]["embedding_dim"], strategy)
 
 
 def make_sampler(config, bank):
@@ -135,8 +198,9 @@ def monitored_metric(config):
     return f"val_{taps[0]}_recall@1" if taps else "val_recall@1"
 
 
-def make_callbacks(config, run_dir, test_data):
-    """The chief's callbacks: evaluation, best model, log.csv, TensorBoard."""
+def make_callbacks(config, run_dir, test_data, analysis=()):
+    """The chief's callbacks: evaluation, best model, `analysis` (their values reach log.csv), log.csv,
+    TensorBoard."""
     training = config["training"]
     evaluation = RetrievalEvaluation(test_data, every=training["eval_every"], ks=training["ks"],
                                      metrics=("recall", "nmi"), taps=training["taps"])
@@ -144,6 +208,7 @@ def make_callbacks(config, run_dir, test_data):
         evaluation,
         BestModelCheckpoint(os.path.join(run_dir, "best.keras"), monitored_metric(config), mode="max",
                             record=os.path.join(run_dir, "checkpoints", "best.json")),
+        *analysis,
         ResumableCSVLogger(os.path.join(run_dir, "log.csv")),
     ]
     if training["tensorboard"]:
@@ -214,15 +279,18 @@ def run(config, callbacks=(), verbose=2):
             model = build_model(config)
             loss = build_loss(config, train_split.num_classes)
             loss, train_data, extra, updates = apply_sharing(config, loss, train_split)
-            model.compile(optimizer=make_optimizer(config, training["steps_per_epoch"] * updates), loss=loss,
-                          jit_compile=training["jit_compile"])
-        bank = make_memory_bank(config, train_split, strategy)
+            optimizer = make_optimizer(config, training["steps_per_epoch"] * updates)
+            model.compile(optimizer=optimizer, loss=loss, jit_compile=training["jit_compile"])
+            exclude_loss_state_from_decay(optimizer, model)
+        bank = make_memory_bank(config, train_split, strategy, model.embedding_dim)
         loop_class = TrainingLoop if config["sharing"] is None else SharingTrainingLoop
         loop = loop_class(model, strategy=strategy, hooks=memory_bank_hooks(config, bank, train_split))
         migrate_backup(run_dir, loop, training["steps_per_epoch"], monitored_metric(config))
         loop.fit(train_data if config["sharing"] is not None else make_train_input(config, train_split, bank),
                  epochs=training["epochs"], steps_per_epoch=training["steps_per_epoch"],
-                 callbacks=(make_callbacks(config, run_dir, test_data) if chief else []) + list(callbacks) + extra,
+                 callbacks=(make_callbacks(config, run_dir, test_data,
+                                           analysis_callbacks(config, train_split, test_data))
+                            if chief else []) + list(callbacks) + extra,
                  verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
                  checkpoint_every=training["checkpoint_every"])
         results = finish(config, model, test_data) if chief else None
