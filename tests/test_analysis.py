@@ -138,3 +138,35 @@ def test_write_report(tmp_path):
                  "joint_tsne.png"):
         assert f"]({name})" in text
         _assert_png(tmp_path / name)
+
+
+def test_synthetic_test_queries_exclude_their_own_end_points():
+    # class 0: three tight points; classes 1 and 2: two tight points each. A synthetic point
+    # of class 0 finds its third point; one of class 1 or 2 has no same-class point left once
+    # its two end points are excluded (counting them would give Recall@1 = 1 for every class).
+    x = np.array([[0.0, 0.0], [0.01, 0.0], [0.0, 0.01],
+                  [1.0, 0.0], [1.01, 0.0],
+                  [0.0, 1.0], [0.0, 1.01]])
+    y = np.array([0, 0, 0, 1, 1, 2, 2])
+    positions, recalls = analysis.synthetic_test_queries(x, y, n_points=2, normalize=False, pairs_per_class=1)
+    np.testing.assert_allclose(recalls, [1 / 3, 1 / 3])
+
+
+def test_tsne_legend_names_test_classes_with_their_own_colours():
+    fig, (ax_train, ax_test) = analysis.plotting.figure(ncols=2)
+    points = np.random.default_rng(0).normal(size=(6, 2))
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    analysis.tsne.scatter_by_class(ax_train, points, labels, names=["0", "1", "2"])
+    analysis.tsne.scatter_by_class(ax_test, points, labels, names=["5", "6", "7"], color_offset=3)
+    assert ax_test.get_legend_handles_labels()[1] == ["class 5", "class 6", "class 7"]
+    train_colours = {tuple(c.get_facecolor()[0]) for c in ax_train.collections}
+    test_colours = {tuple(c.get_facecolor()[0]) for c in ax_test.collections}
+    assert len(test_colours) == 3 and not train_colours & test_colours
+
+
+def test_distance_heatmap_names_its_split(tmp_path, monkeypatch):
+    titles = []
+    monkeypatch.setattr(analysis.expansion_analysis, "save", lambda fig, path: titles.append(fig.axes[0].get_title()))
+    x, y = _clustered()
+    analysis.distance_heatmap(x, y, split="test (unseen classes)")
+    assert titles and titles[0].startswith("test (unseen classes) split")

@@ -24,8 +24,8 @@ BASE = ["dataset.image_size=16", "model.embedding_dim=8", "model.freeze_batchnor
         "optimizer.learning_rate=0.05", "optimizer.momentum=0.0", "training.tensorboard=false",
         "training.eval_batch_size=512"]
 LOSSES = {
-    "triplet_hard_ee": [],
-    "triplet_hard": ["expansion=null"],
+    "triplet_hard_ee": ["loss.params={margin: 0.2, mining: hard}"],
+    "triplet_hard": ["loss.params={margin: 0.2, mining: hard}", "expansion=null"],
     "proxy_nca": ["loss.name=proxy_nca", "loss.params={embedding_scale: 3.0, seed: 1}", "expansion=null"],
 }
 DRIVER = "import json, sys, train; [train.main(argv) for argv in json.loads(sys.argv[1])]"

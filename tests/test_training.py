@@ -107,6 +107,20 @@ def test_overrides_are_parsed_as_yaml():
     assert config["expansion"] is None and config["loss"]["params"]["mining"] == "semihard"
 
 
+def test_a_dotted_loss_params_override_changes_one_key_and_a_mapping_replaces_them():
+    default = DEFAULT_CONFIG["loss"]["params"]
+    assert load_config(None, ["loss.params.temperature=0.05"])["loss"]["params"] == {**default, "temperature": 0.05}
+    assert load_config(None, ["loss.params={margin: 0.1}"])["loss"]["params"] == {"margin": 0.1}
+    # another loss starts from its own defaults, also with a dotted override of its parameters
+    assert load_config(None, ["loss.name=margin", "loss.params.beta=1.0"])["loss"] == {"name": "margin",
+                                                                                       "params": {"beta": 1.0}}
+    ee = load_config(os.path.join(ROOT, "configs", "ee_cub200.yaml"), ["loss.params.margin=0.1"])
+    assert ee["loss"]["params"] == {"margin": 0.1, "mining": "hard"}  # a file's params replace the defaults
+    shared = load_config(os.path.join(ROOT, "configs", "sharing_cub200.yaml"),
+                         ["sharing.shared_loss.params.margin=0.3"])["sharing"]["shared_loss"]["params"]
+    assert shared["margin"] == 0.3 and shared["sampling"] == "distance"
+
+
 def test_step_decay_schedule():
     schedule = tfdml.training.step_decay(1.0, [2, 4], 0.5, steps_per_epoch=10)
     assert [float(schedule(s)) for s in (0, 19, 21, 41)] == [1.0, 1.0, 0.5, 0.25]
@@ -149,6 +163,29 @@ def test_reduced_default_run_writes_run_directory(tmp_path):
     served_embeddings = next(iter(serving(images).values())).numpy()
     keras_embeddings = keras.models.load_model(os.path.join(run_dir, "final.keras")).embedder(tap="fc")(images)
     np.testing.assert_allclose(served_embeddings, keras.ops.convert_to_numpy(keras_embeddings), atol=1e-5)
+
+
+def test_final_table_shows_the_untrained_model_beside_the_trained_one(tmp_path, capsys):
+    config = _tiny_config(tmp_path, epochs=1, steps_per_epoch=2)
+    results = run(config, verbose=0)
+    with open(os.path.join(config["output_dir"], "untrained_metrics.json")) as handle:
+        untrained = json.load(handle)
+    keras.utils.set_random_seed(config["seed"])  # the run's initial weights, rebuilt independently
+    fresh = tfdml.training.runner.build_model(config)
+    test = tfdml.data.eval_pipeline(tfdml.data.load_split("digits", "test", image_size=16), 256, 16, "test")
+    for tap in ("pool", "fc"):
+        embeddings, labels = tfdml.metrics.embed(fresh.embedder(tap), test)
+        expected = tfdml.metrics.evaluate_embeddings(embeddings, labels, ks=(1, 2, 4, 8), metrics=("recall", "nmi"))
+        assert untrained[tap] == pytest.approx(expected, abs=1e-6)
+        assert untrained[tap]["recall@1"] != results[tap]["recall@1"] or untrained[tap]["nmi"] != results[tap]["nmi"]
+    lines = capsys.readouterr().out.splitlines()
+    for tap in ("pool", "fc"):
+        row = next(line for line in lines if line.strip().startswith(f"untrained {tap} |"))
+        assert f"{100 * untrained[tap]['recall@1']:.2f}" in row
+        assert any(line.strip().startswith(f"trained {tap} |") for line in lines)
+    config_off = _tiny_config(tmp_path / "off", epochs=1, steps_per_epoch=1, evaluate_untrained="false")
+    run(config_off, verbose=0)
+    assert not os.path.exists(os.path.join(config_off["output_dir"], "untrained_metrics.json"))
 
 
 class _Crash(keras.callbacks.Callback):

@@ -19,8 +19,8 @@ _EXPLANATIONS = {
                              "other-class point (y); cyan = correct at rank 1 (Xuan et al.).",
     "distance_heatmap.png": "Distances between the first and second sample of each class; a dark "
                             "diagonal means classes are tight (EE paper Fig. 7).",
-    "synthetic_queries.png": "Recall@1 of EE synthetic points made from test pairs, used as queries "
-                             "(EE paper Fig. 9).",
+    "synthetic_queries.png": "Recall@1 of EE synthetic points made from test pairs, used as queries against "
+                             "the test set without the pair's own two points (EE paper Fig. 9).",
     "joint_tsne.png": "One t-SNE of train and test embeddings: per-class colours and train (red) vs "
                       "test (blue) (Xuan et al.).",
 }
@@ -59,7 +59,8 @@ def write_training_curves(report_dir, log_path):
 
 
 def write_report(report_dir, embeddings, labels, train_embeddings=None, train_labels=None, ks=(1, 2, 4, 8),
-                 title="Evaluation report", max_tsne_points=2000, seed=0, run_log=None):
+                 title="Evaluation report", max_tsne_points=2000, seed=0, run_log=None, class_names=None,
+                 train_class_names=None, split="test"):
     """Writes metrics.json, the plots and report.md into `report_dir`.
 
     Args:
@@ -70,6 +71,9 @@ def write_report(report_dir, embeddings, labels, train_embeddings=None, train_la
         max_tsne_points: subsample size per split for t-SNE.
         run_log: optional `log.csv` of the training run: adds its analysis
             curves (`write_training_curves`).
+        class_names, train_class_names: optional class names per label id of
+            the test / training split (`Split.class_names`) for the plots.
+        split: name of the split of `embeddings` in the plots' titles.
 
     Returns:
         dict of all metrics.
@@ -81,18 +85,19 @@ def write_report(report_dir, embeddings, labels, train_embeddings=None, train_la
     path = lambda name: os.path.join(report_dir, name)  # noqa: E731
     plots = ["spectrum.png", "same_vs_different.png", "distance_heatmap.png", "synthetic_queries.png"]
     singular_value_spectrum(embeddings, path("spectrum.png"))
-    splits = {"test": (embeddings, labels)}
+    splits = {split: (embeddings, labels)}
     if train_embeddings is not None:
         splits = {"train": (train_embeddings, train_labels), **splits}
     same_vs_different(splits, path("same_vs_different.png"))
-    distance_heatmap(embeddings, labels, path("distance_heatmap.png"))
+    distance_heatmap(embeddings, labels, path("distance_heatmap.png"), split=split, class_names=class_names)
     synthetic_test_queries(embeddings, labels, path=path("synthetic_queries.png"))
     if train_embeddings is not None:
         rng = np.random.default_rng(seed)
         tr = rng.permutation(len(train_labels))[:max_tsne_points]
         te = rng.permutation(len(labels))[:max_tsne_points]
         joint_tsne(np.asarray(train_embeddings)[tr], np.asarray(train_labels)[tr], np.asarray(embeddings)[te],
-                   np.asarray(labels)[te], path("joint_tsne.png"), seed=seed)
+                   np.asarray(labels)[te], path("joint_tsne.png"), seed=seed, train_class_names=train_class_names,
+                   test_class_names=class_names)
         plots.append("joint_tsne.png")
     explanations = dict(_EXPLANATIONS)
     if run_log is not None:

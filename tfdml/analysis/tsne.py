@@ -2,29 +2,38 @@
 import numpy as np
 from sklearn.manifold import TSNE
 
-from tfdml.analysis.plotting import figure, save
+from tfdml.analysis.plotting import figure, plt, save
 
 
 def joint_tsne(train_embeddings, train_labels, test_embeddings, test_labels, path=None, perplexity=30.0,
-               seed=0):
+               seed=0, train_class_names=None, test_class_names=None):
     """One t-SNE of train and test embeddings together, drawn as three panels.
 
     Panels: train coloured by class; test coloured by class; both (train red,
     test blue) — shows whether unseen classes land in regions of their own.
+    Test classes get colours after the training classes' colours (they are
+    other classes even when both splits number their labels from 0).
+
+    Args:
+        train_class_names, test_class_names: optional names per label id
+            (e.g. `Split.class_names`: digits "5".."9" for test labels 0..4);
+            the legends show them instead of the label ids.
 
     Returns:
         (train_2d (N, 2), test_2d (M, 2)).
     """
     train_embeddings, test_embeddings = np.asarray(train_embeddings), np.asarray(test_embeddings)
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     both = np.concatenate([train_embeddings, test_embeddings]).astype(np.float64)
     perplexity = min(perplexity, (len(both) - 1) / 3.0)
     coords = TSNE(2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(both)
     train_2d, test_2d = coords[: len(train_embeddings)], coords[len(train_embeddings):]
     fig, axes = figure(ncols=3)
-    for ax, points, labels, title in ((axes[0], train_2d, train_labels, "train (by class)"),
-                                      (axes[1], test_2d, test_labels, "test (by class)")):
-        scatter_by_class(ax, points, np.asarray(labels))
-        ax.set_title(title)
+    scatter_by_class(axes[0], train_2d, train_labels, names=train_class_names)
+    scatter_by_class(axes[1], test_2d, test_labels, names=test_class_names,
+                     color_offset=len(np.unique(train_labels)))
+    axes[0].set_title("train classes")
+    axes[1].set_title("test classes (unseen)")
     axes[2].scatter(train_2d[:, 0], train_2d[:, 1], c="red", s=6, label="train")
     axes[2].scatter(test_2d[:, 0], test_2d[:, 1], c="blue", s=6, label="test")
     axes[2].set_title("train (red) and test (blue)")
@@ -36,12 +45,27 @@ def joint_tsne(train_embeddings, train_labels, test_embeddings, test_labels, pat
     return train_2d, test_2d
 
 
-def scatter_by_class(ax, points, labels, max_legend=12):
-    """Scatter coloured by class; a legend for few classes, a colour bar otherwise."""
+def class_label(label, names=None):
+    """Legend text of a label id: its name from `names` (indexed by id) when given, else "class <id>"."""
+    if names is not None and 0 <= int(label) < len(names):
+        return f"class {names[int(label)]}"
+    return f"class {label}"
+
+
+def scatter_by_class(ax, points, labels, max_legend=12, names=None, color_offset=0):
+    """Scatter coloured by class; a legend for few classes, a colour bar otherwise.
+
+    Args:
+        names: optional class names indexed by label id, shown in the legend.
+        color_offset: index of the first colour in the colour cycle (so a second
+            split's classes do not reuse the first split's colours).
+    """
     classes = np.unique(labels)
     if len(classes) <= max_legend:
-        for c in classes:
-            ax.scatter(points[labels == c, 0], points[labels == c, 1], s=8, label=f"class {c}")
+        cycle = plt.get_cmap("tab20").colors
+        for position, c in enumerate(classes):
+            ax.scatter(points[labels == c, 0], points[labels == c, 1], s=8, label=class_label(c, names),
+                       color=cycle[(color_offset + position) % len(cycle)])
         ax.legend(fontsize=7, markerscale=1.5)
     else:
         scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab20", s=8)

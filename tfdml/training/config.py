@@ -31,14 +31,14 @@ DEFAULT_CONFIG = {
         "pooling": "avg",
         "extra_fc": 0,
         "normalize": True,
-        "freeze_batchnorm": False,
+        "freeze_batchnorm": True,
         "weights": None,
         "heads": None,
         "fc_names": None,
         "reinitialize": [],
         "gray_to_rgb": None,
     },
-    "loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "hard"}},
+    "loss": {"name": "triplet", "params": {"mining": "easy_positive_semihard", "form": "nca", "temperature": 0.1}},
     "expansion": {"n_points": 2, "normalize": True, "pairs": "consecutive", "pooling": None},
     "sampler": {"name": "m_per_class", "batch_size": 40, "samples_per_class": 8, "pool_size": 1024, "candidates": 10,
                 "ddm_cost": "paper"},
@@ -47,7 +47,7 @@ DEFAULT_CONFIG = {
                   "momentum": 0.9},
     "schedule": {"decay_epochs": [], "factor": 0.5},
     "training": {
-        "epochs": 8,
+        "epochs": 16,
         "steps_per_epoch": 30,
         "eval_every": 4,
         "eval_batch_size": 256,
@@ -58,6 +58,7 @@ DEFAULT_CONFIG = {
         "jit_compile": "auto",
         "strategy": "auto",
         "checkpoint_every": 100,
+        "evaluate_untrained": True,
         "tensorboard": True,
     },
     "analysis": {
@@ -302,11 +303,34 @@ def load_config(path=None, overrides=()):
         if not isinstance(config, dict):
             raise ValueError(f"Config file {path!r} must contain a mapping.")
     config = validate(config)
-    update = {}
+    update, keys = {}, []
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(update, key, value)
+        keys.append(key)
+    _keep_free_form_keys(config, update, keys)
     return validate(_merge(config, update)) if update else config
+
+
+def _keep_free_form_keys(config, update, keys):
+    """An override of one key of a free-form mapping (`loss.params.margin=0.1`) changes that key only.
+
+    Free-form mappings are replaced whole by a config file or a mapping-valued
+    override (`loss.params={margin: 0.1}`); a dotted override into one merges
+    into its current value — unless the same overrides change the loss `name`,
+    which starts from the new loss's own defaults.
+    """
+    for free_form in _FREE_FORM:
+        if not any(key.startswith(free_form + ".") for key in keys) or free_form in keys:
+            continue
+        section_path, leaf = free_form.rsplit(".", 1)
+        section, new_section = config, update
+        for part in section_path.split("."):
+            section = section.get(part) if isinstance(section, dict) else None
+            new_section = new_section.get(part, {}) if isinstance(new_section, dict) else {}
+        if not isinstance(section, dict) or new_section.get("name", section.get("name")) != section.get("name"):
+            continue
+        new_section[leaf] = {**section.get(leaf, {}), **new_section[leaf]}
 
 
 def save_config(config, path):

@@ -229,13 +229,49 @@ def evaluate_taps(model, test_data, taps, ks):
     return results
 
 
-def finish(config, model, test_data):
-    """The chief's last steps: `final.keras`, test metrics (printed and `metrics.json`), SavedModel."""
+def report_taps(model, config):
+    """The taps evaluated at the end of a run: `training.taps`, or the model's last head tap."""
+    return config["training"]["taps"] or [model.taps[-1]]
+
+
+def evaluate_untrained(config, model, test_data):
+    """Test metrics of the freshly initialised model (`untrained_metrics.json`), the baseline the final
+    table prints beside the trained model; None when `training.evaluate_untrained` is off.
+
+    Call before training starts: the model is built from `seed`, so after a resume the same initial
+    weights are rebuilt — the file is reused when it exists.
+    """
+    if not config["training"]["evaluate_untrained"]:
+        return None
+    path = os.path.join(config["output_dir"], "untrained_metrics.json")
+    if os.path.exists(path):
+        with open(path) as handle:
+            return json.load(handle)
+    results = evaluate_taps(model, test_data, report_taps(model, config), config["training"]["ks"])
+    with open(path, "w") as handle:
+        json.dump(results, handle, indent=2)
+    return results
+
+
+def results_table(results, ks, untrained=None):
+    """`format_table` of the final metrics; with `untrained`, rows "untrained <tap>" and "trained <tap>"."""
+    if untrained is None:
+        return format_table(results, ks)
+    rows = {}
+    for tap in results:
+        if tap in untrained:
+            rows[f"untrained {tap}"] = untrained[tap]
+        rows[f"trained {tap}"] = results[tap]
+    return format_table(rows, ks)
+
+
+def finish(config, model, test_data, untrained=None):
+    """The chief's last steps: `final.keras`, test metrics (printed beside the `untrained` baseline when
+    given, and written to `metrics.json`), SavedModel."""
     run_dir, training = config["output_dir"], config["training"]
     model.save(os.path.join(run_dir, "final.keras"))
-    taps = training["taps"] or [model.taps[-1]]
-    results = evaluate_taps(model, test_data, taps, training["ks"])
-    print(format_table(results, training["ks"]))
+    results = evaluate_taps(model, test_data, report_taps(model, config), training["ks"])
+    print(results_table(results, training["ks"], untrained))
     with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     export(model, os.path.join(run_dir, "saved_model"), tap=training["export_tap"])
@@ -282,6 +318,7 @@ def run(config, callbacks=(), verbose=2):
             optimizer = make_optimizer(config, training["steps_per_epoch"] * updates)
             model.compile(optimizer=optimizer, loss=loss, jit_compile=training["jit_compile"])
             exclude_loss_state_from_decay(optimizer, model)
+        untrained = evaluate_untrained(config, model, test_data) if chief else None
         bank = make_memory_bank(config, train_split, strategy, model.embedding_dim)
         loop_class = TrainingLoop if config["sharing"] is None else SharingTrainingLoop
         loop = loop_class(model, strategy=strategy, hooks=memory_bank_hooks(config, bank, train_split))
@@ -293,7 +330,7 @@ def run(config, callbacks=(), verbose=2):
                             if chief else []) + list(callbacks) + extra,
                  verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
                  checkpoint_every=training["checkpoint_every"])
-        results = finish(config, model, test_data) if chief else None
+        results = finish(config, model, test_data, untrained) if chief else None
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             gather_over_replicas(strategy, 0)  # the workers exit together, after the chief's files are written
         return results
