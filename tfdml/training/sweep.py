@@ -28,15 +28,14 @@ import os
 import re
 
 import numpy as np
-import yaml
 
-from tfdml.training.config import load_config, parse_override
+from tfdml.training.config import load_config, load_yaml, parse_override
 
 
 def parse_grid(text):
     """'key=v1,v2,…' or 'key=[v1, v2]' → (key, [YAML-parsed values])."""
     key, raw = parse_override(text)
-    values = raw if isinstance(raw, list) else [yaml.safe_load(v) for v in str(text.split("=", 1)[1]).split(",")]
+    values = raw if isinstance(raw, list) else [load_yaml(v) for v in str(text.split("=", 1)[1]).split(",")]
     if not values:
         raise ValueError(f"--grid {text!r} has no values.")
     return key, values
