@@ -343,13 +343,9 @@ def take_run_directory(strategy, run_dir=None, overwrite=False):
 
 def enable_determinism():
     """Turns TensorFlow's op determinism on (`training.deterministic`); returns a function undoing it."""
-    if tf.config.experimental.is_op_determinism_enabled():
+    from tensorflow.python.framework import config as framework_config  # no public getter / disable in TF 2.16+
+
+    if framework_config.is_op_determinism_enabled():
         return lambda: None
     tf.config.experimental.enable_op_determinism()
-
-    def undo():
-        from tensorflow.python.framework import config as framework_config
-
-        framework_config.disable_op_determinism()
-
-    return undo
+    return framework_config.disable_op_determinism
