@@ -88,7 +88,8 @@ class RunDirectory:
             if finished and not self.overwrite:
                 raise RunDirectoryError(
                     f"Run directory {self.path!r} holds a finished run (metrics.json exists). Pass --overwrite "
-                    f"(in Python: run(config, overwrite=True)) to delete it and train again, or choose another --output.")
+                    "(in Python: run(config, overwrite=True)) to delete it and train again, or choose another "
+                    "--output.")
             if self.overwrite and len(os.listdir(self.path)) > 1:
                 self._empty()
         except BaseException:

@@ -11,7 +11,8 @@ latest one with the same batches; `best.json` there records the best score),
 `best.keras` (best validation Recall@1 of the first tap, never replaced by a
 worse epoch, also across resumes), `final.keras`, `metrics.json` (final test
 metrics per tap), `saved_model/` (serving export of `training.export_tap`)
-and, while the run lives, `.lock` (see `tfdml.training.run_directory`). A `backup/` directory left by an interrupted run of an older tfdml
+and, while the run lives, `.lock` (see `tfdml.training.run_directory`). A
+`backup/` directory left by an interrupted run of an older tfdml
 (`keras.callbacks.BackupAndRestore`) is migrated into `checkpoints/`.
 """
 import importlib.util
