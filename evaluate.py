@@ -1,133 +1,14 @@
-"""Evaluate a trained model on a dataset's test split.
+"""Evaluate a trained model on a dataset's test split: `python evaluate.py --model RUN_DIR [--dataset digits]`.
 
-    python evaluate.py --model runs/default --dataset digits
-    python evaluate.py --model runs/default --dataset digits --taps all
-    python evaluate.py --model runs/default/saved_model --dataset digits
-    python evaluate.py --model model.keras --dataset cub200 --data-dir /data/CUB --tap pool
-
-`--model` is a run directory (uses best.keras — falling back to final.keras with a
-warning when best.keras is missing or corrupt — and the run's config.yaml for the
-image size), a `.keras` file, or a SavedModel exported by `tfdml.export` (its input
-size is stored inside; `--image-size` overrides it). Prints Recall@K (1, 2, 4, 8;
-1, 10, 100, 1000 for sop) and NMI; `--taps all` prints every tap side by side
-(Vo & Hays Table 3 style). `--output FILE` writes the metrics as JSON; `--report DIR`
-writes, per tap, metrics.json (every metric of `tfdml.metrics.evaluate_embeddings`),
-the analysis plots (spectrum, same-vs-different, distance heatmap, synthetic
-queries, joint train/test t-SNE) and a report.md embedding them
-(`tfdml.analysis.write_report`), and prints where. Progress lines (embedding,
-neighbour search, k-means) appear on a terminal; `--quiet` turns them off.
+The repository's entry point of `tfdml-evaluate` (see `tfdml/cli/evaluate.py` or
+`python evaluate.py --help`).
 """
-import argparse
-import json
 import os
-import warnings
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def _run_directory_model(run_dir):
-    """(loaded Keras model, image size from config.yaml) of a run directory."""
-    import yaml
-
-    from tfdml.models.export import load_keras_model
-
-    with open(os.path.join(run_dir, "config.yaml")) as handle:
-        image_size = yaml.safe_load(handle)["dataset"]["image_size"]
-    best, final = os.path.join(run_dir, "best.keras"), os.path.join(run_dir, "final.keras")
-    if os.path.exists(best):
-        try:
-            return load_keras_model(best), image_size
-        except ValueError as error:
-            if not os.path.exists(final):
-                raise
-            warnings.warn(f"{error} Falling back to {final!r}.", stacklevel=2)
-    if os.path.exists(final):
-        return load_keras_model(final), image_size
-    raise FileNotFoundError(f"No best.keras or final.keras in run directory {run_dir!r}.")
-
-
-def _load(model_path):
-    """(keras model or None, serving function or None, image size or None)."""
-    import tensorflow as tf
-
-    from tfdml.models.export import load_exported, load_keras_model
-
-    if os.path.isdir(model_path) and os.path.exists(os.path.join(model_path, "config.yaml")):
-        model, image_size = _run_directory_model(model_path)
-        return model, None, image_size
-    if model_path.endswith(".keras"):
-        model = load_keras_model(model_path)
-        return model, None, int(model.inputs[0].shape[1])
-    if os.path.isdir(model_path) and os.path.exists(os.path.join(model_path, "saved_model.pb")):
-        loaded = load_exported(model_path)
-        serving = loaded.signatures["serving_default"]
-        image_size = int(loaded.input_shape.numpy()[0]) if hasattr(loaded, "input_shape") else None
-        return None, lambda images, training=False: serving(images=tf.cast(images, tf.float32))["embeddings"], \
-            image_size
-    raise FileNotFoundError(f"{model_path!r} is not a run directory, .keras file or SavedModel.")
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Evaluate retrieval on a test split.")
-    parser.add_argument("--model", required=True, help="run directory, .keras file or SavedModel directory")
-    parser.add_argument("--dataset", default="digits", help="digits, cub200, cars196, sop or folder")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--image-size", type=int, default=None, help="default: the model's input size")
-    parser.add_argument("--tap", default=None, help="tap to evaluate (default: the model output)")
-    parser.add_argument("--taps", default=None, help="'all' or a comma-separated list of taps")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--output", default=None, help="write metrics JSON here")
-    parser.add_argument("--report", default=None, help="write metrics.json and report.md into this directory")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    args = parser.parse_args(argv)
-
-    import tfdml
-    from tfdml.metrics import format_table
-
-    verbose = False if args.quiet else None
-    model, serving, image_size = _load(args.model)
-    image_size = args.image_size or image_size
-    if image_size is None:
-        raise ValueError(f"{args.model!r} does not record its input size (exported before tfdml stored it): "
-                         "pass --image-size.")
-    split = tfdml.data.load_split(args.dataset, "test", args.data_dir, image_size=image_size)
-    data = tfdml.data.eval_pipeline(split, args.batch_size, image_size)
-    ks = (1, 10, 100, 1000) if args.dataset == "sop" else (1, 2, 4, 8)
-    if model is not None and hasattr(model, "taps"):
-        taps = model.taps if args.taps == "all" else (args.taps.split(",") if args.taps else [args.tap or "fc"])
-        embedders = {tap: model.embedder(tap) for tap in taps}
-    elif args.taps or args.tap:
-        raise ValueError("Taps need a run directory or .keras file of a tfdml EmbeddingModel.")
-    else:
-        embedders = {"output": serving or model}
-    results = {}
-    train_data = None
-    if args.report:
-        train_split = tfdml.data.load_split(args.dataset, "train", args.data_dir, image_size=image_size)
-        train_data = tfdml.data.eval_pipeline(train_split, args.batch_size, image_size)
-    reports = []
-    for tap, embedder in embedders.items():
-        embeddings, labels = tfdml.metrics.embed(embedder, data, verbose=verbose)
-        if args.report:
-            train_embeddings, train_labels = tfdml.metrics.embed(embedder, train_data, verbose=verbose)
-            directory = os.path.join(args.report, tap) if len(embedders) > 1 else args.report
-            results[tap] = tfdml.analysis.write_report(
-                directory, embeddings, labels, train_embeddings, train_labels, ks=ks,
-                title=f"{args.model} on {args.dataset} (test split), tap {tap}")
-            reports.append(os.path.join(directory, "report.md"))
-        else:
-            results[tap] = tfdml.metrics.evaluate_embeddings(embeddings, labels, ks=ks, metrics=("recall", "nmi"),
-                                                             verbose=verbose)
-    print(f"{split}")
-    print(format_table(results, ks))
-    for report in reports:
-        print(f"report: {os.path.abspath(report)}")
-    if args.output:
-        with open(args.output, "w") as handle:
-            json.dump(results, handle, indent=2)
-        print(f"metrics: {os.path.abspath(args.output)}")
-    return results
-
+from tfdml.cli.evaluate import cli, main  # noqa: E402,F401  (tests and scripts call evaluate.main)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -1,5 +1,15 @@
-"""Packaging for tfdml: deep metric learning for TensorFlow 2.16+ / Keras 3."""
+"""Packaging for tfdml: deep metric learning for TensorFlow 2.16+ / Keras 3.
+
+`pip install .` installs the `tfdml` package with the repository's `configs/`
+as package data `tfdml/configs/*.yaml` (one source: `package_dir` maps
+`tfdml.configs` to `configs/`) and the console scripts `tfdml-train`,
+`tfdml-evaluate`, `tfdml-sweep` (also `python -m tfdml`). Extras: `datasets`
+(tensorflow-datasets, for CUB-200 / CARS196 without a local copy), `faiss`
+(faiss-cpu search backend), `test` (pytest and the datasets extra).
+"""
 from setuptools import find_packages, setup
+
+DATASETS = ["tensorflow-datasets>=4.9"]
 
 setup(
     name="tfdml",
@@ -9,15 +19,24 @@ setup(
         "loss zoo of Roth et al., embedding taps, samplers, metrics and analysis."
     ),
     python_requires=">=3.11",
-    packages=find_packages(include=["tfdml", "tfdml.*"]),
+    packages=find_packages(include=["tfdml", "tfdml.*"]) + ["tfdml.configs"],
+    package_dir={"tfdml.configs": "configs"},
+    package_data={"tfdml.configs": ["*.yaml"]},
     install_requires=[
-        "tensorflow>=2.16",
-        "keras>=3.0",
-        "tensorflow-datasets>=4.9",
+        "tensorflow>=2.16,<3",
+        "keras>=3.0,<4",
+        "tensorboard",
         "numpy",
         "scikit-learn",
         "matplotlib",
         "PyYAML",
     ],
-    extras_require={"test": ["pytest"], "faiss": ["faiss-cpu"]},
+    extras_require={"datasets": DATASETS, "test": ["pytest"] + DATASETS, "faiss": ["faiss-cpu"]},
+    entry_points={
+        "console_scripts": [
+            "tfdml-train=tfdml.cli.train:cli",
+            "tfdml-evaluate=tfdml.cli.evaluate:cli",
+            "tfdml-sweep=tfdml.cli.sweep:cli",
+        ],
+    },
 )

@@ -1,21 +1,14 @@
-"""Run configs over a grid of overrides and seeds; print and write mean ± std tables (and a plot).
+"""Run configs over a grid of overrides and seeds: `python sweep.py --config NAME|FILE --grid KEY=V1,V2 ...`.
 
-    python sweep.py --config configs/ee_cars196.yaml --grid expansion.n_points=2,4,8,16,32 \\
-        --grid expansion.normalize=true,false --plot-x expansion.n_points --output runs/ee_fig4_5
-    python sweep.py --config configs/roth_margin_cub200.yaml --seeds 0,1,2,3,4 --output runs/roth_margin
-
-See `tfdml.training.sweep` for the run directories and the outputs.
+The repository's entry point of `tfdml-sweep` (see `tfdml/cli/sweep.py`,
+`tfdml.training.sweep` or `python sweep.py --help`).
 """
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def main(argv=None):
-    from tfdml.training.sweep import main as sweep_main
-
-    return sweep_main(argv)
-
+from tfdml.cli.sweep import cli, main  # noqa: E402,F401  (tests and scripts call sweep.main)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

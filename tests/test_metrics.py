@@ -280,9 +280,12 @@ def test_embed_is_compiled_and_matches_predict():
     data = tf.data.Dataset.from_tensor_slices((x, np.arange(50))).batch(8)
     _CountingLayer.calls = 0
     embeddings, labels = metrics.embed(model, data, verbose=False)
-    assert _CountingLayer.calls <= 2  # traced (full and last partial batch), not run eagerly 7 times
+    assert _CountingLayer.calls == 1  # traced once (any batch size), not run eagerly 7 times
     np.testing.assert_allclose(embeddings, model.predict(x, verbose=0), atol=1e-6)
     np.testing.assert_array_equal(labels, np.arange(50))
+    _CountingLayer.calls = 0
+    metrics.embed(model, data.rebatch(5), verbose=False)  # another evaluation: no new trace
+    assert _CountingLayer.calls == 0
 
 
 def test_kmeans_reaches_a_lloyd_fixed_point():

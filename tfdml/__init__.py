@@ -8,11 +8,15 @@ can be deserialised after `import tfdml`); the heavier sub-packages (`data`,
 """
 import importlib
 
-from tfdml import distances
-from tfdml.expansion import EmbeddingExpansion, expand
-from tfdml import losses
-from tfdml import models
-from tfdml.models.export import export
+from tfdml import _startup
+
+# The command-line tools hide TensorFlow's C++ start-up lines (not library users: see tfdml._startup).
+with _startup.filtered_stderr(_startup.prepare_cli()):
+    from tfdml import distances
+    from tfdml.expansion import EmbeddingExpansion, expand
+    from tfdml import losses
+    from tfdml import models
+    from tfdml.models.export import export
 
 __version__ = "0.1.0"
 

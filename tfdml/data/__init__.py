@@ -1,6 +1,6 @@
 """Datasets with zero-shot class splits, batch samplers, the memory bank and augmentation pipelines."""
 from tfdml.data.augmentation import AUGMENTATIONS, make_augmentation
-from tfdml.data.datasets import DATASETS, EXPECTED_COUNTS, check_counts, image_folder, load_split
+from tfdml.data.datasets import DATASETS, EXPECTED_COUNTS, MissingDependencyError, check_counts, image_folder, load_split
 from tfdml.data.digits import digits_split
 from tfdml.data.embedded_samplers import EmbeddedSampler
 from tfdml.data.memory_bank import MemoryBank, MemoryBankUpdate, prepare_memory_bank
@@ -16,6 +16,7 @@ __all__ = [
     "EmbeddedSampler",
     "MemoryBank",
     "MemoryBankUpdate",
+    "MissingDependencyError",
     "SAMPLERS",
     "Split",
     "batch_indices",

@@ -128,13 +128,21 @@ def image_folder(data_dir, split, name="folder", channels=3):
     return result
 
 
+class MissingDependencyError(ImportError):
+    """An optional dependency (an extra of the tfdml package) is needed but not installed."""
+
+
 def tfds_split(name, split, data_dir=None, download=False, channels=3):
     """CUB-200-2011 / CARS196 through tensorflow-datasets (train+test pooled, split by class).
 
     Images stay encoded in memory and are decoded on the fly.
     """
-    import tensorflow_datasets as tfds
-
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise MissingDependencyError(
+            f"Dataset {name!r} without a local copy in its original layout (data_dir=) loads through "
+            'tensorflow-datasets, which is not installed: pip install "tfdml[datasets]".') from None
     try:
         dataset = tfds.load(TFDS_NAMES[name], split="train+test", data_dir=data_dir, download=download,
                             decoders={"image": tfds.decode.SkipDecoding()})

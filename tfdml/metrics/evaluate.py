@@ -72,14 +72,22 @@ def evaluate_embeddings(embeddings, labels, ks=(1, 2, 4, 8), metrics=None, refer
 _COMPILED = weakref.WeakKeyDictionary()
 
 
-def _compiled(embedder):
-    """A `tf.function` of `embedder(images, training=False)` (cached per Keras model)."""
+def _compiled(embedder, images):
+    """A `tf.function` of `embedder(images, training=False)` for batches like `images` (any batch size).
+
+    Cached per Keras model and image spec (dtype, shape without the batch axis), so
+    each embedder is traced once — not again for a smaller last batch, and not
+    again at every evaluation (repeated tracing is slow and makes TensorFlow warn).
+    """
     if not hasattr(embedder, "trainable_variables"):  # e.g. a SavedModel signature: already a graph
         return embedder
-    if embedder not in _COMPILED:
+    spec = tf.TensorSpec((None,) + tuple(images.shape[1:]), images.dtype)
+    functions = _COMPILED.setdefault(embedder, {})
+    key = (spec.dtype.name, tuple(spec.shape.as_list()))
+    if key not in functions:
         model = weakref.ref(embedder)  # the cache must not keep the model alive
-        _COMPILED[embedder] = tf.function(lambda images: model()(images, training=False), reduce_retracing=True)
-    return _COMPILED[embedder]
+        functions[key] = tf.function(lambda batch: model()(batch, training=False), input_signature=[spec])
+    return functions[key]
 
 
 def embed(embedder, dataset, steps=None, verbose=None):
@@ -94,7 +102,6 @@ def embed(embedder, dataset, steps=None, verbose=None):
     Returns:
         (embeddings float32 (N, D), labels int64 (N,)).
     """
-    function = _compiled(embedder)
     total = steps
     if total is None and isinstance(dataset, tf.data.Dataset):
         cardinality = int(dataset.cardinality())
@@ -104,7 +111,8 @@ def embed(embedder, dataset, steps=None, verbose=None):
         for step, (images, labels) in enumerate(dataset):
             if steps is not None and step >= steps:
                 break
-            outputs.append(np.asarray(function(images)))
+            images = tf.convert_to_tensor(images)
+            outputs.append(np.asarray(_compiled(embedder, images)(images)))
             targets.append(np.asarray(labels).reshape(-1))
             progress(step + 1)
     if not outputs:

@@ -6,10 +6,22 @@ which may be null); values must have the default's type (ints are accepted for
 floats, null for keys whose default is null). Errors name the full dotted key.
 Setting `loss.name` to another loss without `loss.params` starts from that
 loss's own defaults (the previous loss's parameters would not fit it).
+
+Config files and `--set` values are read by `load_yaml` / `parse_override`:
+YAML with YAML 1.2 numbers (`1e-4`, `5E-4`, `.5`, `1_000` are numbers; YAML 1.1
+would read `1e-4` as a string). `--config` takes a path or the name of a config
+shipped with tfdml (`ee_cub200`; see `find_config`).
+
+`training.deterministic` (default false): when true, `run` calls
+`tf.config.experimental.enable_op_determinism()` and seeds every random source
+from `seed`, so two runs of one config give identical `log.csv` losses (slower;
+some GPU ops have no deterministic kernel and raise).
 """
 import copy
+import difflib
 import math
 import os
+import re
 
 import yaml
 
@@ -60,6 +72,7 @@ DEFAULT_CONFIG = {
         "checkpoint_every": 100,
         "evaluate_untrained": True,
         "tensorboard": True,
+        "deterministic": False,
     },
     "analysis": {
         "tap_metrics": [],
@@ -110,6 +123,66 @@ _CHOICES = {
     "augmentation.test": AUGMENTATIONS,
     "model.pooling": POOLINGS,
 }
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's SafeLoader reading numbers as YAML 1.2 does (`1e-4`, `5E-4`, `1.0e4` are floats)."""
+
+
+# YAML 1.1's float pattern needs a dot and a signed exponent; this adds YAML 1.2's forms (exponent without a dot or
+# without a sign). Tried after the int and 1.1 float patterns, so ints stay ints.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)$"),
+    list("-+0123456789."))
+
+
+def load_yaml(stream):
+    """Parses YAML text or a file object with YAML 1.2 numbers (`1e-4` is a float, not a string)."""
+    return yaml.load(stream, Loader=_Loader)
+
+
+def _configs_directories():
+    """Directories holding tfdml's configs: installed package data, else the source checkout's `configs/`."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return [d for d in (os.path.join(package, "configs"), os.path.join(os.path.dirname(package), "configs"))
+            if os.path.isdir(d)]
+
+
+def packaged_configs():
+    """{name: path} of the configs shipped with tfdml (`configs/*.yaml` in the repository)."""
+    found = {}
+    for directory in reversed(_configs_directories()):
+        for file_name in os.listdir(directory):
+            if file_name.endswith(".yaml"):
+                found[file_name[:-len(".yaml")]] = os.path.join(directory, file_name)
+    return dict(sorted(found.items()))
+
+
+def find_config(name):
+    """The YAML file of `--config name`: an existing path, else a config shipped with tfdml.
+
+    Args:
+        name: a file path, or the name of a shipped config (`"ee_cub200"`,
+            `"ee_cub200.yaml"`, `"configs/ee_cub200.yaml"` all work from any directory).
+
+    Returns:
+        The path of the file.
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped config; names the closest shipped configs.
+    """
+    if os.path.isfile(name):
+        return name
+    stem = os.path.basename(name)
+    stem = stem[:-len(".yaml")] if stem.endswith(".yaml") else stem
+    shipped = packaged_configs()
+    if stem in shipped and os.path.dirname(name) in ("", "configs"):
+        return shipped[stem]
+    close = difflib.get_close_matches(stem, list(shipped), n=5, cutoff=0.5)
+    hint = f" Close shipped configs: {', '.join(close)}." if close else ""
+    raise FileNotFoundError(f"Config {name!r} is neither a file nor a config shipped with tfdml.{hint} "
+                            f"All {len(shipped)} shipped configs: `python -m tfdml train --list-configs`.")
 
 
 def _type_ok(value, default):
@@ -187,7 +260,7 @@ def parse_override(text):
     if "=" not in text:
         raise ValueError(f"Override {text!r} must look like key.path=value.")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), load_yaml(raw)
 
 
 def validate(config):
@@ -288,18 +361,18 @@ def load_config(path=None, overrides=()):
     """Loads a YAML config (or the defaults), applies `key=value` overrides, validates.
 
     Args:
-        path: YAML file, or None for `DEFAULT_CONFIG`.
-        overrides: iterable of "dotted.key=value" strings (values parsed as YAML).
+        path: YAML file or name of a shipped config (see `find_config`), or None
+            for `DEFAULT_CONFIG`.
+        overrides: iterable of "dotted.key=value" strings (values parsed as YAML 1.2).
 
     Returns:
         The resolved config dict.
     """
     config = {}
     if path is not None:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"Config file not found: {path!r}.")
+        path = find_config(path)
         with open(path) as handle:
-            config = yaml.safe_load(handle) or {}
+            config = load_yaml(handle) or {}
         if not isinstance(config, dict):
             raise ValueError(f"Config file {path!r} must contain a mapping.")
     config = validate(config)

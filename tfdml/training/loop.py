@@ -220,10 +220,8 @@ class TrainingLoop:
             checkpointer = Checkpointer(checkpoint_dir, self.strategy, max_to_keep=max_checkpoints,
                                         model=self.model, optimizer=self.optimizer, **self.checkpoint_objects)
             step, state = checkpointer.restore()
-            if step and chief:
-                where = (f"all {epochs} epochs are done" if step >= epochs * steps_per_epoch else
-                         f"epoch {step // steps_per_epoch + 1}, step {step % steps_per_epoch + 1}")
-                print(f"Resuming from the checkpoint at step {step} ({where}) in {checkpoint_dir}.")
+            if step and verbose:
+                print(_resume_message(step, epochs, steps_per_epoch, checkpoint_dir))
         first_epoch = step // steps_per_epoch
         callback_list = keras.callbacks.CallbackList(
             list(callbacks), add_history=True, add_progbar=verbose != 0, model=self.model, verbose=verbose,
@@ -277,6 +275,16 @@ class TrainingLoop:
                 ) from error
             raise
         return {name: np.asarray(value) for name, value in outputs.items()}
+
+
+def _resume_message(step, epochs, steps_per_epoch, checkpoint_dir):
+    """"resuming from epoch N (step S) …" (N counted from 1, as the progress bar does)."""
+    if step >= epochs * steps_per_epoch:
+        return f"Resuming after the last epoch (step {step}): all {epochs} epochs are done ({checkpoint_dir})."
+    epoch, batch = divmod(step, steps_per_epoch)
+    within = f", batch {batch + 1} of {steps_per_epoch}" if batch else ""
+    return (f"Resuming from epoch {epoch + 1}/{epochs} (step {step}{within}): the checkpoint at step {step} in "
+            f"{checkpoint_dir}.")
 
 
 class _EpochAverages:

@@ -10,14 +10,16 @@ epoch end: a killed run, restarted with the same command, resumes from the
 latest one with the same batches; `best.json` there records the best score),
 `best.keras` (best validation Recall@1 of the first tap, never replaced by a
 worse epoch, also across resumes), `final.keras`, `metrics.json` (final test
-metrics per tap) and `saved_model/` (serving export of `training.export_tap`).
-A `backup/` directory left by an interrupted run of an older tfdml
+metrics per tap), `saved_model/` (serving export of `training.export_tap`)
+and, while the run lives, `.lock` (see `tfdml.training.run_directory`). A
+`backup/` directory left by an interrupted run of an older tfdml
 (`keras.callbacks.BackupAndRestore`) is migrated into `checkpoints/`.
 """
 import importlib.util
 import json
 import os
 import warnings
+import weakref
 
 import keras
 import tensorflow as tf
@@ -37,6 +39,7 @@ from tfdml.training.hooks import MemoryBankHook
 from tfdml.training.inputs import train_input
 from tfdml.training.loop import TrainingLoop
 from tfdml.training.optimizers import exclude_loss_state_from_decay, make_optimizer
+from tfdml.training.run_directory import RunDirectory, RunDirectoryError
 from tfdml.training.strategy import describe, gather_over_replicas, is_chief, make_strategy
 
 
@@ -220,11 +223,22 @@ def make_callbacks(config, run_dir, test_data, analysis=()):
     return callbacks
 
 
+_EMBEDDERS = weakref.WeakKeyDictionary()
+
+
+def tap_embedder(model, tap):
+    """`model.embedder(tap)`, built once per model and tap (so it is compiled once for all evaluations)."""
+    embedders = _EMBEDDERS.setdefault(model, {})
+    if tap not in embedders:
+        embedders[tap] = model.embedder(tap)
+    return embedders[tap]
+
+
 def evaluate_taps(model, test_data, taps, ks):
     """{tap: metrics dict} on the test data (Recall@K and NMI)."""
     results = {}
     for tap in taps:
-        embeddings, labels = embed(model.embedder(tap), test_data)
+        embeddings, labels = embed(tap_embedder(model, tap), test_data)
         results[tap] = evaluate_embeddings(embeddings, labels, ks=ks, metrics=("recall", "nmi"))
     return results
 
@@ -279,37 +293,47 @@ def finish(config, model, test_data, untrained=None):
     return results
 
 
-def run(config, callbacks=(), verbose=2):
+def run(config, callbacks=(), verbose=2, overwrite=False):
     """Trains and evaluates as configured; returns the final metrics per tap.
 
     Under `MultiWorkerMirroredStrategy` every worker runs this with the same
     config; the chief writes the run directory and returns the metrics, the
-    other workers return None.
+    other workers return None. The chief holds the run directory
+    (`tfdml.training.RunDirectory`): one run at a time, a finished run is not
+    trained again unless `overwrite`, a killed one resumes, and a directory
+    created by a start that fails before training is removed again.
 
     Args:
         config: a config dict (validated here).
         callbacks: extra Keras callbacks (run on every worker).
         verbose: progress verbosity (0, 1, 2), printed by the chief.
+        overwrite: delete a finished run in `output_dir` and train again.
 
     Returns:
         dict {tap: {"recall@K": ..., "nmi": ...}} (None on non-chief workers).
+
+    Raises:
+        RunDirectoryError: `output_dir` is in use by another run, or holds a
+            finished run and `overwrite` is False.
     """
     config = validate(config)
     run_dir = config["output_dir"]
-    keras.utils.set_random_seed(config["seed"])
     training = config["training"]
+    determinism = enable_determinism() if training["deterministic"] else None
+    keras.utils.set_random_seed(config["seed"])
     if training["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    directory, failed = None, True
     try:
         strategy = make_strategy(training["strategy"])
         chief = is_chief(strategy)
+        directory = take_run_directory(strategy, run_dir, overwrite) if chief else take_run_directory(strategy)
         if chief:
-            os.makedirs(run_dir, exist_ok=True)
             save_config(config, os.path.join(run_dir, "config.yaml"))
         train_split, test_split = load_splits(config)
         test_data = eval_pipeline(test_split, training["eval_batch_size"], config["dataset"]["image_size"],
                                   config["augmentation"]["test"])
-        if chief:
+        if chief and verbose:
             print(f"train: {train_split}  test: {test_split}  strategy: {describe(strategy)}")
         with strategy.scope():
             model = build_model(config)
@@ -333,7 +357,45 @@ def run(config, callbacks=(), verbose=2):
         results = finish(config, model, test_data, untrained) if chief else None
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             gather_over_replicas(strategy, 0)  # the workers exit together, after the chief's files are written
+        failed = False
         return results
     finally:
+        if directory is not None:
+            directory.release(failed=failed)
         if training["mixed_precision"]:
             keras.mixed_precision.set_global_policy("float32")
+        if determinism is not None:
+            determinism()
+
+
+def take_run_directory(strategy, run_dir=None, overwrite=False):
+    """The chief's `RunDirectory` hold on `run_dir` (None on other workers).
+
+    Call on every worker (the chief with `run_dir`): under
+    `MultiWorkerMirroredStrategy` all workers learn whether the chief got the
+    directory and all raise if it did not.
+    """
+    directory, error = None, None
+    if run_dir is not None:
+        try:
+            directory = RunDirectory(run_dir, overwrite).acquire()
+        except RunDirectoryError as caught:
+            error = caught
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if gather_over_replicas(strategy, int(error is not None)).any() and error is None:
+            if directory is not None:
+                directory.release()
+            raise RunDirectoryError("The chief worker could not take the run directory (see its log).")
+    if error is not None:
+        raise error
+    return directory
+
+
+def enable_determinism():
+    """Turns TensorFlow's op determinism on (`training.deterministic`); returns a function undoing it."""
+    from tensorflow.python.framework import config as framework_config  # no public getter / disable in TF 2.16+
+
+    if framework_config.is_op_determinism_enabled():
+        return lambda: None
+    tf.config.experimental.enable_op_determinism()
+    return framework_config.disable_op_determinism

@@ -20,7 +20,6 @@ against the values of that grid key, one line per config and value of the other
 grid keys (EE Figs. 4–5: Recall@1 against n with and without L2 on synthetic
 points).
 """
-import argparse
 import csv
 import itertools
 import json
@@ -28,15 +27,14 @@ import os
 import re
 
 import numpy as np
-import yaml
 
-from tfdml.training.config import load_config, parse_override
+from tfdml.training.config import load_config, load_yaml, parse_override
 
 
 def parse_grid(text):
     """'key=v1,v2,…' or 'key=[v1, v2]' → (key, [YAML-parsed values])."""
     key, raw = parse_override(text)
-    values = raw if isinstance(raw, list) else [yaml.safe_load(v) for v in str(text.split("=", 1)[1]).split(",")]
+    values = raw if isinstance(raw, list) else [load_yaml(v) for v in str(text.split("=", 1)[1]).split(",")]
     if not values:
         raise ValueError(f"--grid {text!r} has no values.")
     return key, values
@@ -206,43 +204,3 @@ def plot_against(summary, x_key, column, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save(fig, path)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Run configs over a grid of overrides and seeds; summarise "
-                                                 "the test metrics as mean ± std.")
-    parser.add_argument("--config", action="append", required=True, help="YAML config (repeatable)")
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,…",
-                        help="a config key and its values (repeatable; all combinations are run)")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: each config's seed)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for every run (repeatable)")
-    parser.add_argument("--output", default="runs/sweep", help="sweep directory")
-    parser.add_argument("--taps", default=None, help="comma-separated taps in the printed table (default: all)")
-    parser.add_argument("--metrics", default="recall@1", help="comma-separated metrics in the printed table")
-    parser.add_argument("--plot-x", default=None, metavar="KEY", help="plot the first tap/metric against this "
-                                                                      "grid key")
-    parser.add_argument("--plan", action="store_true", help="only list the runs")
-    args = parser.parse_args(argv)
-    grid = [parse_grid(text) for text in args.grid]
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    runs = plan_runs(args.config, grid, seeds, args.output, args.set)
-    if args.plan:
-        for planned in runs:
-            print(planned["run_dir"])
-        return runs
-    execute(runs)
-    rows = collect(runs)
-    summary = summarize(rows)
-    taps = args.taps.split(",") if args.taps else ()
-    metrics = args.metrics.split(",")
-    print(write_summary(args.output, rows, summary, taps, metrics))
-    if args.plot_x:
-        columns = _columns(summary, taps, metrics)
-        name = f"{columns[0].replace('/', '_').replace('@', '_at_')}_vs_{args.plot_x}.png"
-        print(f"plot: {plot_against(summary, args.plot_x, columns[0], os.path.join(args.output, name))}")
-    return summary
-
-
-if __name__ == "__main__":
-    main()

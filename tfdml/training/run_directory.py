@@ -1,0 +1,163 @@
+"""`RunDirectory`: one run at a time per run directory; finished runs are kept; failed starts leave nothing.
+
+`run` (the chief worker only) takes the directory before it writes anything:
+
+- A lock: `<run>/.lock` is held with `fcntl.flock` while the run lives and holds
+  the holder's pid and host. A second run into the same directory fails with a
+  `RunDirectoryError` naming that process. The kernel drops the lock when its
+  process dies, so the lock file of a killed run is taken over (with a warning
+  naming the dead process).
+- A finished run (`metrics.json` present) is not trained again: `RunDirectoryError`
+  unless `overwrite=True` (`train.py --overwrite`), which empties the directory first.
+- A killed run (checkpoints, no `metrics.json`) resumes (`TrainingLoop.fit` says so).
+- If the start fails before anything was trained (no checkpoint, no `log.csv`), a
+  directory this run created is removed again.
+"""
+import json
+import os
+import shutil
+import socket
+import time
+import warnings
+
+LOCK_NAME = ".lock"
+# Files that show a run got past its start (kept when a later step fails).
+_PROGRESS = ("log.csv", "best.keras", "final.keras", "metrics.json", os.path.join("checkpoints", "checkpoint"))
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory is in use or holds a finished run (the message says what to do)."""
+
+
+def _holder_text(holder):
+    if not holder:
+        return "another process"
+    started = holder.get("started")
+    when = f", started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}" if started else ""
+    return f"process {holder.get('pid')} on host {holder.get('host')}{when}"
+
+
+def _read_holder(handle):
+    try:
+        handle.seek(0)
+        return json.loads(handle.read() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return True
+
+
+class RunDirectory:
+    """The chief's hold on a run directory (see the module docstring).
+
+    Args:
+        path: the run directory (`output_dir`).
+        overwrite: empty a finished (or any earlier) run's directory and train again.
+    """
+
+    def __init__(self, path, overwrite=False):
+        self.path = path
+        self.overwrite = bool(overwrite)
+        self.created = False
+        self._handle = None
+
+    @property
+    def lock_path(self):
+        return os.path.join(self.path, LOCK_NAME)
+
+    def acquire(self):
+        """Creates the directory if needed, takes the lock, refuses a finished run (or empties it when
+        `overwrite`).
+
+        Raises:
+            RunDirectoryError: another live process holds the lock, or the run finished and `overwrite` is off.
+        """
+        self.created = not os.path.exists(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        self._lock()
+        try:
+            finished = os.path.exists(os.path.join(self.path, "metrics.json"))
+            if finished and not self.overwrite:
+                raise RunDirectoryError(
+                    f"Run directory {self.path!r} holds a finished run (metrics.json exists). Pass --overwrite "
+                    "(in Python: run(config, overwrite=True)) to delete it and train again, or choose another "
+                    "--output.")
+            if self.overwrite and len(os.listdir(self.path)) > 1:
+                self._empty()
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def _lock(self):
+        import fcntl
+
+        while True:
+            handle = open(self.lock_path, "a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_holder(handle)
+                handle.close()
+                raise RunDirectoryError(
+                    f"Run directory {self.path!r} is in use by {_holder_text(holder)} (lock file {self.lock_path}). "
+                    "Wait for that run to end or stop it, or choose another --output.") from None
+            try:  # the holder may have removed the file between our open and flock: lock the current file
+                same = os.fstat(handle.fileno()).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()
+        previous = _read_holder(handle)
+        if previous and previous.get("pid") != os.getpid():
+            here = previous.get("host") == socket.gethostname()
+            state = "is no longer running" if here and not _pid_alive(previous["pid"]) else "ended without cleanup"
+            warnings.warn(f"Run directory {self.path!r}: taking over the stale lock of {_holder_text(previous)}, "
+                          f"which {state}.", stacklevel=3)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+        handle.flush()
+        self._handle = handle
+
+    def _empty(self):
+        if not os.path.exists(os.path.join(self.path, "config.yaml")):
+            raise RunDirectoryError(f"--overwrite: {self.path!r} has no config.yaml, so it does not look like a "
+                                    "tfdml run directory; not deleting its files. Choose another --output.")
+        for name in os.listdir(self.path):
+            if name == LOCK_NAME:
+                continue
+            path = os.path.join(self.path, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        print(f"--overwrite: deleted the earlier run in {self.path}.")
+
+    def has_progress(self):
+        """Whether the directory holds anything trained (a checkpoint, log.csv, a model, metrics)."""
+        return any(os.path.exists(os.path.join(self.path, name)) for name in _PROGRESS)
+
+    def release(self, failed=False):
+        """Drops the lock; after a failed start (`failed` and nothing trained) removes a directory this run
+        created."""
+        if self._handle is None:
+            return
+        remove = failed and self.created and not self.has_progress()
+        try:
+            os.remove(self.lock_path)  # while still holding the lock (see `_lock`)
+        except FileNotFoundError:
+            pass
+        self._handle.close()
+        self._handle = None
+        if remove:
+            shutil.rmtree(self.path, ignore_errors=True)
