@@ -223,3 +223,25 @@ def test_distance_weighted_mining_runs_under_mirrored_strategy():
 
     values = strategy.experimental_local_results(step(next(iter(data))))
     assert len(values) == 2 and all(np.isfinite(v.numpy()) and v.numpy() > 0 for v in values)
+
+
+class _EveryOtherEpoch(keras.callbacks.Callback):
+    """A validation metric measured on odd epochs only (NaN otherwise), like RetrievalEvaluation(every=2)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_score"] = 0.8125 if epoch % 2 else float("nan")
+
+
+@pytest.mark.parametrize("use_fit", [False, True])
+def test_progress_lines_show_only_measured_metrics(capsys, use_fit):
+    model = _model(LOSSES["triplet_hard_ee"]())
+    callbacks = [_EveryOtherEpoch()]
+    if use_fit:
+        model.fit(_dataset(), epochs=2, steps_per_epoch=2, verbose=2,
+                  callbacks=callbacks + [tfdml.metrics.MeasuredProgbarLogger()])
+    else:
+        TrainingLoop(model).fit(_dataset(), epochs=2, steps_per_epoch=2, verbose=2, callbacks=callbacks)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "loss:" in line]
+    assert len(lines) == 2
+    assert "val_score" not in lines[0] and "nan" not in lines[0]
+    assert "val_score: 0.8125" in lines[1]

@@ -107,3 +107,26 @@ class MeasuredCSVLogger(keras.callbacks.CSVLogger):
         logs = {key: "" if isinstance(value, float) and np.isnan(value) else value
                 for key, value in (logs or {}).items()}
         super().on_epoch_end(epoch, logs)
+
+
+class MeasuredProgbarLogger(keras.callbacks.ProgbarLogger):
+    """`keras.callbacks.ProgbarLogger` that prints only measured values.
+
+    With `RetrievalEvaluation(every=k)` the validation metrics of the epochs
+    without evaluation are NaN; this progress bar leaves them out of the line
+    instead of printing `nan` for each. A NaN *loss* is still printed (a
+    diverged run must show). Pass it in `callbacks` of `model.fit` (it replaces
+    Keras' own progress bar); `tfdml.training.TrainingLoop` uses it.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, _measured(logs))
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, _measured(logs))
+
+
+def _measured(logs):
+    """`logs` without NaN metric values (the loss is kept)."""
+    return {key: value for key, value in (logs or {}).items()
+            if key == "loss" or not (isinstance(value, float) and np.isnan(value))}

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdml.losses import attach_loss_state
+from tfdml.metrics.callbacks import MeasuredProgbarLogger
 from tfdml.training.checkpoints import Checkpointer
 from tfdml.training.strategy import is_chief
 
@@ -223,8 +224,11 @@ class TrainingLoop:
             if step and verbose:
                 print(_resume_message(step, epochs, steps_per_epoch, checkpoint_dir))
         first_epoch = step // steps_per_epoch
+        callbacks = list(callbacks)
+        if verbose and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+            callbacks.append(MeasuredProgbarLogger())  # unmeasured (NaN) validation metrics are not printed
         callback_list = keras.callbacks.CallbackList(
-            list(callbacks), add_history=True, add_progbar=verbose != 0, model=self.model, verbose=verbose,
+            callbacks, add_history=True, add_progbar=False, model=self.model, verbose=verbose,
             epochs=epochs, steps=steps_per_epoch, initial_epoch=first_epoch)
         _restore_callback_states(callback_list.callbacks, state.get("callbacks", {}))
         averages = _EpochAverages(state.get("epoch_averages"))
