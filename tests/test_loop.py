@@ -245,3 +245,24 @@ def test_progress_lines_show_only_measured_metrics(capsys, use_fit):
     assert len(lines) == 2
     assert "val_score" not in lines[0] and "nan" not in lines[0]
     assert "val_score: 0.8125" in lines[1]
+
+
+def test_random_miner_created_outside_the_strategy_scope_draws_the_same_tuples_on_every_replica():
+    strategy = mirrored_strategy()
+    loss = tfdml.losses.TripletLoss(mining="random", seed=0)  # outside the scope: one unsynchronised state
+    assert not isinstance(loss._seed_generator.state.value, tf.distribute.DistributedValues)
+    state = loss._seed_generator.state.numpy().copy()
+    TrainingLoop(_model(loss, strategy))
+    assert isinstance(loss._seed_generator.state.value, tf.distribute.DistributedValues)
+    np.testing.assert_array_equal(loss._seed_generator.state.numpy(), state)  # same stream
+    x = tf.random.stateless_normal((8, 4), seed=(1, 2))
+    y = tf.constant([0, 0, 1, 1, 2, 2, 3, 3])
+    data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y)))
+
+    @tf.function
+    def step(batch):  # each replica mines the gathered global batch: same draws -> same loss value
+        return strategy.run(lambda b: loss(b[1], b[0]), args=(batch,))
+
+    for batch in [next(iter(data))] * 3:
+        first, second = (v.numpy() for v in strategy.experimental_local_results(step(batch)))
+        assert first == second

@@ -75,6 +75,7 @@ class TrainingLoop:
         self.hooks = list(hooks)
         self._check_distributed_variables()
         with self.strategy.scope():
+            _mirror_seed_generators(self.loss, self.strategy)
             if getattr(self.loss, "state_layer", None) is not None:
                 attach_loss_state(model, self.loss)
             if not optimizer.built:
@@ -82,8 +83,9 @@ class TrainingLoop:
         self._train_function = None
 
     def _check_distributed_variables(self):
-        if self.strategy.num_replicas_in_sync > 1 and self.model.weights and not isinstance(
-                self.model.weights[0].value, tf.distribute.DistributedValues):
+        if self.strategy.num_replicas_in_sync <= 1:
+            return
+        if self.model.weights and not isinstance(self.model.weights[0].value, tf.distribute.DistributedValues):
             raise ValueError(f"The model's variables are not distributed by the {type(self.strategy).__name__} given: "
                              "create the model (and compile it) under `with strategy.scope():`.")
 
@@ -289,6 +291,28 @@ def _resume_message(step, epochs, steps_per_epoch, checkpoint_dir):
     within = f", batch {batch + 1} of {steps_per_epoch}" if batch else ""
     return (f"Resuming from epoch {epoch + 1}/{epochs} (step {step}{within}): the checkpoint at step {step} in "
             f"{checkpoint_dir}.")
+
+
+def _mirror_seed_generators(loss, strategy, depth=3):
+    """Re-creates, under `strategy`'s scope, the random states of `loss` (and of the losses it wraps) that
+    were created outside it.
+
+    A random miner's `keras.random.SeedGenerator` made outside the scope is one
+    plain variable that every replica advances on its own: the replicas would
+    draw different random tuples from the same global batch, depending on
+    timing. Mirrored, the state advances in sync and all replicas draw the same
+    tuples. The current state value is kept.
+    """
+    if strategy.num_replicas_in_sync <= 1:
+        return
+    for name, value in list(vars(loss).items()):
+        if isinstance(value, keras.random.SeedGenerator):
+            if not isinstance(value.state.value, tf.distribute.DistributedValues):
+                mirrored = keras.random.SeedGenerator(0)
+                mirrored.state.assign(value.state.value)
+                setattr(loss, name, mirrored)
+        elif depth and isinstance(value, keras.losses.Loss):
+            _mirror_seed_generators(value, strategy, depth - 1)
 
 
 class _EpochAverages:
