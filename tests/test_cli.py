@@ -60,7 +60,8 @@ def test_train_quiet_prints_only_the_table_and_no_tensorflow_start_up_lines(tmp_
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["tap", "|", "R@1", "|", "R@2", "|", "R@4", "|", "R@8", "|", "NMI"], result.stdout
-    assert lines[1].lstrip().startswith("fc |") and lines[2:] == [f"run directory: {run_dir}"]
+    assert lines[1].lstrip().startswith("untrained fc |") and lines[2].lstrip().startswith("trained fc |")
+    assert lines[3:] == [f"run directory: {run_dir}"]
     for noise in ("absl::InitializeLog", "I0000", "cuInit", "cudart_stub"):
         assert noise not in result.stderr, result.stderr
 
