@@ -78,6 +78,47 @@ def test_freeze_batchnorm_keeps_statistics_and_parameters():
     assert not np.allclose(fc_before, model.get_layer("fc").kernel.numpy())
 
 
+def _batchnorm_weights(model):
+    bn = [l for l in model.get_layer("small_cnn").layers if isinstance(l, keras.layers.BatchNormalization)]
+    return ({w.name: w.numpy().copy() for layer in bn for w in (layer.gamma, layer.beta)},
+            {w.name: w.numpy().copy() for layer in bn for w in (layer.moving_mean, layer.moving_variance)})
+
+
+def _fit_once(model, jit_compile=False):
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=tfdml.losses.TripletLoss(margin=5.0),
+                  jit_compile=jit_compile)
+    model.fit(IMAGES, np.array([0, 0, 1]), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_freeze_batchnorm_statistics_trains_gamma_beta_with_fixed_moving_statistics(tmp_path, jit_compile):
+    model = _small(freeze_batchnorm="statistics")
+    (params, stats), images = _batchnorm_weights(model), keras.ops.convert_to_tensor(IMAGES)
+    _fit_once(model, jit_compile)
+    new_params, new_stats = _batchnorm_weights(model)
+    assert all(not np.allclose(params[name], new_params[name]) for name in params)  # γ/β trained (Roth's code)
+    for name in stats:
+        np.testing.assert_array_equal(stats[name], new_stats[name])  # statistics never updated
+    # the moving statistics are used in training mode too: same embeddings in both modes
+    np.testing.assert_allclose(model(images, training=True), model(images, training=False), atol=1e-6)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_allclose(restored(images), model(images), atol=1e-6)
+    _fit_once(restored)  # still frozen statistics after a reload
+    for name, value in _batchnorm_weights(restored)[1].items():
+        np.testing.assert_array_equal(stats[name], value)
+
+
+def test_freeze_batchnorm_rejects_other_values():
+    with pytest.raises(ValueError, match="freeze_batchnorm must be one of"):
+        _small(freeze_batchnorm="stats")
+    with pytest.raises(ValueError, match="'model.freeze_batchnorm'.*'statistics'"):
+        tfdml.training.load_config(None, ["model.freeze_batchnorm=stats"])
+    assert tfdml.training.load_config(None, ["model.freeze_batchnorm=statistics"])["model"]["freeze_batchnorm"] \
+        == "statistics"
+
+
 def test_googlenet_architecture():
     net = tfdml.models.googlenet((96, 96, 3))
     assert net.output_shape[-1] == 1024

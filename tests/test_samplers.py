@@ -260,7 +260,7 @@ def test_roth_sampler_configs_reproduce_the_table_7_to_9_setting(key):
 
     config = load_config(os.path.join(ROOT, "configs", f"roth_sampler_{key}_cub200.yaml"))
     model, sampler = config["model"], config["sampler"]
-    assert (model["backbone"], model["embedding_dim"], model["freeze_batchnorm"]) == ("resnet50", 128, True)
+    assert (model["backbone"], model["embedding_dim"], model["freeze_batchnorm"]) == ("resnet50", 128, "statistics")
     assert config["loss"]["name"] == "margin" and config["loss"]["params"]["mining"] == "distance"
     assert config["dataset"]["name"] == "cub200" and sampler["batch_size"] == 112
     assert (sampler["name"], sampler["samples_per_class"]) == ROTH_SAMPLERS[key]

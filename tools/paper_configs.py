@@ -130,7 +130,8 @@ ROTH_STEPS = {"cub200": 52, "cars196": 71, "sop": 531}  # len(train images) // 1
 # ρ of the regularised runs in their Revisit_Runs.sh: (contrastive, margin β 0.6, margin β 1.2, triplet, SNR).
 ROTH_RHO = {"cub200": (0.4, 0.4, 0.35, 0.4, 0.3), "cars196": (0.35,) * 5, "sop": (0.15,) * 5}
 ROTH_HEADER = """Roth et al., 'Revisiting Training Strategies and Generalization Performance in DML' (ICML
-2020), {what} on {dataset}, their code's defaults: ResNet50 (ImageNet; BatchNorm statistics frozen),
+2020), {what} on {dataset}, their code's defaults: ResNet50 (ImageNet; BatchNorm statistics frozen, gamma/beta trained:
+freeze_batchnorm: statistics),
 128-d, 224 px, batch 112 = 56 random classes x 2 (class_random, SPC-2), Adam 1e-5 with coupled weight
 decay 4e-4 (torch.optim.Adam weight_decay; the loss's own parameters are not decayed), no LR decay,
 {epochs} epochs of {steps} steps (= #train images // 112). Augmentation 'roth' (random resized crop,
@@ -190,7 +191,7 @@ def _roth_losses(dataset):
 def _roth_config(name, dataset, loss, params, normalize, sampler=None):
     sampler = sampler or {"name": "class_random", "batch_size": 112, "samples_per_class": 2}
     return _config(name, dataset, 224,
-                   _model(backbone="resnet50", embedding_dim=128, normalize=normalize, freeze_batchnorm=True,
+                   _model(backbone="resnet50", embedding_dim=128, normalize=normalize, freeze_batchnorm="statistics",
                           weights="imagenet"),
                    loss, params, None, sampler, ("roth", "roth_test"), _optimizer("adam", 1.0e-5, 4.0e-4),
                    {"decay_epochs": [], "factor": 0.3},

@@ -70,8 +70,11 @@ class EmbeddingModel(keras.Model):
         extra_fc: number of fc layers after the first (ignored when `fc_names`
             is given, which then sets the count).
         normalize: L2-normalise the output.
-        freeze_batchnorm: keep all BatchNormalization layers of the backbone
-            fixed: parameters not trained, statistics not updated (Roth et al.).
+        freeze_batchnorm: the backbone's BatchNormalization layers: False
+            (trained as usual), True (fixed: γ/β not trained, moving statistics
+            used and not updated — Keras' `trainable=False`) or "statistics"
+            (moving statistics used and not updated, γ/β trained — Roth et
+            al.'s code, PyTorch's `module.eval()` on every BN layer).
         weights: backbone weights: None, "imagenet" or a local `.weights.h5` path.
         input_shape: (H, W, C) of the input images, any C (see Channels).
         fc_names: names of the fc layers and their taps, e.g. ["fc6", "fc7", "fc8"].
@@ -105,10 +108,7 @@ class EmbeddingModel(keras.Model):
         trunk = build_backbone(backbone, (*input_shape[:2], x.shape[-1]), weights)
         fc_layers = _fc_names(fc_names, embedding_dim, extra_fc, trunk)
         heads = _check_heads(heads, embedding_dim, trunk)
-        if freeze_batchnorm:
-            for layer in trunk._flatten_layers():
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
+        _freeze_batchnorm(trunk, freeze_batchnorm)
         pool_layer = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
         x = pool_layer(name="pool")(trunk(features))
         tap_tensors = {"pool": x}
@@ -228,6 +228,38 @@ class EmbeddingModel(keras.Model):
         # Weights are restored from the saved file: never download or read the original weights again
         # (a .keras file must load where the original weights file does not exist).
         return cls(**{**config, "weights": None})
+
+
+FREEZE_BATCHNORM = (False, True, "statistics")
+
+
+def _freeze_batchnorm(trunk, mode):
+    """Applies `EmbeddingModel(freeze_batchnorm=mode)` to the BatchNormalization layers of `trunk`."""
+    if not (isinstance(mode, bool) or mode == "statistics"):
+        raise ValueError(f"freeze_batchnorm must be one of {FREEZE_BATCHNORM}, got {mode!r}.")
+    for layer in trunk._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if mode is True:
+                layer.trainable = False
+            elif mode == "statistics":
+                _use_moving_statistics(layer)
+
+
+def _use_moving_statistics(layer):
+    """Makes a BatchNormalization layer normalise with its moving statistics, also when training (so they are
+    never updated), while γ/β stay trainable.
+
+    Keras 3 passes the outer model's `training` down to every nested layer, which
+    overrides a `training=False` given when the graph was built, so the layer's
+    own `call` is wrapped. The wrapper is not saved: `EmbeddingModel` applies it
+    again when a saved model is rebuilt from its config.
+    """
+    call = layer.call
+
+    def moving_statistics_call(inputs, training=None, mask=None):
+        return call(inputs, training=False, mask=mask)
+
+    layer.call = moving_statistics_call
 
 
 def _check_input_shape(input_shape):

@@ -105,7 +105,8 @@ SHARING_DEFAULTS = {
 }
 
 # Keys that take true, false or "auto".
-_BOOL_OR_AUTO = {"training.jit_compile"}
+# Keys that take true, false or one named string.
+_BOOL_OR_NAME = {"training.jit_compile": "auto", "model.freeze_batchnorm": "statistics"}
 # Keys whose value may be any mapping / null.
 _FREE_FORM = {"loss.params", "sharing.shared_loss.params"}
 _NULLABLE_SECTIONS = {"expansion", "sharing"}
@@ -218,9 +219,10 @@ def _merge(base, update, prefix=""):
             if base[key] is None:
                 base[key] = copy.deepcopy(_SECTION_TEMPLATES.get(key, DEFAULT_CONFIG[key]))
             _merge(base[key], value, dotted + ".")
-        elif dotted in _BOOL_OR_AUTO:
-            if not (isinstance(value, bool) or value == "auto"):
-                raise ValueError(f"Config key {dotted!r} must be true, false or 'auto', got {value!r}.")
+        elif dotted in _BOOL_OR_NAME:
+            if not (isinstance(value, bool) or value == _BOOL_OR_NAME[dotted]):
+                raise ValueError(f"Config key {dotted!r} must be true, false or {_BOOL_OR_NAME[dotted]!r}, "
+                                 f"got {value!r}.")
             base[key] = value
         else:
             if value is not None and not _type_ok(value, base[key]):
