@@ -40,13 +40,14 @@ def test_unknown_tap_is_an_error_naming_the_taps(gray_two_head_model):
 
 
 def test_report_of_a_run_directory_adds_its_training_curves(tmp_path):
-    from tfdml.training import load_config, run
-
-    run_dir = tmp_path / "run"
-    run(load_config(None, [f"output_dir={run_dir}", "dataset.image_size=16", "model.embedding_dim=8",
-                           "sampler.batch_size=20", "sampler.samples_per_class=4", "training.epochs=2",
-                           "training.steps_per_epoch=2", "training.eval_every=1", "training.tensorboard=false",
-                           "training.evaluate_untrained=false", "analysis.tap_metrics=[recall]"]), verbose=0)
+    run_dir = tmp_path / "run"  # a run directory as train.py leaves it, with per-tap curves in log.csv
+    run_dir.mkdir()
+    tfdml.models.EmbeddingModel("small_cnn", embedding_dim=8, input_shape=(16, 16, 3)).save(str(run_dir / "final.keras"))
+    tfdml.training.save_config(tfdml.training.load_config(None, ["dataset.image_size=16"]), str(run_dir / "config.yaml"))
+    columns = ["tap_fc_train_recall@1", "tap_fc_test_recall@1", "tap_pool_train_recall@1", "tap_pool_test_recall@1"]
+    rows = ["epoch,loss," + ",".join(columns)] + [f"{e},0.{5 - e},0.{5 + e},0.{4 + e},0.{6 + e},0.{3 + e}"
+                                                  for e in range(3)]
+    (run_dir / "log.csv").write_text("\n".join(rows) + "\n")
     evaluate.main(["--model", str(run_dir), "--dataset", "digits", "--report", str(tmp_path / "report"), "--quiet"])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "tap_recall_at_1.png" in report and os.path.getsize(tmp_path / "report" / "tap_recall_at_1.png") > 0

@@ -199,7 +199,7 @@ def test_fc_names_reinitialize_and_channels_reach_the_model():
 
 # ------------------------------------------------------------------------------------------ dry runs
 TINY = ["dataset.name=digits", "dataset.image_size=16", "dataset.strict=false", "model.weights=null",
-        "model.backbone=small_cnn", "training.epochs=1", "training.steps_per_epoch=1", "training.tensorboard=false",
+        "model.backbone=small_cnn", "training.epochs=1", "training.steps_per_epoch=1", "training.tensorboard=false", "training.evaluate_untrained=false",
         "training.checkpoint_every=0", "training.eval_batch_size=512"]
 
 

@@ -13,7 +13,7 @@ from tfdml.training import RunDirectory, RunDirectoryError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["dataset.image_size=16", "model.embedding_dim=8", "sampler.batch_size=20", "sampler.samples_per_class=4",
         "training.epochs=1", "training.steps_per_epoch=2", "training.eval_every=1", "training.tensorboard=false",
-        "training.taps=[fc]"]
+        "training.taps=[fc]", "training.evaluate_untrained=false"]
 HOLDER = ("import sys, time; from tfdml.training.run_directory import RunDirectory; "
           "held = RunDirectory(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)")
 

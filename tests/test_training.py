@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _tiny_config(tmp_path, **training):
     overrides = [f"output_dir={tmp_path / 'run'}", "dataset.image_size=16", "model.embedding_dim=8",
                  "sampler.batch_size=20", "sampler.samples_per_class=4", "training.epochs=2",
-                 "training.steps_per_epoch=3", "training.eval_every=1", "training.tensorboard=false"]
+                 "training.steps_per_epoch=3", "training.eval_every=1", "training.tensorboard=false",
+                 "training.evaluate_untrained=false"]
     overrides += [f"training.{k}={v}" for k, v in training.items()]
     return load_config(None, overrides)
 
@@ -127,7 +128,7 @@ def test_step_decay_schedule():
 
 
 def test_reduced_default_run_writes_run_directory(tmp_path):
-    config = _tiny_config(tmp_path)
+    config = _tiny_config(tmp_path, evaluate_untrained="true")
     results = run(config, verbose=0)
     run_dir = config["output_dir"]
     for name in ("config.yaml", "log.csv", "best.keras", "final.keras", "metrics.json", "saved_model"):
@@ -166,7 +167,7 @@ def test_reduced_default_run_writes_run_directory(tmp_path):
 
 
 def test_final_table_shows_the_untrained_model_beside_the_trained_one(tmp_path, capsys):
-    config = _tiny_config(tmp_path, epochs=1, steps_per_epoch=2)
+    config = _tiny_config(tmp_path, epochs=1, steps_per_epoch=2, evaluate_untrained="true")
     results = run(config, verbose=0)
     with open(os.path.join(config["output_dir"], "untrained_metrics.json")) as handle:
         untrained = json.load(handle)
