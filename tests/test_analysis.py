@@ -150,6 +150,12 @@ def test_synthetic_test_queries_exclude_their_own_end_points():
     y = np.array([0, 0, 0, 1, 1, 2, 2])
     positions, recalls = analysis.synthetic_test_queries(x, y, n_points=2, normalize=False, pairs_per_class=1)
     np.testing.assert_allclose(recalls, [1 / 3, 1 / 3])
+    # chunked like unchunked; by default enough pairs per class for a few-class test set
+    _, chunked = analysis.synthetic_test_queries(x, y, n_points=2, normalize=False, pairs_per_class=4, chunk_size=5)
+    _, whole = analysis.synthetic_test_queries(x, y, n_points=2, normalize=False, pairs_per_class=4)
+    np.testing.assert_allclose(chunked, whole)
+    _, default = analysis.synthetic_test_queries(x, y, n_points=2, normalize=False, max_queries=300)
+    np.testing.assert_allclose(default, [1 / 3, 1 / 3], atol=0.08)  # 100 pairs per class
 
 
 def test_tsne_legend_names_test_classes_with_their_own_colours():
