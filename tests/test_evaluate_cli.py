@@ -22,7 +22,7 @@ def test_two_head_gray_model_defaults_to_the_class_head_and_writes_the_sharing_r
                                                                                        tmp_path):
     path, model = gray_two_head_model
     results = evaluate.main(["--model", path, "--dataset", "digits", "--report", str(tmp_path / "report"),
-                             "--quiet"])
+                             "--quiet", "--tsne-points", "200"])
     assert set(results) == {"class"}
     test = tfdml.data.load_split("digits", "test", image_size=16, channels=1)
     embeddings, labels = tfdml.metrics.embed(model.embedder("class"), tfdml.data.eval_pipeline(test, 256, 16))
@@ -48,7 +48,8 @@ def test_report_of_a_run_directory_adds_its_training_curves(tmp_path):
     rows = ["epoch,loss," + ",".join(columns)] + [f"{e},0.{5 - e},0.{5 + e},0.{4 + e},0.{6 + e},0.{3 + e}"
                                                   for e in range(3)]
     (run_dir / "log.csv").write_text("\n".join(rows) + "\n")
-    evaluate.main(["--model", str(run_dir), "--dataset", "digits", "--report", str(tmp_path / "report"), "--quiet"])
+    evaluate.main(["--model", str(run_dir), "--dataset", "digits", "--report", str(tmp_path / "report"), "--quiet",
+                   "--tsne-points", "200"])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "tap_recall_at_1.png" in report and os.path.getsize(tmp_path / "report" / "tap_recall_at_1.png") > 0
     assert np.isfinite(json.loads((tmp_path / "report" / "metrics.json").read_text())["recall@1"])

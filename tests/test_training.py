@@ -148,7 +148,7 @@ def test_reduced_default_run_writes_run_directory(tmp_path):
     for tap in ("pool", "fc"):
         assert table[tap]["recall@1"] == pytest.approx(results[tap]["recall@1"], abs=1e-6)
     report = evaluate.main(["--model", os.path.join(run_dir, "final.keras"), "--dataset", "digits", "--tap", "fc",
-                            "--report", str(tmp_path / "report")])
+                            "--report", str(tmp_path / "report"), "--tsne-points", "200"])
     assert report["fc"]["recall@1"] == pytest.approx(results["fc"]["recall@1"], abs=1e-6)
     assert "map@r" in report["fc"] and "rho" in report["fc"]
     for name in ("report.md", "metrics.json", "spectrum.png", "joint_tsne.png", "same_vs_different.png"):

@@ -97,6 +97,8 @@ def build_parser(prog=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--output", default=None, help="write metrics JSON here")
     parser.add_argument("--report", default=None, help="write metrics.json and report.md into this directory")
+    parser.add_argument("--tsne-points", type=int, default=2000,
+                        help="--report: points per split in the joint t-SNE (t-SNE time grows with them)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_common_arguments(parser, progress=False)
     return parser
@@ -105,6 +107,8 @@ def build_parser(prog=None):
 def main(argv=None, prog=None):
     """Evaluates as the command line says; returns {tap: metrics}. Raises the errors `cli` turns into `error: …`."""
     args = build_parser(prog).parse_args(argv)
+    if args.tsne_points < 2:
+        raise ValueError(f"--tsne-points must be >= 2, got {args.tsne_points}.")
     start_devices(args.debug)
 
     import tfdml
@@ -147,6 +151,7 @@ def main(argv=None, prog=None):
             results[tap] = tfdml.analysis.write_report(
                 directory, embeddings, labels, train_embeddings, train_labels, ks=ks,
                 title=f"{args.model} on {args.dataset} (test split), tap {tap}", run_log=_run_log(args.model),
+                max_tsne_points=args.tsne_points,
                 class_names=split.class_names, train_class_names=train_split.class_names)
             reports.append(os.path.join(directory, "report.md"))
         else:
