@@ -5,7 +5,7 @@ import warnings
 import keras
 import numpy as np
 
-from tfdml.metrics.evaluate import _check_metric_names, embed, evaluate_embeddings
+from tfdml.metrics.evaluate import _check_metric_names, embed, evaluate_embeddings, tap_embedder
 from tfdml.metrics.progress import silenced
 
 
@@ -48,14 +48,10 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.prefix = prefix
         self.verbose = verbose
         self.last = {}
-        self._embedder_cache = {}
 
     def _embedders(self):
-        if self.taps:
-            if self._embedder_cache.get("model") is not self.model:  # one embedder per tap, compiled once
-                self._embedder_cache = {"model": self.model,
-                                        "embedders": {f"{tap}_": self.model.embedder(tap) for tap in self.taps}}
-            return self._embedder_cache["embedders"]
+        if self.taps:  # one embedder per tap, compiled once (shared with other evaluations of the model)
+            return {f"{tap}_": tap_embedder(self.model, tap) for tap in self.taps}
         return {"": self.embedder or self.model}
 
     def evaluate(self):

@@ -72,6 +72,18 @@ def evaluate_embeddings(embeddings, labels, ks=(1, 2, 4, 8), metrics=None, refer
 _COMPILED = weakref.WeakKeyDictionary()
 
 
+_TAP_EMBEDDERS = weakref.WeakKeyDictionary()
+
+
+def tap_embedder(model, tap):
+    """`model.embedder(tap)` of a `tfdml.models.EmbeddingModel`, built once per model and tap, so every
+    evaluation of that tap reuses one embedder (and its compiled function)."""
+    embedders = _TAP_EMBEDDERS.setdefault(model, {})
+    if tap not in embedders:
+        embedders[tap] = model.embedder(tap)
+    return embedders[tap]
+
+
 def _compiled(embedder, images):
     """A `tf.function` of `embedder(images, training=False)` for batches like `images` (any batch size).
 

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import warnings
-import weakref
 
 import keras
 import tensorflow as tf
@@ -29,6 +28,7 @@ from tfdml.analysis import ExpansionMonitor, TapRecallHistory
 from tfdml.data import EMBEDDED_SAMPLERS, EmbeddedSampler, MemoryBank, eval_pipeline, load_split, train_pipeline
 from tfdml.expansion import EmbeddingExpansion
 from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings, format_table
+from tfdml.metrics.evaluate import tap_embedder
 from tfdml.models.export import export
 from tfdml.models import EmbeddingModel
 from tfdml.training.backup import migrate_backup
@@ -221,17 +221,6 @@ def make_callbacks(config, run_dir, test_data, analysis=()):
         else:
             callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")))
     return callbacks
-
-
-_EMBEDDERS = weakref.WeakKeyDictionary()
-
-
-def tap_embedder(model, tap):
-    """`model.embedder(tap)`, built once per model and tap (so it is compiled once for all evaluations)."""
-    embedders = _EMBEDDERS.setdefault(model, {})
-    if tap not in embedders:
-        embedders[tap] = model.embedder(tap)
-    return embedders[tap]
 
 
 def evaluate_taps(model, test_data, taps, ks):
