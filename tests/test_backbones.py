@@ -101,7 +101,7 @@ def test_last_block_equals_max_pooled_pool_tap(backbone):
 
 
 def test_backbone_without_blocks_has_no_block_taps():
-    model = EmbeddingModel("mobilenet_v2", embedding_dim=4, input_shape=(32, 32, 3))
+    model = EmbeddingModel("keras_mobilenet_v2", embedding_dim=4, input_shape=(32, 32, 3))
     assert model.block_taps == []
     with pytest.raises(ValueError, match="available taps"):
         model.embedder("block1")

@@ -79,7 +79,7 @@ def test_gray_digits_and_folder_images_load_with_one_channel(tmp_path):
 
 # Backbones by preprocessing mode: unit (1-channel trunk), tf (1-channel trunk), torch and caffe (repeated to RGB).
 @pytest.mark.parametrize("backbone,repeats,size", [
-    ("small_cnn", False, 24), ("small_cnn", False, 40), ("mobilenet_v2", False, 32), ("googlenet", True, 40),
+    ("small_cnn", False, 24), ("small_cnn", False, 40), ("keras_mobilenet_v2", False, 32), ("googlenet", True, 40),
     ("resnet18", True, 48), ("resnet50", True, 32)])
 def test_gray_models_and_embedders(backbone, repeats, size):
     model = EmbeddingModel(backbone, embedding_dim=6, input_shape=(size, size, 1))

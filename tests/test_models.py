@@ -132,7 +132,7 @@ def test_imagenet_weights_offline_error_is_clear(monkeypatch):
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", failing)
     with pytest.raises(RuntimeError, match="weights=None"):
-        tfdml.models.build_backbone("mobilenet_v2", (32, 32, 3), weights="imagenet")
+        tfdml.models.build_backbone("keras_mobilenet_v2", (32, 32, 3), weights="imagenet")
 
 
 def test_local_weights_file(tmp_path):
@@ -147,7 +147,7 @@ def test_local_weights_file(tmp_path):
 
 
 def test_keras_applications_backbone_builds():
-    model = EmbeddingModel("mobilenet_v2", embedding_dim=4, input_shape=(32, 32, 3))
+    model = EmbeddingModel("keras_mobilenet_v2", embedding_dim=4, input_shape=(32, 32, 3))
     assert model(IMAGES).shape == (3, 4)
 
 

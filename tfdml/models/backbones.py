@@ -1,15 +1,22 @@
-"""Backbone construction: keras.applications, GoogLeNet, VGG16-BN, ResNet-18 and the small CNN."""
+"""Backbone construction: tfdml's reference-layout backbones, keras.applications and the small CNN.
+
+tfdml's own backbones (`googlenet`, `bninception`, `resnet18`, `resnet50`,
+`vgg16_bn`) follow the layouts of the PyTorch definitions the papers used
+(torchvision, pretrainedmodels), so the published ImageNet checkpoints load into
+them tensor for tensor. The keras.applications networks are available under
+names that say so (`keras_resnet50`, `keras_mobilenet_v2`, …).
+"""
 import os
 
 import keras
 
-from tfdml.models.googlenet import googlenet
-from tfdml.models.resnet18 import resnet18
-from tfdml.models.small_cnn import small_cnn
-from tfdml.models.vgg16_bn import vgg16_bn
+from tfdml.models import googlenet as _googlenet
+from tfdml.models import resnet18 as _resnet18
+from tfdml.models import small_cnn as _small_cnn
+from tfdml.models import vgg16_bn as _vgg16_bn
 
-# keras.applications constructors by lower-case name, with their preprocessing mode.
-_APPLICATIONS = {
+# keras.applications constructors by lower-case name (prefixed "keras_"), with their preprocessing mode.
+_APPLICATIONS = {f"keras_{name}": spec for name, spec in {
     "resnet50": ("ResNet50", "caffe"),
     "resnet101": ("ResNet101", "caffe"),
     "resnet152": ("ResNet152", "caffe"),
@@ -31,28 +38,25 @@ _APPLICATIONS = {
     "convnext_small": ("ConvNeXtSmall", "none"),
     **{f"efficientnetb{i}": (f"EfficientNetB{i}", "none") for i in range(8)},
     **{f"efficientnetv2{s}": (f"EfficientNetV2{s.upper()}", "none") for s in ("b0", "b1", "b2", "b3", "s", "m", "l")},
-}
-# tfdml's own backbones: constructor and preprocessing mode ("torch": the ImageNet
-# statistics their PyTorch weights were trained with).
+}.items()}
+# tfdml's own backbones by name.
 _CUSTOM = {
-    "googlenet": (googlenet, "torch"),
-    "vgg16_bn": (vgg16_bn, "torch"),
-    "resnet18": (resnet18, "torch"),
-    "small_cnn": (small_cnn, "unit"),
+    "googlenet": _googlenet.SPEC,
+    "vgg16_bn": _vgg16_bn.SPEC,
+    "resnet18": _resnet18.SPEC,
+    "small_cnn": _small_cnn.SPEC,
 }
 
-# Per backbone, the layer ending each block (stage) at its resolution, from the input
+# Per keras.applications backbone, the layer ending each block (stage) at its resolution, from the input
 # outwards: the outputs Vo & Hays (Fig. 2) global-max-pool to compare layers.
-BLOCK_LAYERS = {
-    "small_cnn": ("relu1", "relu2", "relu3"),
-    "googlenet": ("conv1_7x7", "conv2_3x3", "inception_3b_output", "inception_4e_output", "inception_5b_output"),
-    "vgg16_bn": ("conv1_2_relu", "conv2_2_relu", "conv3_3_relu", "conv4_3_relu", "conv5_3_relu"),
-    "resnet18": ("conv1_relu", "conv2_block2_out", "conv3_block2_out", "conv4_block2_out", "conv5_block2_out"),
-    "resnet50": ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
-    "resnet101": ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block23_out", "conv5_block3_out"),
-    "resnet152": ("conv1_relu", "conv2_block3_out", "conv3_block8_out", "conv4_block36_out", "conv5_block3_out"),
-    "vgg16": ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"),
-    "vgg19": ("block1_conv2", "block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4"),
+_APPLICATION_BLOCK_LAYERS = {
+    "keras_resnet50": ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+    "keras_resnet101": ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block23_out",
+                        "conv5_block3_out"),
+    "keras_resnet152": ("conv1_relu", "conv2_block3_out", "conv3_block8_out", "conv4_block36_out",
+                        "conv5_block3_out"),
+    "keras_vgg16": ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"),
+    "keras_vgg19": ("block1_conv2", "block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4"),
 }
 
 
@@ -64,13 +68,19 @@ def backbone_names():
 def preprocessing_mode(name):
     """The `PixelPreprocessing` mode a backbone expects."""
     check_backbone(name)
-    return _CUSTOM[name][1] if name in _CUSTOM else _APPLICATIONS[name][1]
+    return _CUSTOM[name].preprocessing if name in _CUSTOM else _APPLICATIONS[name][1]
 
 
 def block_layer_names(name):
     """Names of the backbone layers ending each block (tap "block{k}" is the k-th); () if undefined."""
     check_backbone(name)
-    return BLOCK_LAYERS.get(name, ())
+    return _CUSTOM[name].block_layers if name in _CUSTOM else _APPLICATION_BLOCK_LAYERS.get(name, ())
+
+
+def backbone_spec(name):
+    """The `BackboneSpec` of one of tfdml's own backbones (None for a keras.applications one)."""
+    check_backbone(name)
+    return _CUSTOM.get(name)
 
 
 def check_backbone(name):
@@ -108,7 +118,7 @@ def build_backbone(name, input_shape, weights=None):
         if weights == "imagenet":
             raise ValueError(f"No ImageNet weights are distributed for {name!r}; pass weights=None or a "
                              "local .weights.h5 path.")
-        model = _CUSTOM[name][0](input_shape)
+        model = _CUSTOM[name].constructor(input_shape)
     else:
         constructor = getattr(keras.applications, _APPLICATIONS[name][0])
         try:

@@ -33,8 +33,8 @@ class EmbeddingModel(keras.Model):
     Block taps "block1", "block2", … (`block_taps`) are the outputs of the
     backbone's blocks (stages), each global-max-pooled (Vo & Hays Fig. 2); they
     cost nothing in training and are reached through `embedder(tap)`. Defined for
-    small_cnn, googlenet, vgg16_bn, resnet18, resnet50/101/152 and vgg16/19
-    (`tfdml.models.backbones.BLOCK_LAYERS`).
+    small_cnn, googlenet, bninception, vgg16_bn, resnet18, resnet50 and keras_resnet50/101/152, keras_vgg16/19
+    (`tfdml.models.block_layer_names`).
 
     Channels: any `input_shape[-1]`. With `gray_to_rgb=None` (auto) a 1-channel
     (gray) input is repeated to 3 channels inside the model (layer

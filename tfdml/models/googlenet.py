@@ -7,6 +7,8 @@ inception-5b feature map for 224-px input.
 """
 import keras
 
+from tfdml.models.backbone_spec import BackboneSpec
+
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj) per inception block.
 INCEPTION_BLOCKS = {
     "3a": (64, 96, 128, 16, 32, 32),
@@ -58,3 +60,7 @@ def googlenet(input_shape=(224, 224, 3), name="googlenet"):
     for block in ("5a", "5b"):
         x = _inception(x, block, INCEPTION_BLOCKS[block])
     return keras.Model(inputs, x, name=name)
+
+
+SPEC = BackboneSpec(googlenet, preprocessing="torch",
+                    block_layers=("conv1_7x7", "conv2_3x3", "inception_3b_output", "inception_4e_output", "inception_5b_output"))

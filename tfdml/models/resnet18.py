@@ -11,6 +11,8 @@ minus the 1000-way classifier). Layer names follow `keras.applications.ResNet50`
 """
 import keras
 
+from tfdml.models.backbone_spec import BackboneSpec
+
 STAGE_WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2
 BATCHNORM_EPSILON = 1e-5
@@ -56,3 +58,7 @@ def resnet18(input_shape=(224, 224, 3), name="resnet18"):
             strides = 2 if block == 1 and stage > 2 else 1
             x = _basic_block(x, width, strides, f"conv{stage}_block{block}")
     return keras.Model(inputs, x, name=name)
+
+
+SPEC = BackboneSpec(resnet18, preprocessing="torch",
+                    block_layers=("conv1_relu", "conv2_block2_out", "conv3_block2_out", "conv4_block2_out", "conv5_block2_out"))

@@ -1,6 +1,8 @@
 """A small CNN backbone for small images (digits, tests): fast on CPU."""
 import keras
 
+from tfdml.models.backbone_spec import BackboneSpec
+
 
 def small_cnn(input_shape=(32, 32, 3), filters=(32, 64, 128), name="small_cnn"):
     """Conv–BN–ReLU blocks with 2×2 max pooling between them.
@@ -21,3 +23,7 @@ def small_cnn(input_shape=(32, 32, 3), filters=(32, 64, 128), name="small_cnn"):
         if i < len(filters) - 1:
             x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
     return keras.Model(inputs, x, name=name)
+
+
+SPEC = BackboneSpec(small_cnn, preprocessing="unit",
+                    block_layers=("relu1", "relu2", "relu3"))

@@ -11,6 +11,8 @@ global max pooling of it is Vo & Hays' "pool5.3" feature.
 """
 import keras
 
+from tfdml.models.backbone_spec import BackboneSpec
+
 # Output channels of the convolutions of each block (VGG configuration D).
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 BATCHNORM_EPSILON = 1e-5  # PyTorch's default, for exact ported weights
@@ -42,3 +44,7 @@ def vgg16_bn(input_shape=(224, 224, 3), name="vgg16_bn"):
                                                 name=f"{prefix}_bn")(x)
             x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
     return keras.Model(inputs, x, name=name)
+
+
+SPEC = BackboneSpec(vgg16_bn, preprocessing="torch",
+                    block_layers=("conv1_2_relu", "conv2_2_relu", "conv3_3_relu", "conv4_3_relu", "conv5_3_relu"))
