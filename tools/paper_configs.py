@@ -36,7 +36,7 @@ KS = [1, 2, 4, 8]
 
 def _model(**changes):
     model = {"backbone": "googlenet", "embedding_dim": 512, "pooling": "avg", "extra_fc": 0, "normalize": True,
-             "freeze_batchnorm": False, "weights": None, "heads": None, "fc_names": None, "reinitialize": [],
+             "freeze_batchnorm": False, "weights": "imagenet", "heads": None, "fc_names": None, "reinitialize": [],
              "gray_to_rgb": None}
     model.update(changes)
     return model
@@ -73,7 +73,8 @@ EE_HEADER = """Embedding Expansion (Ko & Gu, CVPR 2020), Table 2 row "{row}" on 
 Official-code protocol for every row: GoogLeNet, 512-d, 227 px, batch 128 = 4 classes x 32 images,
 Adam 1e-4 with coupled weight decay 5e-4 (MXNet wd: L2 added to the gradient), LR x0.5 at official
 epochs 400/800/1200/1600 of 4000, an official epoch being (#train classes x 32) / 128 = {steps} steps.
-ImageNet GoogLeNet weights are not in keras.applications: set model.weights to a local .weights.h5;
+ImageNet GoogLeNet (weights: imagenet = torchvision's googlenet-1378be20.pth; the authors' code loads
+gluoncv's googlenet, the same layout (conv-BN-ReLU, 3x3 in the '5x5' branch) with its own ImageNet weights);
 dataset.data_dir: a local copy (or the tensorflow-datasets folder).
 {loss_note}"""
 EE_LOSSES = {
@@ -130,7 +131,8 @@ ROTH_STEPS = {"cub200": 52, "cars196": 71, "sop": 531}  # len(train images) // 1
 # ρ of the regularised runs in their Revisit_Runs.sh: (contrastive, margin β 0.6, margin β 1.2, triplet, SNR).
 ROTH_RHO = {"cub200": (0.4, 0.4, 0.35, 0.4, 0.3), "cars196": (0.35,) * 5, "sop": (0.15,) * 5}
 ROTH_HEADER = """Roth et al., 'Revisiting Training Strategies and Generalization Performance in DML' (ICML
-2020), {what} on {dataset}, their code's defaults: ResNet50 (ImageNet; BatchNorm statistics frozen, gamma/beta trained:
+2020), {what} on {dataset}, their code's defaults: ResNet50 (ImageNet: pretrainedmodels' resnet50 = torchvision's resnet50-19c8e357.pth,
+ResNet v1.5 with ImageNet mean/std input; BatchNorm statistics frozen, gamma/beta trained:
 freeze_batchnorm: statistics),
 128-d, 224 px, batch 112 = 56 random classes x 2 (class_random, SPC-2), Adam 1e-5 with coupled weight
 decay 4e-4 (torch.optim.Adam weight_decay; the loss's own parameters are not decayed), no LR decay,
@@ -246,8 +248,7 @@ VO_HAYS_NETS = {
 }
 VO_HAYS_HEADER = """Vo & Hays, 'Generalization in Metric Learning: Should the Embedding Layer be the Embedding
 Layer?', {net_note} On {dataset}.
-Protocol of the authors' code: VGG16 with batch norm (ImageNet-pretrained: set model.weights to a local
-VGG16-BN .weights.h5 ported from torchvision), global max pooling of conv5_3 (tap 'pool'), 224 px,
+Protocol of the authors' code: VGG16 with batch norm (ImageNet: torchvision's vgg16_bn-6c64b313.pth), global max pooling of conv5_3 (tap 'pool'), 224 px,
 batch 32 = 16 classes x 2, softplus triplet loss over all triplets on squared distances of unit-norm
 features x4, SGD momentum 0.9, lr 0.01 /10 after 10k and 20k iterations, coupled weight decay 5e-4 on
 all parameters (torch SGD weight_decay); an epoch here = 1000 iterations (their evaluation interval).
@@ -278,7 +279,7 @@ def vo_hays_configs():
 XUAN_STEPS = {"cub200": 45, "cars196": 62, "sop": 465}  # ≈ #train images // 128 per pass
 XUAN_SAMPLES = {"cub200": 16, "cars196": 16, "sop": 4}
 XUAN_HEADER = """Xuan et al., 'Improved Embeddings with Easy Positive Triplet Mining' (WACV 2020), on {dataset}:
-ResNet-18 (ImageNet: set model.weights to a local .weights.h5 ported from torchvision), 64-d, EPSHN
+ResNet-18 (ImageNet: torchvision's resnet18-5c106cde.pth, their code's pretrained model), 64-d, EPSHN
 mining (easy positive, semi-hard negative) with NCA-form triplets (temperature 0.1), 256 px with their
 augmentation (shorter side 1.1 x 256, random crop, flip; test: shorter side 256, centre crop),
 batch 128 = 8 classes x 16 ({sop_note}), SGD lr 0.01 without momentum or weight decay, LR /10 at 50% and 75%
