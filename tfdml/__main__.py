@@ -16,7 +16,7 @@ def usage():
     lines = ["usage: python -m tfdml {" + ",".join(COMMANDS) + "} [arguments]", "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
     lines += ["", "`python -m tfdml <command> --help` lists a command's arguments; the same commands are installed "
-              "as tfdml-train, tfdml-evaluate and tfdml-sweep."]
+              "as tfdml-train, tfdml-evaluate, tfdml-sweep and tfdml-weights."]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""tfdml's command-line tools: `tfdml-train`, `tfdml-evaluate`, `tfdml-sweep` (also `python -m tfdml <command>`
+"""tfdml's command-line tools: `tfdml-train`, `tfdml-evaluate`, `tfdml-sweep`, `tfdml-weights` (also `python -m tfdml <command>`
 and the repository's `train.py`, `evaluate.py`, `sweep.py`).
 
 Each tool module has `main(argv=None)` (parses, runs, returns the results,
@@ -10,4 +10,5 @@ COMMANDS = {
     "train": "train an embedding model (a config, --set overrides)",
     "evaluate": "evaluate a trained model on a dataset's test split",
     "sweep": "run configs over a grid of overrides and seeds; mean ± std tables",
+    "weights": "list the published ImageNet checkpoints; convert a PyTorch checkpoint to .weights.h5",
 }

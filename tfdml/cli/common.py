@@ -6,9 +6,11 @@ import warnings
 from tfdml import _startup
 from tfdml.data.datasets import MissingDependencyError
 from tfdml.training.run_directory import RunDirectoryError
+from tfdml.weights.load import WeightsDownloadError
 
 # Errors caused by the command line, a config or the data: printed as one line (no traceback) unless --debug.
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, RunDirectoryError, MissingDependencyError)
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, RunDirectoryError, MissingDependencyError,
+               WeightsDownloadError)
 USAGE_ERROR_STATUS = 2
 
 

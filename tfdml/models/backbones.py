@@ -6,14 +6,13 @@ tfdml's own backbones (`googlenet`, `bninception`, `resnet18`, `resnet50`,
 them tensor for tensor. The keras.applications networks are available under
 names that say so (`keras_resnet50`, `keras_mobilenet_v2`, …).
 """
-import os
-
 import keras
 
 from tfdml.models import googlenet as _googlenet
 from tfdml.models import resnet18 as _resnet18
 from tfdml.models import small_cnn as _small_cnn
 from tfdml.models import vgg16_bn as _vgg16_bn
+from tfdml.weights import load
 
 # keras.applications constructors by lower-case name (prefixed "keras_"), with their preprocessing mode.
 _APPLICATIONS = {f"keras_{name}": spec for name, spec in {
@@ -89,47 +88,56 @@ def check_backbone(name):
     return name
 
 
-def _load_local_weights(model, path):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"weights file not found: {path!r} (expected a Keras .weights.h5 file).")
-    model.load_weights(path)
-
-
 def build_backbone(name, input_shape, weights=None):
     """Builds a backbone feature extractor (no classifier head, no pooling).
 
     Args:
         name: a name from `backbone_names()`.
         input_shape: (H, W, C) of the (preprocessed) input.
-        weights: None (random init), "imagenet" (keras.applications download,
-            needs network access) or a path to a local `.weights.h5` file saved
-            from the same architecture.
+        weights: None (random initialisation); "imagenet" (tfdml's backbones:
+            the published checkpoint their paper used, see `tfdml.weights`;
+            keras_* backbones: keras.applications' download); a source name
+            from `tfdml.weights.source_names()`; a PyTorch / safetensors
+            checkpoint file (`.pth`, `.pt`, `.bin`, `.ckpt`, `.safetensors`,
+            converted on load); or a Keras `.weights.h5` file of the same
+            architecture.
 
     Returns:
         A `keras.Model` mapping preprocessed images to a feature map.
 
     Raises:
-        ValueError: unknown name; RuntimeError: ImageNet weights could not be
-            downloaded; FileNotFoundError: missing weights file.
+        ValueError: unknown name, or weights that do not fit the backbone;
+            FileNotFoundError: missing weights file;
+            tfdml.weights.StateDictMismatchError: a checkpoint with a missing,
+            extra or mis-shaped tensor; tfdml.weights.WeightsDownloadError: a
+            published checkpoint that cannot be fetched or fails its checksum.
     """
     check_backbone(name)
-    local = weights not in (None, "imagenet")
     if name in _CUSTOM:
-        if weights == "imagenet":
-            raise ValueError(f"No ImageNet weights are distributed for {name!r}; pass weights=None or a "
-                             "local .weights.h5 path.")
-        model = _CUSTOM[name].constructor(input_shape)
-    else:
-        constructor = getattr(keras.applications, _APPLICATIONS[name][0])
-        try:
-            model = constructor(include_top=False, weights=None if local else weights, input_shape=input_shape)
-        except Exception as error:  # network failures surface as many exception types
-            if weights != "imagenet":
-                raise
-            raise RuntimeError(
-                f"Could not load ImageNet weights for backbone {name!r} ({type(error).__name__}: {error}). "
-                "Without network access use weights=None (random init) or weights='/path/to/file.weights.h5'."
-            ) from error
+        spec = _CUSTOM[name]
+        model = spec.constructor(input_shape)
+        if weights is None:
+            return model
+        if load.names_a_source(weights):
+            load.load_source(model, spec, name, weights)
+        elif load.is_checkpoint_path(weights):
+            load.load_checkpoint(model, spec, weights, name)
+        else:
+            load.load_keras_weights(model, weights)
+        return model
+    local = weights is not None and weights != "imagenet"
+    if local and load.names_a_source(weights):
+        raise ValueError(f"weights={weights!r} is a checkpoint for tfdml's own backbones, not for {name!r}.")
+    constructor = getattr(keras.applications, _APPLICATIONS[name][0])
+    try:
+        model = constructor(include_top=False, weights=None if local else weights, input_shape=input_shape)
+    except Exception as error:  # network failures surface as many exception types
+        if weights != "imagenet":
+            raise
+        raise RuntimeError(
+            f"Could not load ImageNet weights for backbone {name!r} ({type(error).__name__}: {error}). "
+            "Without network access use weights=None (random init) or weights='/path/to/file.weights.h5'."
+        ) from error
     if local:
-        _load_local_weights(model, weights)
+        load.load_keras_weights(model, weights)
     return model

@@ -38,6 +38,7 @@ from tfdml.training.sharing import SharingTrainingLoop, sharing_training
 from tfdml.training.hooks import MemoryBankHook
 from tfdml.training.inputs import train_input
 from tfdml.training.loop import TrainingLoop
+from tfdml.weights.sources import imagenet_source
 from tfdml.training.optimizers import exclude_loss_state_from_decay, make_optimizer
 from tfdml.training.run_directory import RunDirectory, RunDirectoryError
 from tfdml.training.strategy import describe, gather_over_replicas, is_chief, make_strategy
@@ -94,6 +95,7 @@ def build_model(config):
             does not have (e.g. "fc" with `model.embedding_dim: null`).
     """
     size, channels = config["dataset"]["image_size"], config["dataset"]["channels"]
+    warn_random_backbone(config["model"])
     try:
         model = EmbeddingModel(input_shape=(size, size, channels), **config["model"])
     except ValueError as error:
@@ -101,6 +103,15 @@ def build_model(config):
                          f"dataset.image_size / dataset.channels): {error}") from None
     check_taps(config, model)
     return model
+
+
+def warn_random_backbone(model_config):
+    """Warns (one line) when a backbone that has a published ImageNet checkpoint starts from random weights."""
+    backbone = model_config.get("backbone")
+    if model_config.get("weights") is None and imagenet_source(backbone) is not None:
+        warnings.warn(f"backbone {backbone} starts from random weights (model.weights: null); the papers start "
+                      f"from ImageNet: model.weights: imagenet loads {imagenet_source(backbone).name}.",
+                      stacklevel=2)
 
 
 def check_taps(config, model):
