@@ -11,7 +11,7 @@ import os
 import keras
 
 from tfdml.models import googlenet as _googlenet
-from tfdml.models import resnet18 as _resnet18
+from tfdml.models import resnet as _resnet
 from tfdml.models import small_cnn as _small_cnn
 from tfdml.models import vgg16_bn as _vgg16_bn
 
@@ -43,7 +43,8 @@ _APPLICATIONS = {f"keras_{name}": spec for name, spec in {
 _CUSTOM = {
     "googlenet": _googlenet.SPEC,
     "vgg16_bn": _vgg16_bn.SPEC,
-    "resnet18": _resnet18.SPEC,
+    "resnet18": _resnet.RESNET18_SPEC,
+    "resnet50": _resnet.RESNET50_SPEC,
     "small_cnn": _small_cnn.SPEC,
 }
 
