@@ -53,7 +53,7 @@ def _ported_model(backbone, state_dict, size):
     layer_map = spec.torch_layers(trunk)
     assert unassigned_variables(trunk, layer_map) == []
     assign_state_dict(trunk, state_dict, layer_map, spec.torch_ignored)
-    return model, keras.Model(model.inputs, model.get_layer("pool").output)
+    return model, keras.Model(model.input, model.get_layer("pool").output)
 
 
 def _max_relative_difference(actual, expected):
