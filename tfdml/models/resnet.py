@@ -1,4 +1,6 @@
-"""ResNet-18 and ResNet-50 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) in torchvision's layout.
+"""ResNet-18 and ResNet-50 in torchvision's layout.
+
+He et al., "Deep Residual Learning for Image Recognition", CVPR 2016.
 
 Not `keras.applications.ResNet50` (that one is `keras_resnet50`). Both follow
 torchvision's definitions so that its ImageNet checkpoints (and

@@ -57,7 +57,7 @@ def torch_layers(model):
     PyTorch's padding 1 for a 3×3 kernel.
 
     Args:
-        model: a `vgg16_bn` model (used only for the signature; the layout is fixed).
+        model: a `vgg16_bn` model (unused: the layout is fixed).
 
     Returns:
         A dict {Keras layer name: PyTorch module prefix} over the 13
