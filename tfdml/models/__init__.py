@@ -4,7 +4,7 @@ from tfdml.models.embedding_model import DEFAULT_TAP, POOLINGS, EmbeddingModel
 from tfdml.models.googlenet import googlenet
 from tfdml.models.layers import GrayToRGB, L2Normalization, PixelPreprocessing
 from tfdml.models.reinitialize import reinitialize_layers
-from tfdml.models.resnet18 import resnet18
+from tfdml.models.resnet import resnet18, resnet50
 from tfdml.models.small_cnn import small_cnn
 from tfdml.models.vgg16_bn import vgg16_bn
 
@@ -22,6 +22,7 @@ __all__ = [
     "preprocessing_mode",
     "reinitialize_layers",
     "resnet18",
+    "resnet50",
     "small_cnn",
     "vgg16_bn",
 ]

@@ -9,7 +9,7 @@ names that say so (`keras_resnet50`, `keras_mobilenet_v2`, …).
 import keras
 
 from tfdml.models import googlenet as _googlenet
-from tfdml.models import resnet18 as _resnet18
+from tfdml.models import resnet as _resnet
 from tfdml.models import small_cnn as _small_cnn
 from tfdml.models import vgg16_bn as _vgg16_bn
 from tfdml.weights import load
@@ -42,7 +42,8 @@ _APPLICATIONS = {f"keras_{name}": spec for name, spec in {
 _CUSTOM = {
     "googlenet": _googlenet.SPEC,
     "vgg16_bn": _vgg16_bn.SPEC,
-    "resnet18": _resnet18.SPEC,
+    "resnet18": _resnet.RESNET18_SPEC,
+    "resnet50": _resnet.RESNET50_SPEC,
     "small_cnn": _small_cnn.SPEC,
 }
 

@@ -46,5 +46,34 @@ def vgg16_bn(input_shape=(224, 224, 3), name="vgg16_bn"):
     return keras.Model(inputs, x, name=name)
 
 
+def torch_layers(model):
+    """Keras layer names → torchvision `vgg16_bn` module names for `tfdml.weights.convert.assign_state_dict`.
+
+    torchvision's `features` is one `Sequential`: each convolution k is followed
+    by its BatchNorm (k + 1) and ReLU (k + 2), each block by a max pooling, so
+    `conv{b}_{i}` → `features.{k}` and `conv{b}_{i}_bn` → `features.{k+1}`
+    (conv1_1 → 0, conv2_1 → 7, …, conv5_3 → 40; `features.43` is the pool5
+    that this model leaves out). Keras' "same" padding at stride 1 is
+    PyTorch's padding 1 for a 3×3 kernel.
+
+    Args:
+        model: a `vgg16_bn` model (unused: the layout is fixed).
+
+    Returns:
+        A dict {Keras layer name: PyTorch module prefix} over the 13
+        convolutions and their BatchNormalization layers.
+    """
+    del model
+    mapping, index = {}, 0
+    for block, widths in enumerate(VGG16_BLOCKS, start=1):
+        for conv in range(1, len(widths) + 1):
+            mapping[f"conv{block}_{conv}"] = f"features.{index}"
+            mapping[f"conv{block}_{conv}_bn"] = f"features.{index + 1}"
+            index += 3  # convolution, BatchNorm, ReLU
+        index += 1  # max pooling
+    return mapping
+
+
 SPEC = BackboneSpec(vgg16_bn, preprocessing="torch",
-                    block_layers=("conv1_2_relu", "conv2_2_relu", "conv3_3_relu", "conv4_3_relu", "conv5_3_relu"))
+                    block_layers=("conv1_2_relu", "conv2_2_relu", "conv3_3_relu", "conv4_3_relu", "conv5_3_relu"),
+                    torch_layers=torch_layers, torch_ignored=("classifier.",))
