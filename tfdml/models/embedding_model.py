@@ -4,11 +4,14 @@ import re
 import keras
 
 from tfdml.models.backbones import block_layer_names, build_backbone, check_backbone, preprocessing_mode
+from tfdml.models.hub import build_hub_backbone, hub_pooling_layer, hub_preprocessing, is_hub_backbone
 from tfdml.models.layers import RGB_MODES, GrayToRGB, L2Normalization, PixelPreprocessing
 from tfdml.models.reinitialize import reinitialize_layers
 from tfdml.sharing.objective import SharingObjective
 
 POOLINGS = ("avg", "max")
+#: KerasHub token backbones also pool by their class token.
+HUB_POOLINGS = ("cls", "avg", "max")
 _LAYER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RESERVED_NAMES = ("pool", "preprocessing", "gray_to_rgb", "l2_normalize", "concat")
 #: The tap used when none is named (embedders, training taps, export, evaluation).
@@ -63,10 +66,16 @@ class EmbeddingModel(keras.Model):
     `fc_names=["fc6", "fc7", "fc8"]` (their code: 512 wide, ReLU between). NetC's
     definition was not available here (see README).
 
+    KerasHub backbones (`backbone="hub:<preset>"`, e.g. "hub:dinov2_base";
+    extra `hub`): ViT, DINOv2, CLIP / SigLIP image towers, `weights="imagenet"`
+    for the preset's weights, `pooling="cls"` for the class token (see
+    `tfdml.models.hub`); they have no block taps.
+
     Args:
-        backbone: a `tfdml.models.backbone_names()` entry.
+        backbone: a `tfdml.models.backbone_names()` entry or "hub:<preset>".
         embedding_dim: width of every fc layer, or None for no fc layer.
-        pooling: "avg" or "max" global pooling (the "pool" tap).
+        pooling: "avg" or "max" global pooling (the "pool" tap); KerasHub
+            token backbones also "cls".
         extra_fc: number of fc layers after the first (ignored when `fc_names`
             is given, which then sets the count).
         normalize: L2-normalise the output.
@@ -75,7 +84,9 @@ class EmbeddingModel(keras.Model):
             used and not updated — Keras' `trainable=False`) or "statistics"
             (moving statistics used and not updated, γ/β trained — Roth et
             al.'s code, PyTorch's `module.eval()` on every BN layer).
-        weights: backbone weights: None, "imagenet" or a local `.weights.h5` path.
+        weights: backbone weights: None (random), "imagenet" (the paper's
+            published checkpoint, see `tfdml.weights`), a source name, a
+            PyTorch / safetensors checkpoint file or a Keras `.weights.h5`.
         input_shape: (H, W, C) of the input images, any C (see Channels).
         fc_names: names of the fc layers and their taps, e.g. ["fc6", "fc7", "fc8"].
         reinitialize: names of layers (backbone or head) whose weights are drawn
@@ -84,33 +95,49 @@ class EmbeddingModel(keras.Model):
             Channels), True or False.
         heads: None, or a dict {head name: width} of linear heads on "pool"
             (see Several heads); needs `embedding_dim=None`.
+        hub_config: set by saved models of KerasHub backbones (the serialised
+            backbone and its preprocessing), so they load without the preset.
     """
 
     def __init__(self, backbone="resnet50", embedding_dim=512, pooling="avg", extra_fc=0, normalize=True,
                  freeze_batchnorm=False, weights=None, input_shape=(224, 224, 3), fc_names=None, reinitialize=(),
-                 gray_to_rgb=None, heads=None, name=None, **kwargs):
-        check_backbone(backbone)
+                 gray_to_rgb=None, heads=None, hub_config=None, name=None, **kwargs):
+        hub = is_hub_backbone(backbone)
+        if not hub:
+            check_backbone(backbone)
         if embedding_dim is not None and (isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int)
                                           or embedding_dim < 1):
             raise ValueError(f"embedding_dim must be a positive int or None (no fc layer), got {embedding_dim!r}.")
-        if pooling not in POOLINGS:
-            raise ValueError(f"Unknown pooling={pooling!r}; expected one of {POOLINGS}.")
+        if pooling not in (HUB_POOLINGS if hub else POOLINGS):
+            raise ValueError(f"Unknown pooling={pooling!r}; expected one of {HUB_POOLINGS if hub else POOLINGS}.")
         if isinstance(extra_fc, bool) or not isinstance(extra_fc, int) or extra_fc < 0:
             raise ValueError(f"extra_fc must be a non-negative int, got {extra_fc!r}.")
         if isinstance(reinitialize, str):
             raise ValueError(f"reinitialize must be a list of layer names, got the string {reinitialize!r}.")
         input_shape = _check_input_shape(input_shape)
-        mode = preprocessing_mode(backbone)
+        mode = "affine" if hub else preprocessing_mode(backbone)
         gray_to_rgb = _check_channels(input_shape, mode, weights, gray_to_rgb, backbone)
         inputs = keras.Input(input_shape)
         x = GrayToRGB(name="gray_to_rgb")(inputs) if gray_to_rgb else inputs
-        features = PixelPreprocessing(mode, name="preprocessing")(x)
-        trunk = build_backbone(backbone, (*input_shape[:2], x.shape[-1]), weights)
+        trunk_shape = (*input_shape[:2], x.shape[-1])
+        if hub:
+            hub_config = hub_config or {}
+            scale, offset = hub_preprocessing(backbone, hub_config.get("preprocessing"))
+            features = PixelPreprocessing(mode, scale=scale, offset=offset, name="preprocessing")(x)
+            trunk = build_hub_backbone(backbone, trunk_shape, weights, hub_config.get("backbone"))
+            hub_config = {"backbone": keras.saving.serialize_keras_object(trunk), "preprocessing": [scale, offset]}
+        else:
+            features = PixelPreprocessing(mode, name="preprocessing")(x)
+            trunk = build_backbone(backbone, trunk_shape, weights)
         fc_layers = _fc_names(fc_names, embedding_dim, extra_fc, trunk)
         heads = _check_heads(heads, embedding_dim, trunk)
         _freeze_batchnorm(trunk, freeze_batchnorm)
-        pool_layer = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-        x = pool_layer(name="pool")(trunk(features))
+        trunk_output = trunk(features)
+        if hub:
+            x = hub_pooling_layer(trunk_output, pooling)(trunk_output)
+        else:
+            pool_layer = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+            x = pool_layer(name="pool")(trunk_output)
         tap_tensors = {"pool": x}
         for index, fc_name in enumerate(fc_layers):
             if index:
@@ -121,15 +148,18 @@ class EmbeddingModel(keras.Model):
             outputs = _build_heads(x, heads, normalize, tap_tensors)
         else:
             outputs = L2Normalization(name="l2_normalize")(x) if normalize else x
-        super().__init__(inputs=inputs, outputs=outputs, name=name or f"embedding_{backbone}", **kwargs)
+        default_name = f"embedding_hub_{trunk.name}" if hub else f"embedding_{backbone}"
+        super().__init__(inputs=inputs, outputs=outputs, name=name or default_name, **kwargs)
         self._config = dict(backbone=backbone, embedding_dim=embedding_dim, pooling=pooling, extra_fc=extra_fc,
                             normalize=normalize, freeze_batchnorm=freeze_batchnorm, weights=weights,
                             input_shape=input_shape, fc_names=None if fc_names is None else list(fc_names),
-                            reinitialize=list(reinitialize), gray_to_rgb=gray_to_rgb, heads=heads)
+                            reinitialize=list(reinitialize), gray_to_rgb=gray_to_rgb, heads=heads,
+                            hub_config=hub_config if hub else None)
         self._tap_tensors = tap_tensors
         self._trunk_input = features
         self._trunk_name = trunk.name
-        self._block_layers = {f"block{k}": layer for k, layer in enumerate(block_layer_names(backbone), start=1)}
+        blocks = () if hub else block_layer_names(backbone)
+        self._block_layers = {f"block{k}": layer for k, layer in enumerate(blocks, start=1)}
         #: Width of the single output; None for a multi-head model (see `heads`).
         self.embedding_dim = None if heads else int(x.shape[-1])
         if reinitialize:

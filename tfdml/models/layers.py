@@ -8,9 +8,9 @@ from tfdml import distances
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "unit", "none")
-# Modes with per-channel ImageNet RGB statistics: they need exactly 3 channels.
-RGB_MODES = ("caffe", "torch")
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "unit", "none", "affine")
+# Modes with per-channel RGB statistics: they need exactly 3 channels.
+RGB_MODES = ("caffe", "torch", "affine")
 
 
 @keras.saving.register_keras_serializable(package="tfdml")
@@ -23,16 +23,25 @@ class PixelPreprocessing(keras.layers.Layer):
     - "torch": x / 255, minus ImageNet mean, divided by std (DenseNet, GoogLeNet).
     - "unit": x / 255 (tfdml's small CNN).
     - "none": unchanged (EfficientNet / ConvNeXt include their own scaling).
+    - "affine": x · scale + offset per channel (`scale`, `offset`: three
+      values each; a KerasHub preset's `ImageConverter`).
 
-    "caffe" and "torch" need 3-channel input (`EmbeddingModel` repeats a gray
+    "caffe", "torch" and "affine" need 3-channel input (`EmbeddingModel` repeats a gray
     channel with `GrayToRGB` first); the other modes work on any channel count.
     """
 
-    def __init__(self, mode="tf", **kwargs):
+    def __init__(self, mode="tf", scale=None, offset=None, **kwargs):
         super().__init__(**kwargs)
         if mode not in PREPROCESSING_MODES:
             raise ValueError(f"Unknown preprocessing mode={mode!r}; expected one of {PREPROCESSING_MODES}.")
+        if (mode == "affine") != (scale is not None and offset is not None):
+            raise ValueError(f"scale and offset are given with, and only with, mode='affine' (got mode={mode!r}, "
+                             f"scale={scale!r}, offset={offset!r}).")
+        if mode == "affine" and (len(scale) != 3 or len(offset) != 3):
+            raise ValueError(f"mode='affine' takes three scale and three offset values, got {scale!r}, {offset!r}.")
         self.mode = mode
+        self.scale = None if scale is None else [float(v) for v in scale]
+        self.offset = None if offset is None else [float(v) for v in offset]
 
     def build(self, input_shape):
         if self.mode in RGB_MODES and input_shape[-1] != 3:
@@ -53,10 +62,16 @@ class PixelPreprocessing(keras.layers.Layer):
             return (x / 255.0 - mean) / std
         if self.mode == "unit":
             return x / 255.0
+        if self.mode == "affine":
+            return (x * ops.convert_to_tensor(self.scale, dtype=x.dtype)
+                    + ops.convert_to_tensor(self.offset, dtype=x.dtype))
         return x
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+        config = {**super().get_config(), "mode": self.mode}
+        if self.mode == "affine":
+            config.update(scale=self.scale, offset=self.offset)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="tfdml")
