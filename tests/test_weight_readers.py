@@ -360,3 +360,68 @@ def test_mxnet_params_truncated_and_garbage(tmp_path):
     garbage.write_bytes(b"not an mxnet file at all")
     with pytest.raises(ValueError, match="garbage.params"):
         read_state_dict(garbage)
+
+
+# ------------------------------------------- legacy files of old torch versions, written by hand
+class _StorageRef:
+    def __init__(self, key, numel, view=None):
+        self.key, self.numel, self.view = key, numel, view
+
+
+class _TensorSpec:
+    def __init__(self, storage, offset, size, stride):
+        self.args = (storage, offset, size, stride)
+
+    def __reduce__(self):
+        return torch._utils._rebuild_tensor_v2, self.args + (False, collections.OrderedDict())
+
+
+class _LegacyPickler:
+    """Writes the legacy torch.save layout, with the storage views old torch versions saved."""
+
+    @staticmethod
+    def dump(obj, storages, path):
+        import pickle
+
+        class Pickler(pickle.Pickler):
+            def persistent_id(self, value):
+                if isinstance(value, _StorageRef):
+                    return ("storage", torch.FloatStorage, value.key, "cpu", value.numel, value.view)
+                return None
+
+        stream = io.BytesIO()
+        for header in (0x1950A86A20F9469CFC6C, 1001,
+                       {"protocol_version": 1001, "little_endian": True,
+                        "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+            pickle.dump(header, stream, protocol=2)
+        Pickler(stream, protocol=2).dump(obj)
+        pickle.dump(sorted(storages), stream, protocol=2)
+        for key in sorted(storages):
+            data = np.asarray(storages[key], dtype="<f4")
+            stream.write(struct.pack("<q", data.size) + data.tobytes())
+        path.write_bytes(stream.getvalue())
+        return path
+
+
+def test_legacy_storage_views(tmp_path):
+    """Old legacy files could refer to a slice of a storage (view_metadata); torch.load is the oracle."""
+    root = _StorageRef("100", 12)
+    view = _StorageRef("100", 12, view=("200", 4, 6))  # elements 4..9 of storage "100"
+    obj = collections.OrderedDict([
+        ("whole", _TensorSpec(root, 1, (2, 3), (3, 1))),
+        ("in_view", _TensorSpec(view, 2, (2, 2), (1, 2))),
+        ("other", _TensorSpec(_StorageRef("300", 3), 0, (3,), (1,))),
+    ])
+    storages = {"100": np.arange(12) * 1.5, "300": [7.0, 8.0, 9.0]}
+    path = _LegacyPickler.dump(obj, storages, tmp_path / "old.pth")
+    expected = torch.load(path, weights_only=True)
+    assert expected["in_view"].tolist() == [[6.0 * 1.5, 8.0 * 1.5], [7.0 * 1.5, 9.0 * 1.5]]
+    assert_same(read_torch_checkpoint(path), expected)
+
+
+def test_legacy_view_out_of_bounds(tmp_path):
+    view = _StorageRef("100", 12, view=("200", 4, 6))
+    obj = {"bad": _TensorSpec(view, 4, (3,), (1,))}  # elements 8..10 of the view's 6
+    path = _LegacyPickler.dump(obj, {"100": np.arange(12.0)}, tmp_path / "bad.pth")
+    with pytest.raises(InvalidCheckpointError, match="bad.pth.*past the end"):
+        read_torch_checkpoint(path)

@@ -64,15 +64,27 @@ _STORAGE_DTYPES = {
 }
 
 
-class _StorageType:
+class _Frozen:
+    """Attributes fixed at construction: a pickle's BUILD opcode cannot change them."""
+
+    __slots__ = ()
+
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+
+class _StorageType(_Frozen):
     """Stands for a `torch.<Type>Storage` class in a pickle: only carries its dtype."""
 
     __slots__ = ("name", "dtype")
 
     def __init__(self, name):
         dtype = _STORAGE_DTYPES[name]
-        self.name = name
-        self.dtype = dtype() if dtype is _bfloat16 else np.dtype(dtype)
+        super().__init__(name=name, dtype=dtype() if dtype is _bfloat16 else np.dtype(dtype))
 
 
 class _Storage:
@@ -84,22 +96,40 @@ class _Storage:
         self.key, self.dtype, self.numel, self.data = key, dtype, numel, None
 
 
-class _StorageView:
+class _StorageView(_Frozen):
     """A slice of a storage (legacy format's `view_metadata`), in elements."""
 
     __slots__ = ("storage", "offset", "numel")
 
     def __init__(self, storage, offset, numel):
-        self.storage, self.offset, self.numel = storage, offset, numel
+        super().__init__(storage=storage, offset=offset, numel=numel)
 
 
-class _TensorRef:
+class _TensorRef(_Frozen):
     """A tensor to rebuild once its storage has been read."""
 
     __slots__ = ("storage", "offset", "size", "stride")
 
     def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+        super().__init__(storage=storage, offset=offset, size=size, stride=stride)
+
+
+class _RebuildTensor(_Frozen):
+    """Stands for `torch._utils._rebuild_tensor(_v2)`: records storage, offset, size and stride."""
+
+    __slots__ = ()
+
+    def __call__(self, storage, storage_offset, size, stride, *_unused):
+        return _TensorRef(storage, storage_offset, size, stride)
+
+
+class _RebuildParameter(_Frozen):
+    """Stands for `torch._utils._rebuild_parameter(_with_state)`: a parameter is its tensor."""
+
+    __slots__ = ()
+
+    def __call__(self, data, *_unused):
+        return data
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -113,9 +143,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module == "torch._utils":
             if name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-                return self._rebuild_tensor
+                return _RebuildTensor()
             if name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
-                return self._rebuild_parameter
+                return _RebuildParameter()
         elif module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
         elif module == "collections" and name == "OrderedDict":
@@ -149,14 +179,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
             _view_key, offset, view_numel = view
             return _StorageView(storage, int(offset), int(view_numel))
         return storage
-
-    @staticmethod
-    def _rebuild_tensor(storage, storage_offset, size, stride, *_unused):
-        return _TensorRef(storage, storage_offset, size, stride)
-
-    @staticmethod
-    def _rebuild_parameter(data, *_unused):
-        return data
 
 
 def _check_int_tuple(values, path):
@@ -253,6 +275,9 @@ def _read_legacy(path, data):
     except UnsafeCheckpointError:
         raise
     except Exception as error:
+        if data[257:262] == b"ustar":
+            raise InvalidCheckpointError(
+                f"{path}: a tar archive (the format of torch < 0.4 is not supported)") from error
         raise InvalidCheckpointError(
             f"{path}: not a PyTorch checkpoint (neither a zip archive nor a legacy "
             "torch.save file)") from error
