@@ -305,10 +305,12 @@ _MX_FLAGS = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float
 
 def mxnet_params_bytes(arrays, names, version=2):
     """An MXNet NDArray list file written byte by byte from the format description."""
-    magic = {2: 0xF993FAC9, 3: 0xF993FACA}[version]
+    magic = {1: 0xF993FAC8, 2: 0xF993FAC9, 3: 0xF993FACA}[version]
     out = [struct.pack("<QQ", 0x112, 0), struct.pack("<Q", len(arrays))]
     for array in arrays:
-        out.append(struct.pack("<Ii", magic, 0))  # NDArray magic, dense storage
+        out.append(struct.pack("<I", magic))
+        if version > 1:
+            out.append(struct.pack("<i", 0))  # dense storage
         out.append(struct.pack(f"<i{array.ndim}q", array.ndim, *array.shape))
         out.append(struct.pack("<ii", 1, 0))  # cpu(0)
         out.append(struct.pack("<i", _MX_FLAGS[array.dtype]))
@@ -320,7 +322,7 @@ def mxnet_params_bytes(arrays, names, version=2):
     return b"".join(out)
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_mxnet_params(tmp_path, version):
     rng = np.random.default_rng(8)
     arrays = {"conv0.weight": rng.normal(size=(4, 3, 3, 3)).astype(np.float32),
@@ -424,4 +426,17 @@ def test_legacy_view_out_of_bounds(tmp_path):
     obj = {"bad": _TensorSpec(view, 4, (3,), (1,))}  # elements 8..10 of the view's 6
     path = _LegacyPickler.dump(obj, {"100": np.arange(12.0)}, tmp_path / "bad.pth")
     with pytest.raises(InvalidCheckpointError, match="bad.pth.*past the end"):
+        read_torch_checkpoint(path)
+
+
+def test_build_cannot_alter_a_tensor(tmp_path):
+    """A pickle's BUILD opcode cannot rewrite the offset, size or stride of a rebuilt tensor."""
+
+    class Tampered(_TensorSpec):
+        def __reduce__(self):
+            return super().__reduce__()[:2] + ((None, {"offset": 2}),)  # in bounds: honoured, it would pass
+
+    obj = {"t": Tampered(_StorageRef("1", 4), 0, (2,), (1,))}
+    path = _LegacyPickler.dump(obj, {"1": [1.0, 2.0, 3.0, 4.0]}, tmp_path / "tampered.pth")
+    with pytest.raises(InvalidCheckpointError, match="tampered.pth"):
         read_torch_checkpoint(path)

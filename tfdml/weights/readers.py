@@ -17,6 +17,7 @@ __all__ = ["read_mxnet_params", "read_safetensors", "read_state_dict"]
 _ZIP_MAGIC = b"PK\x03\x04"
 _TORCH_EXTENSIONS = (".pth", ".pt", ".bin", ".ckpt")
 _MXNET_LIST_MAGIC = 0x112
+_MXNET_NDARRAY_V1 = 0xF993FAC8
 _MXNET_NDARRAY_V2 = 0xF993FAC9
 _MXNET_NDARRAY_V3 = 0xF993FACA
 # mshadow type flags -> numpy dtypes (12, bfloat16, is resolved lazily).
@@ -130,15 +131,15 @@ class _Reader:
 def _read_mxnet_array(reader):
     path = reader.path
     (magic,) = reader.unpack("I")
-    if magic not in (_MXNET_NDARRAY_V2, _MXNET_NDARRAY_V3):
+    if magic not in (_MXNET_NDARRAY_V1, _MXNET_NDARRAY_V2, _MXNET_NDARRAY_V3):
         raise InvalidCheckpointError(
-            f"{path}: unsupported NDArray record (magic {magic:#x}; only the V2 and V3 "
-            "formats of MXNet >= 1.0 are read)")
-    (storage_type,) = reader.unpack("i")
+            f"{path}: unsupported NDArray record (magic {magic:#x}; only the V1, V2 and V3 "
+            "record formats are read, not the one of MXNet < 0.9)")
+    (storage_type,) = reader.unpack("i") if magic != _MXNET_NDARRAY_V1 else (0,)
     if storage_type != 0:
         raise InvalidCheckpointError(f"{path}: sparse NDArrays (storage type {storage_type}) are not supported")
     (ndim,) = reader.unpack("i")
-    if ndim < 0 or (ndim == 0 and magic == _MXNET_NDARRAY_V2):
+    if ndim < 0 or (ndim == 0 and magic != _MXNET_NDARRAY_V3):
         raise InvalidCheckpointError(f"{path}: an NDArray without data (unknown shape)")
     shape = reader.unpack(f"{ndim}q")
     if any(n < 0 for n in shape):
@@ -160,8 +161,10 @@ def _read_mxnet_array(reader):
 def read_mxnet_params(path):
     """Reads an MXNet `.params` file (Gluon `save_parameters`, `mx.nd.save`) as numpy arrays.
 
-    Reads the binary NDArray list format of MXNet >= 1.0 (dense NDArrays saved
-    in the V2 or V3 record format) without MXNet. Names are kept as saved
+    Reads the binary NDArray list format (dense NDArrays in the V1, V2 or V3
+    record format: a record magic, the storage type from V2 on, the shape as
+    an int32 rank and int64 dimensions, the context, the dtype flag and the
+    raw little-endian data) without MXNet. Names are kept as saved
     (e.g. `features.0.weight`, or `arg:` / `aux:` prefixed names of
     `Module.save_checkpoint`); a list saved without names is keyed `"0"`,
     `"1"`, … The reader follows the published layout of the format and is
