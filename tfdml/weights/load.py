@@ -18,6 +18,7 @@ import tempfile
 import urllib.request
 
 from tfdml.weights.convert import assign_state_dict
+from tfdml.weights.readers import read_state_dict
 from tfdml.weights.sources import SOURCES, resolve_source
 
 CACHE_ENV = "TFDML_WEIGHTS_DIR"
@@ -57,8 +58,6 @@ def load_checkpoint(model, spec, path, backbone):
     if spec is None or spec.torch_layers is None:
         raise ValueError(f"weights={path!r}: backbone {backbone!r} has no PyTorch counterpart to convert from; "
                          "pass a Keras .weights.h5 file.")
-    from tfdml.weights.readers import read_state_dict
-
     state_dict = read_state_dict(path)
     assign_state_dict(model, state_dict, spec.torch_layers(model), spec.torch_ignored,
                       source=os.path.basename(path))
