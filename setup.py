@@ -5,14 +5,16 @@ as package data `tfdml/configs/*.yaml` (one source: `package_dir` maps
 `tfdml.configs` to `configs/`) and the console scripts `tfdml-train`,
 `tfdml-evaluate`, `tfdml-sweep` (also `python -m tfdml`). Extras: `datasets`
 (tensorflow-datasets, for CUB-200 / CARS196 without a local copy), `faiss`
-(faiss-cpu search backend), `safetensors` (reading `.safetensors` checkpoints), `test` (pytest, the
-datasets and safetensors extras, and torch / torchvision / pretrainedmodels: the reference networks the
+(faiss-cpu search backend), `safetensors` (reading `.safetensors` checkpoints), `hub` (KerasHub
+backbones: ViT, DINOv2, CLIP / SigLIP image towers), `test` (pytest, the datasets, safetensors and hub
+extras, and torch / torchvision / pretrainedmodels: the reference networks the
 tests compare the backbones with).
 """
 from setuptools import find_packages, setup
 
 DATASETS = ["tensorflow-datasets>=4.9"]
 SAFETENSORS = ["safetensors>=0.4"]
+HUB = ["keras-hub>=0.32"]
 # The published PyTorch definitions the tests compare the backbones with (users never need torch): the CPU
 # wheel of torch and the torchvision release built for it; pretrainedmodels for BN-Inception / ResNet-50.
 REFERENCE_NETWORKS = ["torch==2.13.0", "torchvision==0.28.0", "pretrainedmodels==0.7.4"]
@@ -37,8 +39,8 @@ setup(
         "matplotlib",
         "PyYAML",
     ],
-    extras_require={"datasets": DATASETS, "safetensors": SAFETENSORS, "faiss": ["faiss-cpu"],
-                    "test": ["pytest"] + DATASETS + SAFETENSORS + REFERENCE_NETWORKS},
+    extras_require={"datasets": DATASETS, "safetensors": SAFETENSORS, "faiss": ["faiss-cpu"], "hub": HUB,
+                    "test": ["pytest"] + DATASETS + SAFETENSORS + HUB + REFERENCE_NETWORKS},
     entry_points={
         "console_scripts": [
             "tfdml-train=tfdml.cli.train:cli",

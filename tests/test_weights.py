@@ -44,7 +44,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def _pool(model):
-    return keras.Model(model.inputs, model.get_layer("pool").output)(IMAGES).numpy()
+    return keras.Model(model.inputs[0], model.get_layer("pool").output)(IMAGES).numpy()
 
 
 def _assert_close(features, expected):

@@ -10,10 +10,13 @@ weights. The preset's `ImageConverter` scale and offset become the model's
 pixel preprocessing (raw RGB 0–255 in, as for every tfdml model); a preset
 without one gets x / 255.
 
-The backbone's output is either a token sequence (batch, tokens, dim) — ViT,
-DINOv2, CLIP's vision encoder — pooled by `pooling` ("cls": the first token,
-"avg"/"max": over all tokens) into the "pool" tap, or an already pooled
-vector (SigLIP's attention-pooling head), which is the "pool" tap as it is.
+The backbone is the preset's image tower (for image-text presets such as
+CLIP and SigLIP, their `vision_encoder`), at the preset's image size. Its
+output is either a token sequence (batch, tokens, dim) — ViT, DINOv2, CLIP's
+vision encoder — pooled by `pooling` ("cls": the first token, "avg"/"max":
+over all tokens) into the "pool" tap, or an already pooled vector (SigLIP's
+attention-pooling head), which is the "pool" tap as it is. CLIP's image-text
+projection is not part of the tower (add an fc layer to learn one).
 The backbone's Keras config is saved with the model, so a `.keras` file
 loads without the preset.
 """
@@ -56,8 +59,13 @@ def build_hub_backbone(name, input_shape, weights=None, config=None):
         backbone = keras.saving.deserialize_keras_object(config)
     else:
         preset = name[len(HUB_PREFIX):]
-        backbone = _keras_hub().models.Backbone.from_preset(
-            preset, load_weights=weights in HUB_WEIGHTS, image_shape=tuple(input_shape))
+        backbone = _keras_hub().models.Backbone.from_preset(preset, load_weights=weights in HUB_WEIGHTS)
+        # Image-text presets (CLIP, SigLIP) hold both towers: the image tower is the backbone.
+        backbone = getattr(backbone, "vision_encoder", backbone)
+        if tuple(backbone.inputs[0].shape[1:]) != tuple(input_shape):
+            raise ValueError(f"backbone {name!r} takes images of {tuple(backbone.inputs[0].shape[1:])}, but "
+                             f"input_shape is {tuple(input_shape)}: set the input shape (dataset.image_size) to the "
+                             "preset's.")
     if weights is not None and weights not in HUB_WEIGHTS:
         if not str(weights).endswith(".weights.h5"):
             raise ValueError(f"weights={weights!r} for backbone {name!r}: use None, 'imagenet' (the preset's "
