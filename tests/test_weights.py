@@ -60,16 +60,16 @@ def test_every_source_fits_a_registered_backbone_with_a_pytorch_layout():
     for source in SOURCES.values():
         assert source.backbone in backbone_names(), source.name
         assert backbone_spec(source.backbone).torch_layers is not None, source.name
-        assert source.url.endswith(source.file_name) and source.sha256_prefix, source.name
+        assert source.url.endswith(source.file_name) and source.hash_prefix, source.name
         assert 60 < source.top1 < 90
     for backbone, name in IMAGENET_DEFAULTS.items():
         assert SOURCES[name].backbone == backbone and SOURCES[name].papers
 
 
-def test_sha256_prefix_is_read_from_the_published_name():
-    assert SOURCES["pretrainedmodels/resnet50"].sha256_prefix == "19c8e357"
-    assert SOURCES["pretrainedmodels/bninception"].sha256_prefix == "52deb4733"
-    assert WeightSource("x", "resnet18", "https://h/model.pth", 70.0).sha256_prefix is None
+def test_hash_prefix_is_read_from_the_published_name():
+    assert SOURCES["pretrainedmodels/resnet50"].hash_prefix == "19c8e357"
+    assert SOURCES["pretrainedmodels/bninception"].hash_prefix == "52deb4733"
+    assert WeightSource("x", "resnet18", "https://h/model.pth", 70.0).hash_prefix is None
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -114,7 +114,7 @@ def test_list_command_names_every_source(capsys):
     printed = capsys.readouterr().out
     assert len(rows) == len(SOURCES)
     for source in SOURCES.values():
-        assert source.url in printed and source.sha256_prefix in printed
+        assert source.url in printed and source.hash_prefix in printed
     assert "resnet50-19c8e357.pth" in printed and "(imagenet)" in printed and load.cache_dir() in printed
 
 

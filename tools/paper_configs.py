@@ -73,8 +73,9 @@ EE_HEADER = """Embedding Expansion (Ko & Gu, CVPR 2020), Table 2 row "{row}" on 
 Official-code protocol for every row: GoogLeNet, 512-d, 227 px, batch 128 = 4 classes x 32 images,
 Adam 1e-4 with coupled weight decay 5e-4 (MXNet wd: L2 added to the gradient), LR x0.5 at official
 epochs 400/800/1200/1600 of 4000, an official epoch being (#train classes x 32) / 128 = {steps} steps.
-ImageNet GoogLeNet (weights: imagenet = torchvision's googlenet-1378be20.pth; the authors' code loads
-gluoncv's googlenet, the same layout (conv-BN-ReLU, 3x3 in the '5x5' branch) with its own ImageNet weights);
+ImageNet GoogLeNet as the authors' code: gluoncv's googlenet-c7c89366.params (weights: gluoncv/googlenet,
+read without MXNet; ImageNet mean/std input); torchvision's googlenet-1378be20.pth (weights: imagenet) has
+the same layout (conv-BN-ReLU, 3x3 in the '5x5' branch) but other ImageNet weights;
 dataset.data_dir: a local copy (or the tensorflow-datasets folder).
 {loss_note}"""
 EE_LOSSES = {

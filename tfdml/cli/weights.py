@@ -3,9 +3,13 @@
     tfdml-weights list                                          # backbone, source, URL, checksum, top-1, papers
     tfdml-weights convert resnet50 resnet50-19c8e357.pth resnet50.weights.h5
 
-`convert` reads a PyTorch (`.pth`/`.pt`/`.bin`/`.ckpt`) or `.safetensors`
-state dict with numpy (no torch needed), checks that every tensor fits the
-backbone, and writes Keras weights that `model.weights=OUT.weights.h5` loads.
+`convert` reads a PyTorch (`.pth`/`.pt`/`.bin`/`.ckpt`), `.safetensors` or
+MXNet `.params` state dict with numpy (no torch or MXNet needed; `--source
+gluoncv/googlenet` for gluoncv's tensor names), checks that every tensor fits
+the backbone, and writes Keras weights that `model.weights=OUT.weights.h5`
+loads. Note that weights keep their source's input normalisation: a model
+built with `weights=OUT.weights.h5` uses the backbone's default preprocessing
+(use the source name to get the source's).
 To use a published file on a machine without network access, either pass its
 path as `model.weights` or copy it into the weights cache (`tfdml-weights list`
 prints the directory), where `weights: imagenet` finds it.
@@ -28,6 +32,8 @@ def build_parser(prog=None):
     convert.add_argument("output", help="the Keras weights file to write (ends in .weights.h5)")
     convert.add_argument("--image-size", type=int, default=224, help="input size the backbone is built at "
                                                                      "(weights do not depend on it)")
+    convert.add_argument("--source", help="the published source the file comes from, for files with another "
+                                          "framework's tensor names (e.g. gluoncv/googlenet for its .params)")
     add_common_arguments(convert, progress=False)
     return parser
 
@@ -40,7 +46,7 @@ def source_table():
     for source in sorted(SOURCES.values(), key=lambda s: (s.backbone, s.name)):
         default = IMAGENET_DEFAULTS.get(source.backbone) == source.name
         rows.append((source.backbone, source.name + (" (imagenet)" if default else ""), source.url,
-                     source.sha256_prefix or "-", f"{source.top1:.3f}", "; ".join(source.papers) or "-"))
+                     source.hash_prefix or "-", f"{source.top1:.3f}", "; ".join(source.papers) or "-"))
     return rows
 
 
@@ -50,8 +56,11 @@ def _print_table(rows, header):
         print("  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip())
 
 
-def convert_checkpoint(backbone, checkpoint, output, image_size=224):
-    """Converts `checkpoint` into `output` (Keras weights of tfdml backbone `backbone`); returns `output`."""
+def convert_checkpoint(backbone, checkpoint, output, image_size=224, source=None):
+    """Converts `checkpoint` into `output` (Keras weights of tfdml backbone `backbone`); returns `output`.
+
+    `source` (a source name) applies that source's tensor-name translation (gluoncv's `.params`).
+    """
     if not str(output).endswith(".weights.h5"):
         raise ValueError(f"output={output!r}: Keras weights files end in .weights.h5.")
     from tfdml.models.backbones import backbone_spec
@@ -60,8 +69,13 @@ def convert_checkpoint(backbone, checkpoint, output, image_size=224):
     spec = backbone_spec(backbone)
     if spec is None or spec.torch_layers is None:
         raise ValueError(f"backbone={backbone!r} has no PyTorch layout to convert from.")
+    rename = None
+    if source is not None:
+        from tfdml.weights.sources import resolve_source
+
+        rename = resolve_source(backbone, source).rename
     model = spec.constructor((image_size, image_size, 3))
-    load_checkpoint(model, spec, checkpoint, backbone)
+    load_checkpoint(model, spec, checkpoint, backbone, rename=rename)
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
     model.save_weights(output, overwrite=True)
@@ -77,7 +91,7 @@ def main(argv=None, prog=None):
         _print_table(rows, ("backbone", "source", "url", "sha256", "top-1", "papers"))
         print(f"\ncache: {cache_dir()} (${CACHE_ENV}); weights: imagenet = the source marked (imagenet).")
         return rows
-    path = convert_checkpoint(args.backbone, args.checkpoint, args.output, args.image_size)
+    path = convert_checkpoint(args.backbone, args.checkpoint, args.output, args.image_size, args.source)
     print(f"wrote {path} ({args.backbone} from {os.path.basename(args.checkpoint)})")
     return path
 

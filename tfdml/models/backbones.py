@@ -12,7 +12,7 @@ from tfdml.models import googlenet as _googlenet
 from tfdml.models import resnet as _resnet
 from tfdml.models import small_cnn as _small_cnn
 from tfdml.models import vgg16_bn as _vgg16_bn
-from tfdml.weights import load
+from tfdml.weights import load, sources
 
 # keras.applications constructors by lower-case name (prefixed "keras_"), with their preprocessing mode.
 _APPLICATIONS = {f"keras_{name}": spec for name, spec in {
@@ -65,10 +65,25 @@ def backbone_names():
     return sorted(list(_APPLICATIONS) + list(_CUSTOM))
 
 
-def preprocessing_mode(name):
-    """The `PixelPreprocessing` mode a backbone expects."""
+def preprocessing_mode(name, weights=None):
+    """The `PixelPreprocessing` mode a backbone expects: its weights source's (when `weights` names a published
+    source with its own, e.g. gluoncv's GoogLeNet), else the backbone's default."""
     check_backbone(name)
-    return _CUSTOM[name].preprocessing if name in _CUSTOM else _APPLICATIONS[name][1]
+    if name in _CUSTOM:
+        source = _named_source(name, weights)
+        if source is not None and source.preprocessing is not None:
+            return source.preprocessing
+        return _CUSTOM[name].preprocessing
+    return _APPLICATIONS[name][1]
+
+
+def _named_source(name, weights):
+    if not load.names_a_source(weights):
+        return None
+    try:
+        return sources.resolve_source(name, weights)
+    except ValueError:  # reported with the weights when the backbone is built
+        return None
 
 
 def block_layer_names(name):

@@ -115,7 +115,7 @@ class EmbeddingModel(keras.Model):
         if isinstance(reinitialize, str):
             raise ValueError(f"reinitialize must be a list of layer names, got the string {reinitialize!r}.")
         input_shape = _check_input_shape(input_shape)
-        mode = "affine" if hub else preprocessing_mode(backbone)
+        mode = "affine" if hub else preprocessing_mode(backbone, weights)
         gray_to_rgb = _check_channels(input_shape, mode, weights, gray_to_rgb, backbone)
         inputs = keras.Input(input_shape)
         x = GrayToRGB(name="gray_to_rgb")(inputs) if gray_to_rgb else inputs

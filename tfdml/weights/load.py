@@ -1,12 +1,13 @@
 """Loads backbone weights: a PyTorch / safetensors checkpoint, a Keras `.weights.h5` file, or a published source.
 
 `weights=` accepts None (random initialisation), a file path (`.pth`, `.pt`,
-`.bin`, `.ckpt`, `.safetensors`: a state dict as torchvision / pretrainedmodels
-publish it, converted on load; `.weights.h5`: Keras weights of the same
+`.bin`, `.ckpt`, `.safetensors`, `.params`: a state dict as torchvision /
+pretrainedmodels publish it (MXNet files with PyTorch-style names), converted
+on load; `.weights.h5`: Keras weights of the same
 backbone), "imagenet" (the checkpoint the backbone's paper used) or a source
 name from `tfdml.weights.source_names()`.
 
-Published checkpoints are downloaded once, their SHA-256 prefix checked,
+Published checkpoints are downloaded once, their hash prefix checked,
 converted, and cached as `.weights.h5` in `~/.keras/tfdml/weights` (or the
 directory the environment variable `TFDML_WEIGHTS_DIR` names). Without
 network access, put the published file into that directory (or pass its path).
@@ -16,13 +17,15 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 
 from tfdml.weights.convert import assign_state_dict
 from tfdml.weights.readers import read_state_dict
+from tfdml.weights.renames import RENAMES
 from tfdml.weights.sources import SOURCES, resolve_source
 
 CACHE_ENV = "TFDML_WEIGHTS_DIR"
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".params")
 KERAS_SUFFIX = ".weights.h5"
 
 
@@ -44,8 +47,16 @@ def names_a_source(weights):
     return weights == "imagenet" or weights in SOURCES
 
 
-def load_checkpoint(model, spec, path, backbone):
-    """Converts a PyTorch / safetensors state dict file into `model` (a tfdml backbone built from `spec`).
+def load_checkpoint(model, spec, path, backbone, rename=None):
+    """Converts a PyTorch / safetensors / MXNet state dict file into `model` (a tfdml backbone built from `spec`).
+
+    Args:
+        model: the backbone.
+        spec: its `BackboneSpec`.
+        path: the checkpoint file.
+        backbone: the backbone's name (for messages).
+        rename: a `tfdml.weights.renames.RENAMES` key for files with another
+            framework's tensor names, or None.
 
     Raises:
         FileNotFoundError: no such file.
@@ -59,6 +70,8 @@ def load_checkpoint(model, spec, path, backbone):
         raise ValueError(f"weights={path!r}: backbone {backbone!r} has no PyTorch counterpart to convert from; "
                          "pass a Keras .weights.h5 file.")
     state_dict = read_state_dict(path)
+    if rename is not None:
+        state_dict = RENAMES[rename](state_dict)
     assign_state_dict(model, state_dict, spec.torch_layers(model), spec.torch_ignored,
                       source=os.path.basename(path))
 
@@ -88,11 +101,15 @@ def load_source(model, spec, backbone, weights, announce=print):
         model.load_weights(converted)
         _announce(announce, backbone, source, converted)
         return
-    original = os.path.join(directory, source.file_name)
+    original = os.path.join(directory, source.weights_file_name)
     if not os.path.exists(original):
-        _download(source, original)
+        download = os.path.join(directory, source.file_name)
+        if not os.path.exists(download):
+            _download(source, download)
+        if source.archive_member:
+            _extract(download, source.archive_member, original)
     _verify_checksum(source, original)
-    load_checkpoint(model, spec, original, backbone)
+    load_checkpoint(model, spec, original, backbone, rename=source.rename)
     _save_atomically(model, converted)
     _announce(announce, backbone, source, original)
 
@@ -114,24 +131,35 @@ def _download(source, destination):
         raise WeightsDownloadError(
             f"could not download the {source.name} checkpoint from {source.url} ({type(error).__name__}: "
             f"{error}). Without network access, fetch that file elsewhere and put it into {os.path.dirname(destination)} "
-            f"(or set {CACHE_ENV}), or pass its path: model.weights=/path/to/{source.file_name}.") from error
+            f"(or set {CACHE_ENV}), or pass its path: model.weights=/path/to/{source.weights_file_name}.") from error
     finally:
         if os.path.exists(partial):
             os.remove(partial)
 
 
+def _extract(archive, member, destination):
+    try:
+        with zipfile.ZipFile(archive) as zipped, zipped.open(member) as packed, \
+                open(destination + ".part", "wb") as out:
+            shutil.copyfileobj(packed, out, length=1 << 20)
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise WeightsDownloadError(f"{archive}: not the published archive ({error}); delete it and fetch it again."
+                                   ) from error
+    os.replace(destination + ".part", destination)
+
+
 def _verify_checksum(source, path):
-    prefix = source.sha256_prefix
+    prefix = source.hash_prefix
     if prefix is None:
         return
-    digest = hashlib.sha256()
+    digest = hashlib.new(source.hash_algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     if not digest.hexdigest().startswith(prefix):
-        raise WeightsDownloadError(f"{path}: SHA-256 {digest.hexdigest()[:12]}… does not start with {prefix} (the "
-                                   f"hash in the published name {source.file_name}); delete the file and fetch it "
-                                   f"again from {source.url}.")
+        raise WeightsDownloadError(f"{path}: {source.hash_algorithm.upper()} {digest.hexdigest()[:12]}… does not "
+                                   f"start with {prefix} (the hash in the published name {source.file_name}); "
+                                   f"delete the file and fetch it again from {source.url}.")
 
 
 def _save_atomically(model, path):

@@ -2,13 +2,15 @@
 
 `weights="imagenet"` means the checkpoint the backbone's paper used
 (`IMAGENET_DEFAULTS`); any source can also be named explicitly by its key
-(e.g. `weights="torchvision/resnet50_v2"`). Each URL's file name carries the
-first hex digits of the file's SHA-256 (PyTorch hub's convention), which is
-verified after download.
+(e.g. `weights="torchvision/resnet50_v2"`). Each published file name carries
+the first hex digits of the file's hash (PyTorch hub: SHA-256 of the file;
+gluoncv: SHA-1 of the `.params` file inside the zip), which is verified after
+download.
 """
 import dataclasses
 import os
 import re
+from typing import Optional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +24,12 @@ class WeightSource:
         top1: the library's ImageNet top-1 accuracy (%) for it.
         papers: the papers in tfdml's scope that start from it.
         note: anything a user should know (layout, preprocessing).
+        preprocessing: the `PixelPreprocessing` mode these weights expect, when
+            it differs from the backbone's default (None: the default).
+        hash_algorithm: "sha256" (PyTorch hub) or "sha1" (gluoncv).
+        archive_member: the weights file inside a published zip archive.
+        rename: a `tfdml.weights.renames.RENAMES` key translating the file's
+            tensor names to the backbone's PyTorch names.
     """
 
     name: str
@@ -30,24 +38,38 @@ class WeightSource:
     top1: float
     papers: tuple = ()
     note: str = ""
+    preprocessing: Optional[str] = None
+    hash_algorithm: str = "sha256"
+    archive_member: Optional[str] = None
+    rename: Optional[str] = None
 
     @property
     def file_name(self):
         return os.path.basename(self.url)
 
     @property
-    def sha256_prefix(self):
+    def weights_file_name(self):
+        """The file holding the tensors: the archive member, or the published file itself."""
+        return self.archive_member or self.file_name
+
+    @property
+    def hash_prefix(self):
         """The hash prefix in the file name (`resnet50-19c8e357.pth` → "19c8e357")."""
         match = re.search(r"-([0-9a-f]{6,})\.[A-Za-z]+$", self.file_name)
         return match.group(1) if match else None
 
 
 _TORCHVISION = "https://download.pytorch.org/models/"
+_GLUONCV = "https://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/gluon/models/"
 SOURCES = {source.name: source for source in (
+    WeightSource("gluoncv/googlenet", "googlenet", _GLUONCV + "googlenet-c7c89366.zip", 72.87,
+                 ("Ko & Gu 2020 (EE; the authors' code loads it)",),
+                 "gluoncv's GoogLeNet (MXNet .params read without MXNet); torchvision's layout; ImageNet "
+                 "mean/std input", preprocessing="torch", hash_algorithm="sha1",
+                 archive_member="googlenet-c7c89366.params", rename="gluoncv_googlenet"),
     WeightSource("torchvision/googlenet", "googlenet", _TORCHVISION + "googlenet-1378be20.pth", 69.778,
-                 ("Ko & Gu 2020 (EE)", "Milbich et al. 2020 (Sharing Matters, GoogLeNet table)"),
-                 "torchvision's GoogLeNet (conv-BN-ReLU, transform_input); gluoncv's googlenet, which the EE "
-                 "authors' code loads, has the same layout"),
+                 ("Milbich et al. 2020 (Sharing Matters, GoogLeNet table)",),
+                 "torchvision's GoogLeNet (conv-BN-ReLU; input x/127.5 - 1, its transform_input)"),
     WeightSource("pretrainedmodels/bninception", "bninception",
                  "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth", 73.524,
                  ("Roth et al. 2020 (Table 1, Fig. 2)",),
