@@ -10,6 +10,7 @@ import os
 
 import keras
 
+from tfdml.models import bninception as _bninception
 from tfdml.models import googlenet as _googlenet
 from tfdml.models import resnet18 as _resnet18
 from tfdml.models import small_cnn as _small_cnn
@@ -42,6 +43,7 @@ _APPLICATIONS = {f"keras_{name}": spec for name, spec in {
 # tfdml's own backbones by name.
 _CUSTOM = {
     "googlenet": _googlenet.SPEC,
+    "bninception": _bninception.SPEC,
     "vgg16_bn": _vgg16_bn.SPEC,
     "resnet18": _resnet18.SPEC,
     "small_cnn": _small_cnn.SPEC,
