@@ -173,3 +173,14 @@ def test_small_inputs_and_jit_compile(name):
         assert eager.shape == (2, 4) and np.all(np.isfinite(eager))
     compiled = tf.function(lambda x: model(x, training=False), jit_compile=True)
     np.testing.assert_allclose(compiled(tf.constant(images)).numpy(), eager, atol=1e-4)
+
+
+def test_bninception_rejects_the_sizes_the_reference_rejects(references):
+    """Blocks 3c / 4e concatenate floor-mode convolutions with ceil-mode pools: 40 px fails in both."""
+    with pytest.raises(RuntimeError):
+        with torch.no_grad():
+            references["bninception"][0].features(torch.zeros(1, 3, 40, 40))
+    with pytest.raises(ValueError, match="input side 40"):
+        backbone_spec("bninception").constructor((40, 40, 3))
+    for size, side in ((31, 1), (38, 1), (63, 2), (70, 2)):
+        assert backbone_spec("bninception").constructor((size, size, 3)).output_shape[1:] == (side, side, 1024)

@@ -88,17 +88,41 @@ def _inception(x, block, widths):
     return keras.layers.Concatenate(name=f"{prefix}_output")(branches)
 
 
+def _stage3_side(side):
+    """Side of the inception-3a input (28 at 224 px): conv1 (floor) and two ceil-mode max pools."""
+    side = (side - 1) // 2 + 1
+    for _ in range(2):
+        side = -(-(side - 3) // 2) + 1
+    return side
+
+
+def _check_input_size(input_shape):
+    # Blocks 3c and 4e concatenate stride-2 convolutions (floor) with ceil-mode pools: the branches agree only
+    # when the stage-3 side is a multiple of 4, as in pretrainedmodels (whose torch.cat fails otherwise).
+    for side in input_shape[:2]:
+        if side is not None and (_stage3_side(side) < 4 or _stage3_side(side) % 4):
+            raise ValueError(
+                f"bninception: input side {side} gives a {_stage3_side(side)}-px stage 3, where the branches of "
+                "blocks 3c / 4e disagree in size (as in the reference implementation); use a side in "
+                "32k - 1 … 32k + 6, e.g. 32, 64, 224 or 227.")
+
+
 def bninception(input_shape=(224, 224, 3), name="bninception"):
     """BN-Inception feature extractor in pretrainedmodels' layout (no classifier, no pooling).
 
     Args:
         input_shape: (H, W, C) of the preprocessed images (mode "bninception":
-            BGR in [0, 255] minus the mean).
+            BGR in [0, 255] minus the mean). H and W must be in 32k − 1 … 32k + 6
+            (e.g. 32, 64, 224, 227), like pretrainedmodels' definition.
         name: model name.
 
     Returns:
         A `keras.Model` from images to the inception-5b map ((7, 7, 1024) at 224 or 227 px).
+
+    Raises:
+        ValueError: an input size whose reduction blocks cannot concatenate their branches.
     """
+    _check_input_size(input_shape)
     inputs = keras.Input(input_shape)
     x = _conv_bn_relu(inputs, 64, 7, "conv1_7x7_s2", "conv1_relu_7x7", strides=2)
     x = _ceil_max_pool(x, "pool1_3x3_s2")
