@@ -18,19 +18,20 @@ RGB_MODES = ("caffe", "torch", "bninception")
 class PixelPreprocessing(keras.layers.Layer):
     """Maps raw RGB pixels in [0, 255] to a backbone's expected input.
 
-    Modes (as in `keras.applications` `preprocess_input`):
+    Modes (the first three as in `keras.applications` `preprocess_input`):
     - "caffe": RGB → BGR, minus the ImageNet BGR mean (ResNet, VGG).
     - "tf": x / 127.5 − 1 (Inception, MobileNet, Xception; tfdml's GoogLeNet,
       equal to torchvision's `transform_input=True`).
-    - "torch": x / 255, minus ImageNet mean, divided by std (DenseNet, ResNet-18,
-      VGG16-BN).
+    - "torch": x / 255, minus ImageNet mean, divided by std (DenseNet;
+      tfdml's torchvision-layout ResNets and VGG16-BN).
     - "bninception": RGB → BGR in [0, 255], minus the mean (104, 117, 128)
       (pretrainedmodels' BN-Inception settings; std 1).
     - "unit": x / 255 (tfdml's small CNN).
     - "none": unchanged (EfficientNet / ConvNeXt include their own scaling).
 
-    "caffe", "torch" and "bninception" need 3-channel input (`EmbeddingModel` repeats a gray
-    channel with `GrayToRGB` first); the other modes work on any channel count.
+    "caffe", "torch" and "bninception" need 3-channel input (`EmbeddingModel`
+    repeats a gray channel with `GrayToRGB` first); the other modes work on any
+    channel count.
     """
 
     def __init__(self, mode="tf", **kwargs):
