@@ -63,6 +63,7 @@ def test_new_backbones_run_at_small_sizes(size):
 BLOCK_WIDTHS = {
     "small_cnn": (32, 64, 128),
     "googlenet": (64, 192, 480, 832, 1024),
+    "bninception": (64, 192, 320, 608, 1024),
     "vgg16_bn": (64, 128, 256, 512, 512),
     "resnet18": (64, 64, 128, 256, 512),
     "resnet50": (64, 256, 512, 1024, 2048),

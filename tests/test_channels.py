@@ -77,9 +77,11 @@ def test_gray_digits_and_folder_images_load_with_one_channel(tmp_path):
         tfdml.data.load_split("digits", "train", channels=2)
 
 
-# Backbones by preprocessing mode: unit (1-channel trunk), tf (1-channel trunk), torch and caffe (repeated to RGB).
+# Backbones by preprocessing mode: unit (1-channel trunk), tf (1-channel trunk), torch, caffe and bninception
+# (repeated to RGB).
 @pytest.mark.parametrize("backbone,repeats,size", [
-    ("small_cnn", False, 24), ("small_cnn", False, 40), ("keras_mobilenet_v2", False, 32), ("googlenet", True, 40),
+    ("small_cnn", False, 24), ("small_cnn", False, 40), ("keras_mobilenet_v2", False, 32), ("googlenet", False, 40),
+    ("bninception", True, 32),
     ("resnet18", True, 48), ("resnet50", True, 32)])
 def test_gray_models_and_embedders(backbone, repeats, size):
     model = EmbeddingModel(backbone, embedding_dim=6, input_shape=(size, size, 1))
@@ -92,7 +94,7 @@ def test_gray_models_and_embedders(backbone, repeats, size):
 
 
 def test_gray_model_equals_the_rgb_model_on_repeated_gray_images():
-    gray = EmbeddingModel("googlenet", embedding_dim=6, input_shape=(32, 32, 1))
+    gray = EmbeddingModel("googlenet", embedding_dim=6, input_shape=(32, 32, 1), gray_to_rgb=True)
     rgb = EmbeddingModel("googlenet", embedding_dim=6, input_shape=(32, 32, 3))
     rgb.set_weights(gray.get_weights())
     images = RNG.uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)

@@ -122,8 +122,8 @@ def test_freeze_batchnorm_rejects_other_values():
 def test_googlenet_architecture():
     net = tfdml.models.googlenet((96, 96, 3))
     assert net.output_shape[-1] == 1024
-    assert net.get_layer("inception_4e_output").output.shape[-1] == 832
-    assert net.get_layer("inception_3a_output").output.shape[-1] == 256
+    assert net.get_layer("inception4e_output").output.shape[-1] == 832
+    assert net.get_layer("inception3a_output").output.shape[-1] == 256
 
 
 def test_imagenet_weights_offline_error_is_clear(monkeypatch):

@@ -1,5 +1,6 @@
 """Embedding models with selectable taps (Vo & Hays) and their backbones."""
 from tfdml.models.backbones import backbone_names, block_layer_names, build_backbone, preprocessing_mode
+from tfdml.models.bninception import bninception
 from tfdml.models.embedding_model import DEFAULT_TAP, POOLINGS, EmbeddingModel
 from tfdml.models.googlenet import googlenet
 from tfdml.models.layers import GrayToRGB, L2Normalization, PixelPreprocessing
@@ -17,6 +18,7 @@ __all__ = [
     "PixelPreprocessing",
     "backbone_names",
     "block_layer_names",
+    "bninception",
     "build_backbone",
     "googlenet",
     "preprocessing_mode",

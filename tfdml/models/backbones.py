@@ -8,6 +8,7 @@ names that say so (`keras_resnet50`, `keras_mobilenet_v2`, …).
 """
 import keras
 
+from tfdml.models import bninception as _bninception
 from tfdml.models import googlenet as _googlenet
 from tfdml.models import resnet as _resnet
 from tfdml.models import small_cnn as _small_cnn
@@ -41,6 +42,7 @@ _APPLICATIONS = {f"keras_{name}": spec for name, spec in {
 # tfdml's own backbones by name.
 _CUSTOM = {
     "googlenet": _googlenet.SPEC,
+    "bninception": _bninception.SPEC,
     "vgg16_bn": _vgg16_bn.SPEC,
     "resnet18": _resnet.RESNET18_SPEC,
     "resnet50": _resnet.RESNET50_SPEC,

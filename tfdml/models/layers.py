@@ -8,26 +8,32 @@ from tfdml import distances
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "unit", "none", "affine")
+_BNINCEPTION_MEAN_BGR = (104.0, 117.0, 128.0)
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "bninception", "unit", "none", "affine")
 # Modes with per-channel RGB statistics: they need exactly 3 channels.
-RGB_MODES = ("caffe", "torch", "affine")
+RGB_MODES = ("caffe", "torch", "bninception", "affine")
 
 
 @keras.saving.register_keras_serializable(package="tfdml")
 class PixelPreprocessing(keras.layers.Layer):
     """Maps raw RGB pixels in [0, 255] to a backbone's expected input.
 
-    Modes (as in `keras.applications` `preprocess_input`):
+    Modes (the first three as in `keras.applications` `preprocess_input`):
     - "caffe": RGB → BGR, minus the ImageNet BGR mean (ResNet, VGG).
-    - "tf": x / 127.5 − 1 (Inception, MobileNet, Xception).
-    - "torch": x / 255, minus ImageNet mean, divided by std (DenseNet, GoogLeNet).
+    - "tf": x / 127.5 − 1 (Inception, MobileNet, Xception; tfdml's GoogLeNet,
+      equal to torchvision's `transform_input=True`).
+    - "torch": x / 255, minus ImageNet mean, divided by std (DenseNet;
+      tfdml's torchvision-layout ResNets and VGG16-BN).
+    - "bninception": RGB → BGR in [0, 255], minus the mean (104, 117, 128)
+      (pretrainedmodels' BN-Inception settings; std 1).
     - "unit": x / 255 (tfdml's small CNN).
     - "none": unchanged (EfficientNet / ConvNeXt include their own scaling).
     - "affine": x · scale + offset per channel (`scale`, `offset`: three
       values each; a KerasHub preset's `ImageConverter`).
 
-    "caffe", "torch" and "affine" need 3-channel input (`EmbeddingModel` repeats a gray
-    channel with `GrayToRGB` first); the other modes work on any channel count.
+    "caffe", "torch", "bninception" and "affine" need 3-channel input
+    (`EmbeddingModel` repeats a gray channel with `GrayToRGB` first); the other
+    modes work on any channel count.
     """
 
     def __init__(self, mode="tf", scale=None, offset=None, **kwargs):
@@ -54,6 +60,8 @@ class PixelPreprocessing(keras.layers.Layer):
         x = ops.cast(images, self.compute_dtype)
         if self.mode == "caffe":
             return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
+        if self.mode == "bninception":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_BNINCEPTION_MEAN_BGR, dtype=x.dtype)
         if self.mode == "tf":
             return x / 127.5 - 1.0
         if self.mode == "torch":
