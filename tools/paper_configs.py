@@ -68,6 +68,7 @@ def _optimizer(name, learning_rate, weight_decay, momentum=0.9):
 
 
 # ---------------------------------------------------------------------------------------------- EE Table 2
+EE_WEIGHTS = "gluoncv/googlenet"  # the ImageNet GoogLeNet the authors' code loads
 EE_STEPS = {"cub200": 25, "cars196": 24, "sop": 2829}  # (#train classes × 32) / 128 steps per official epoch
 EE_HEADER = """Embedding Expansion (Ko & Gu, CVPR 2020), Table 2 row "{row}" on {dataset}, {with_ee}.
 Official-code protocol for every row: GoogLeNet, 512-d, 227 px, batch 128 = 4 classes x 32 images,
@@ -118,7 +119,7 @@ def ee_configs():
                                ".yaml --grid expansion.n_points=2,4,8,16,32 --grid expansion.normalize=true,false "
                                "--taps fc --plot-x expansion.n_points")
                 yield name, header, _config(
-                    name, dataset, 227, _model(**model), loss, dict(params), ee,
+                    name, dataset, 227, _model(weights=EE_WEIGHTS, **model), loss, dict(params), ee,
                     {"name": "m_per_class", "batch_size": 128, "samples_per_class": 32},
                     ("ee", "test"), _optimizer("adam", 1.0e-4, 5.0e-4),
                     {"decay_epochs": [400, 800, 1200, 1600], "factor": 0.5},
