@@ -157,7 +157,8 @@ def _verify_checksum(source, path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     if not digest.hexdigest().startswith(prefix):
-        raise WeightsDownloadError(f"{path}: {source.hash_algorithm.upper()} {digest.hexdigest()[:12]}… does not "
+        algorithm = {"sha256": "SHA-256", "sha1": "SHA-1"}.get(source.hash_algorithm, source.hash_algorithm)
+        raise WeightsDownloadError(f"{path}: {algorithm} {digest.hexdigest()[:12]}… does not "
                                    f"start with {prefix} (the hash in the published name {source.file_name}); "
                                    f"delete the file and fetch it again from {source.url}.")
 
