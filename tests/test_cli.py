@@ -30,7 +30,7 @@ def test_python_m_tfdml_lists_the_commands(capsys):
 
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "python -m tfdml {train,evaluate,sweep}" in out and "tfdml-train" in out
+    assert "python -m tfdml {train,evaluate,sweep,weights}" in out and "tfdml-weights" in out
     assert main([]) == 2 and "commands:" in capsys.readouterr().err
     assert main(["fit"]) == 2 and "unknown command 'fit'" in capsys.readouterr().err
 

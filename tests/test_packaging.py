@@ -43,12 +43,16 @@ def test_wheel_ships_every_config_once_and_the_console_scripts(wheel):
     assert shipped == expected and "tfdml/configs/default.yaml" in shipped
     assert "tfdml/__main__.py" in names and "tfdml/cli/train.py" in names
     for script, target in (("tfdml-train", "tfdml.cli.train:cli"), ("tfdml-evaluate", "tfdml.cli.evaluate:cli"),
-                           ("tfdml-sweep", "tfdml.cli.sweep:cli")):
+                           ("tfdml-sweep", "tfdml.cli.sweep:cli"), ("tfdml-weights", "tfdml.cli.weights:cli")):
         assert f"{script} = {target}" in entry_points
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert "tensorflow<3,>=2.16" in requires and "keras<4,>=3.0" in requires and "tensorboard" in requires
     tfds = [r for r in requires if r.startswith("tensorflow-datasets")]
     assert tfds and all('extra == "datasets"' in r or 'extra == "test"' in r for r in tfds)
+    # Users never need torch: the reference networks are the test extra's only.
+    reference = [r for r in requires if r.split("=")[0].split("<")[0].strip() in ("torch", "torchvision",
+                                                                               "pretrainedmodels")]
+    assert len(reference) == 3 and all('extra == "test"' in r for r in reference)
 
 
 def test_installed_package_finds_a_config_by_name_from_any_directory(wheel, tmp_path):
