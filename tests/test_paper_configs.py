@@ -112,6 +112,11 @@ def test_roth_table2_configs(dataset):
     margin = tfdml.training.build_loss(_load(f"roth_margin_{dataset}.yaml"), num_classes=7)
     assert margin.per_class_beta and margin.state_layer.build_for(128).numpy().shape == (7,)  # β per class
     assert _load(f"roth_histogram_{dataset}.yaml")["loss"]["params"]["bins"] == (11 if dataset == "sop" else 65)
+    quadruplet = tfdml.training.build_loss(_load(f"roth_quadruplet_{dataset}.yaml"), num_classes=7)
+    assert (quadruplet.margin, quadruplet.second_margin) == (1.0, 0.5)  # appendix A.1: gamma_1, gamma_2
+    for key in ("contrastive", "contrastive_rho"):
+        contrastive = tfdml.training.build_loss(_load(f"roth_{key}_{dataset}.yaml"), num_classes=7)
+        assert (contrastive.mining, contrastive.reduction) == ("distance", "batch")  # appendix A.1 form
 
 
 def test_vo_hays_and_xuan_configs():

@@ -158,9 +158,11 @@ def _roth_losses(dataset):
                      "Proxies at 50 x the network's rate (their loss_proxynca_lrmulti)."),
         "histogram": ("histogram", {"bins": 11 if dataset == "sop" else 65}, True,
                       "Histogram bins: 65 (11 on SOP), as in their runs."),
-        "contrastive": ("contrastive", {"pos_margin": 0.0, "neg_margin": 1.0, "rho": 0.0}, True,
-                        "Their contrastive loss takes the pairs of distance-weighted triplets; tfdml's uses every "
-                        "pair of the batch."),
+        "contrastive": ("contrastive", {"pos_margin": 0.0, "neg_margin": 1.0, "rho": 0.0, "mining": "distance",
+                                        "reduction": "batch"}, True,
+                        "Contrastive loss in their form (appendix A.1 and their code): the positive and negative "
+                        "pair of each distance-weighted triplet, the sum over 1/b (b = 112; with SPC-2 their "
+                        "code's mean over the b triplets), negative margin 1."),
         "softtriple": ("soft_triple", {"proxies_per_class": 2, "scale": 8.0, "gamma": 0.1, "margin": 0.01, "tau": 0.2,
                                        "lr_multiplier": 1.0}, True, ""),
         "angular": ("angular", {"alpha_degrees": 45.0, "angular_weight": 2.0, "embedding_reg": 0.005}, False,
@@ -169,8 +171,10 @@ def _roth_losses(dataset):
                     "Class proxies at 5e-4 = 50 x the network's rate (their loss_arcface_lr)."),
         "softmax": ("normalized_softmax", {"temperature": 0.05, "lr_multiplier": softmax_lr}, True,
                     "Normalised softmax; proxies at the network's rate (x200 = 0.002 on SOP, as in their runs)."),
-        "quadruplet": ("quadruplet", {"margin": 0.2, "second_margin": 0.2, "rho": 0.0}, True,
-                       "Quadruplet with distance-weighted triplets, margins 0.2 / 0.2."),
+        "quadruplet": ("quadruplet", {"margin": 1.0, "second_margin": 0.5, "rho": 0.0}, True,
+                       "Quadruplet with distance-weighted triplets (the first negative), margins gamma_1 = 1, "
+                       "gamma_2 = 0.5 as printed in appendix A.1 (their code's defaults are 0.2 / 0.2; the paper's "
+                       "values are used)."),
         "margin_b06": ("margin", {**margin, "beta": 0.6, "rho": 0.0}, True,
                        "Margin loss, beta 0.6 per class (learned at 50 x the rate: 5e-4), alpha 0.2."),
         "margin": ("margin", {**margin, "beta": 1.2, "rho": 0.0}, True,
