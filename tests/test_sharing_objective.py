@@ -75,6 +75,22 @@ def test_decorrelation_and_its_gradients_match_numpy():
                                atol=1e-8)
 
 
+def test_unnormalised_regressor_is_eq2_with_the_raw_output():
+    objective = SharingObjective(gamma=2.0, regressor_units=5, regressor_normalize=False, dtype="float64")
+    objective.build_for(3, 4)
+    objective.regressor.projection.bias.assign(RNG.normal(size=3))
+    phi, phi_star = RNG.normal(size=(6, 3)), RNG.normal(size=(6, 4))
+    weights = _regressor_weights(objective)
+    prediction = objective.regressor(tf.constant(phi_star)).numpy()
+    np.testing.assert_allclose(prediction, ref.regressor(phi_star, *weights, normalize=False), rtol=1e-12)
+    assert not np.allclose(np.linalg.norm(prediction, axis=1), 1.0)  # the option matters
+    r = decorrelation(tf.constant(phi), tf.constant(prediction))
+    assert float(r) == pytest.approx(ref.decorrelation(phi, ref.regressor(phi_star, *weights, normalize=False)),
+                                     rel=1e-12)
+    restored = SharingObjective.from_config(objective.get_config())
+    assert restored.regressor_normalize is False and restored.regressor_units == 5
+
+
 @pytest.mark.parametrize("head", ["class", "shared"])
 def test_objective_value_and_gradients_match_numpy(head):
     """Step objective ranking − γ·r(R(φ), R(φ*)): its gradient is ∂ranking + γ∂r for φ and φ* (reversed)

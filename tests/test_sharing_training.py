@@ -199,6 +199,9 @@ def test_shipped_sharing_configs_hold_the_paper_defaults():
         assert isinstance(loss, tfdml.losses.SharedTripletLoss)
         assert (loss.form, loss.sampling, loss.margin, loss.learn_beta) == ("margin", "distance", 0.2, True)
         assert config["training"]["export_tap"] == "class"
+        assert config["augmentation"] == {"train": "sharing", "test": "sharing_test"}  # 256 x 256, crop 224
+        assert config["training"]["epochs"] == (100 if name == "sop" else 150)  # as Roth et al.
+        assert sharing["regressor_normalize"] is True
 
 
 def test_sharing_config_errors_name_the_key():

@@ -95,18 +95,23 @@ class SharingObjective(keras.layers.Layer):
             learnable, distance-weighted sampling).
         shared_loss: loss on φ* (default `SharedTripletLoss()`: margin form
             with its own β*, distance-weighted T*).
-        gamma: γ ≥ 0, weight of the decorrelation (paper: 500; 500–2000).
-        regressor_units: hidden width of p (paper: 512).
+        gamma: γ ≥ 0, weight of the decorrelation (the paper's range over
+            datasets: 500–2000).
+        regressor_units: hidden width of p (tfdml's choice: 512; the paper
+            does not give it).
+        regressor_normalize: L2-normalise p's output (tfdml's choice, default
+            True; False is eq. 2 with p's raw output).
         class_head, shared_head: head names of φ and φ* in the model.
     """
 
-    def __init__(self, class_loss=None, shared_loss=None, gamma=500.0, regressor_units=512, class_head="class",
-                 shared_head="shared", **kwargs):
+    def __init__(self, class_loss=None, shared_loss=None, gamma=500.0, regressor_units=512, regressor_normalize=True,
+                 class_head="class", shared_head="shared", **kwargs):
         super().__init__(**kwargs)
         self.class_loss = _deserialize_loss(class_loss, MarginLoss)
         self.shared_loss = _deserialize_loss(shared_loss, SharedTripletLoss)
         self.gamma = check_number(gamma, "gamma", 0.0)
         self.regressor_units = int(regressor_units)
+        self.regressor_normalize = bool(regressor_normalize)
         self.class_head, self.shared_head = str(class_head), str(shared_head)
         self.regressor = None
         self.class_loss_state = self.class_loss.state_layer
@@ -140,8 +145,8 @@ class SharingObjective(keras.layers.Layer):
     def build_for(self, dim, shared_dim):
         """Builds p (`shared_dim` → `dim`) and the losses' state (idempotent; `attach` calls it)."""
         if self.regressor is None:
-            self.regressor = DecorrelationRegressor(dim, self.regressor_units, name="regressor",
-                                                    dtype=self.dtype_policy)
+            self.regressor = DecorrelationRegressor(dim, self.regressor_units, self.regressor_normalize,
+                                                    name="regressor", dtype=self.dtype_policy)
             self.regressor.build((None, shared_dim))
         elif self.regressor.output_dim != dim:
             raise ValueError(f"This SharingObjective was built for D = {self.regressor.output_dim}, the model's "
@@ -255,6 +260,7 @@ class SharingObjective(keras.layers.Layer):
                 "class_loss": keras.saving.serialize_keras_object(self.class_loss),
                 "shared_loss": keras.saving.serialize_keras_object(self.shared_loss),
                 "gamma": self.gamma, "regressor_units": self.regressor_units,
+                "regressor_normalize": self.regressor_normalize,
                 "class_head": self.class_head, "shared_head": self.shared_head}
 
 

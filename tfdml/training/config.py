@@ -96,9 +96,11 @@ DEFAULT_CONFIG = {
 
 # Sharing Matters (tfdml.sharing): the `sharing` section, null (off) by default. `groups` 0 trains φ* on shared
 # triplets T*; L > 0 on k-means group ids (grouping variant T^G), re-clustered every `regroup_every` epochs.
+# `regressor_units` (512) and `regressor_normalize` (L2 on p(φ*)) are tfdml's choices, not the paper's.
 SHARING_DEFAULTS = {
     "gamma": 500.0,
     "regressor_units": 512,
+    "regressor_normalize": True,
     "shared_loss": {"name": "shared_triplet", "params": {}},
     "groups": 0,
     "regroup_every": 4,

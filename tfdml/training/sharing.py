@@ -70,7 +70,8 @@ def sharing_training(config, class_loss, train_split):
     groups = sharing["groups"]
     shared_loss = build_shared_loss(sharing["shared_loss"], groups or train_split.num_classes)
     objective = SharingObjective(class_loss, shared_loss, gamma=sharing["gamma"],
-                                 regressor_units=sharing["regressor_units"])
+                                 regressor_units=sharing["regressor_units"],
+                                 regressor_normalize=sharing["regressor_normalize"])
     assignment = GroupAssignment(len(train_split.labels)) if groups else None
     train_data = paired_train_input(
         train_split, batch_size=sampler["batch_size"], sampler=sampler["name"],
