@@ -263,7 +263,8 @@ def test_vo_hays_netd_gray_dry_run_through_train_py(tmp_path):
         for split in ("train", "test"):
             assert 0.0 <= float(row[f"tap_{tap}_{split}_recall@1"]) <= 1.0, (tap, split)
     with open(tmp_path / "run" / "metrics.json") as handle:
-        assert set(json.load(handle)) == {"pool"}
+        metrics = json.load(handle)
+    assert set(metrics) == {"pool", "best_epoch"} and set(metrics["best_epoch"]["metrics"]) == {"pool"}
     written = tfdml.analysis.write_training_curves(str(tmp_path / "report"), str(tmp_path / "run" / "log.csv"))
     assert [name for name, _ in written] == ["tap_recall_at_1.png"]
 
@@ -290,7 +291,13 @@ def test_sweep_runs_a_grid_and_summarises_it(tmp_path, capsys):
     assert [(g["point"], g["n"]) for g in summary] == [({"expansion.n_points": 0}, 1), ({"expansion.n_points": 2}, 1)]
     for n in (0, 2):
         with open(output / "default" / f"expansion.n_points={n}" / "seed0" / "metrics.json") as handle:
-            assert json.load(handle)["fc"]["recall@1"] == pytest.approx(summary[n // 2]["mean"]["fc/recall@1"])
+            metrics = json.load(handle)
+        best = metrics["best_epoch"]["metrics"]["fc"]["recall@1"]  # the default: the best epoch's, as the papers
+        assert best == pytest.approx(summary[n // 2]["mean"]["fc/recall@1"])
+        runs = sweep.plan_runs([os.path.join(CONFIGS, "default.yaml")], [("expansion.n_points", [n])], None,
+                               str(output), TINY)
+        (final,) = sweep.collect(runs, select="final")
+        assert final["values"]["fc/recall@1"] == pytest.approx(metrics["fc"]["recall@1"])
     assert "| default | 0 | 1 |" in (output / "summary.md").read_text()
     assert os.path.getsize(output / "fc_recall_at_1_vs_expansion.n_points.png") > 0
     with open(output / "runs.csv") as handle:
@@ -301,6 +308,27 @@ def test_sweep_runs_a_grid_and_summarises_it(tmp_path, capsys):
 
     sweep.execute(sweep.plan_runs([os.path.join(CONFIGS, "default.yaml")], [("expansion.n_points", [0, 2])],
                                   None, str(output), TINY), train=must_not_train)  # finished runs are skipped
+
+
+def test_best_epoch_metrics_come_from_the_best_logged_epoch(tmp_path):
+    from tfdml.training.runner import best_epoch_metrics
+
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss,val_fc_recall@1,val_fc_nmi,val_pool_recall@1,tap_fc_train_rho\n"
+                   "0,2.0,,,,0.3\n1,1.5,0.40,0.6,0.30,\n2,1.2,0.55,0.7,0.20,\n3,1.1,0.50,0.8,0.35,\n")
+    best = best_epoch_metrics(str(log), "val_fc_recall@1", ["fc", "pool"])
+    assert best == {"epoch": 2, "monitor": "val_fc_recall@1",
+                    "metrics": {"fc": {"recall@1": 0.55, "nmi": 0.7}, "pool": {"recall@1": 0.20}}}
+    log.write_text("epoch,loss,val_recall@1,val_nmi,val_fc_recall@1\n0,1.0,0.1,0.2,0.9\n1,1.0,0.3,0.1,0.0\n")
+    assert best_epoch_metrics(str(log), "val_recall@1", ["fc"])["metrics"] == {"fc": {"recall@1": 0.3, "nmi": 0.1}}
+    log.write_text("epoch,loss,val_fc_recall@1\n0,1.0,\n")
+    assert best_epoch_metrics(str(log), "val_fc_recall@1", ["fc"]) is None
+    final = {"fc": {"recall@1": 0.5}, "best_epoch": None}
+    assert sweep.run_metrics(final, "final") == {"fc": {"recall@1": 0.5}}
+    with pytest.raises(ValueError, match="--select final"):
+        sweep.run_metrics(final, "best", "runs/x")
+    with pytest.raises(ValueError, match="select"):
+        sweep.run_metrics(final, "last")
 
 
 def test_sweep_summary_is_mean_and_sample_std_over_seeds():

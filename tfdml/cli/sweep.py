@@ -31,6 +31,8 @@ def build_parser(prog=None):
     parser.add_argument("--metrics", default="recall@1", help="comma-separated metrics in the printed table")
     parser.add_argument("--plot-x", default=None, metavar="KEY", help="plot the first tap/metric against this "
                                                                       "grid key")
+    parser.add_argument("--select", default="best", choices=("best", "final"),
+                        help="the metrics of each run: its best epoch's (default, as the papers) or the final ones")
     parser.add_argument("--plan", action="store_true", help="only list the runs")
     add_common_arguments(parser)
     return parser
@@ -51,7 +53,7 @@ def main(argv=None, prog=None):
         return runs
     start_devices(args.debug)
     execute(runs, verbose=progress_verbosity(args))
-    rows = collect(runs)
+    rows = collect(runs, args.select)
     summary = summarize(rows)
     taps = args.taps.split(",") if args.taps else ()
     metrics = args.metrics.split(",")

@@ -14,7 +14,9 @@ a sweep. All configs are validated before the first run (errors name the key).
 
 Outputs in `<output>`: `summary.csv` / `summary.md` (one row per config and grid
 point: the number of seeds and, per tap and metric of `metrics.json`, mean ± sample
-standard deviation (ddof = 1) over the seeds, in %), `runs.csv` (every run's
+standard deviation (ddof = 1) over the seeds, in %; by default the metrics of each
+run's best epoch, as the papers report them (Roth et al.: the best validation
+Recall@1), or with `--select final` those after the last epoch), `runs.csv` (every run's
 values) and with `--plot-x KEY` `<metric>_vs_<KEY>.png`: the mean (± std bars)
 against the values of that grid key, one line per config and value of the other
 grid keys (EE Figs. 4–5: Recall@1 against n with and without L2 on synthetic
@@ -99,8 +101,33 @@ def execute(runs, train=None, verbose=2):
         train(planned["resolved"], verbose=verbose)
 
 
-def collect(runs):
-    """Each run's `metrics.json` as {"config", "point", "seed", "values": {"tap/metric": value}}."""
+#: Which metrics of a run `collect` reads: the best epoch's (`metrics.json`'s "best_epoch") or the final ones.
+SELECTIONS = ("best", "final")
+
+
+def run_metrics(metrics, select="best", where="run"):
+    """{tap: {metric: value}} of one `metrics.json` dict: `select` "best" (the best epoch's) or "final".
+
+    Raises:
+        ValueError: unknown `select`, or "best" for a run without a best epoch (no evaluation during
+            training, or a run of an older tfdml): use select="final".
+    """
+    from tfdml.checks import check_choice
+    from tfdml.training.runner import BEST_EPOCH
+
+    check_choice(select, "select", SELECTIONS)
+    best = metrics.get(BEST_EPOCH)
+    if select == "final":
+        return {tap: result for tap, result in metrics.items() if tap != BEST_EPOCH}
+    if not best:
+        raise ValueError(f"{where}: metrics.json has no best-epoch metrics (no evaluation during training or an "
+                         "older run); select the final metrics instead (--select final).")
+    return best["metrics"]
+
+
+def collect(runs, select="best"):
+    """Each run's `metrics.json` as {"config", "point", "seed", "values": {"tap/metric": value}}: the best
+    epoch's metrics (`select="best"`, default, as the papers report) or the final ones ("final")."""
     rows = []
     for planned in runs:
         path = os.path.join(planned["run_dir"], "metrics.json")
@@ -108,6 +135,7 @@ def collect(runs):
             raise FileNotFoundError(f"No metrics.json in {planned['run_dir']}: the run has not finished.")
         with open(path) as handle:
             metrics = json.load(handle)
+        metrics = run_metrics(metrics, select, planned["run_dir"])
         values = {f"{tap}/{key}": float(value) for tap, result in metrics.items() for key, value in result.items()}
         rows.append({"config": planned["config"], "point": planned["point"], "seed": planned["seed"],
                      "values": values})
