@@ -10,7 +10,7 @@ Families (each file is runnable by name: `python train.py --config configs/<file
   for cub200, cars196, sop: 30 configs.
 - Roth et al. (ICML 2020) Table 2: `roth_{loss}_{dataset}.yaml` — every loss of the table with
   the defaults of their code, and the ρ-regularised runs `*_rho`; sampler study (Tables 7–9):
-  `roth_sampler_{name}_cub200.yaml`.
+  `roth_sampler_{name}_cub200.yaml`; Table 1 / Fig. 2 architectures: `roth_arch_{r50,ibn}_{dataset}.yaml`.
 - Vo & Hays: `vo_hays_{net}_{dataset}.yaml`, NetA, NetB, NetD, NetE, NetF (NetC: see below).
 - Xuan et al.: `xuan_epshn_{dataset}.yaml` (ResNet-18, 64-d, EPSHN + NCA-form triplets).
 
@@ -221,6 +221,30 @@ ROTH_SAMPLERS = {
 }
 
 
+ROTH_ARCHS = {
+    # key: (backbone, note); every other setting is the Table 2 margin run's (beta 1.2, distance-weighted).
+    "r50": ("resnet50", "ResNet50 (pretrainedmodels' resnet50), the Table 2 network."),
+    "ibn": ("bninception", "BN-Inception (Inception with BatchNorm, their code's bninception), global average "
+            "pooling of its last block; the 'bninception' backbone and its ImageNet weights come with tfdml's "
+            "pretrained-backbone registry (tfdml.models.backbone_names())."),
+}
+ROTH_ARCH_HEADER = (
+    "Roth et al., 'Revisiting Training Strategies and Generalization Performance in DML' (ICML 2020), "
+    "Table 1 / Fig. 2 architecture comparison on {dataset}.\n{arch_note}\n"
+    "Everything else as the Table 2 margin run (roth_margin_{dataset}.yaml): 128-d, 224 px, BatchNorm statistics "
+    "frozen (freeze_batchnorm: statistics), batch 112 = 56 random classes x 2 (SPC-2), Adam 1e-5 with coupled "
+    "weight decay 4e-4, no LR decay, {epochs} epochs of {steps} steps; margin loss (beta 1.2 per class, alpha 0.2, "
+    "distance-weighted sampling); augmentation 'roth', test 'roth_test'. Only the backbone differs between "
+    "roth_arch_r50_* and roth_arch_ibn_*.\n"
+    "Fig. 2 studies on this config (5 seeds each; sweep tables report each run's best epoch, as the paper):\n"
+    "embedding dimension: python sweep.py --config configs/{name}.yaml --grid "
+    "model.embedding_dim=32,64,128,256,512,1024,2048 --seeds 0,1,2,3,4 --taps fc --output runs/roth_fig2_dim\n"
+    "augmentation (Base / Red. / Adv.): python sweep.py --config configs/{name}.yaml --grid "
+    "augmentation.train=roth,roth_red,roth_adv --seeds 0,1,2,3,4 --taps fc --output runs/roth_fig2_aug "
+    "('roth_red' = 'Red.': shorter side to 256, random crop 224, flip as their code's 'red' augmentation);\n"
+    "frozen vs trained BatchNorm: --grid model.freeze_batchnorm=statistics,false.")
+
+
 def roth_configs():
     for dataset in DATASETS:
         for key, (loss, params, normalize, note) in _roth_losses(dataset).items():
@@ -238,6 +262,15 @@ def roth_configs():
                                     "before training and updated every step (tfdml.data.MemoryBank).")
         full = {"batch_size": 112, "pool_size": 1024, "candidates": 10, "ddm_cost": "paper", **sampler}
         yield name, header, _roth_config(name, "cub200", "margin", dict(params), True, full)
+    for dataset in DATASETS:
+        _, params, _, _ = _roth_losses(dataset)["margin"]
+        for key, (backbone, arch_note) in ROTH_ARCHS.items():
+            name = f"roth_arch_{key}_{dataset}"
+            header = ROTH_ARCH_HEADER.format(arch_note=arch_note, dataset=dataset, epochs=ROTH_EPOCHS[dataset],
+                                             steps=ROTH_STEPS[dataset], name=name)
+            config = _roth_config(name, dataset, "margin", dict(params), True)
+            config["model"]["backbone"] = backbone
+            yield name, header, config
 
 
 # ---------------------------------------------------------------------------------------------- Vo & Hays
