@@ -40,6 +40,7 @@ def test_the_up_to_date_check_reports_edited_missing_and_orphaned_files(tmp_path
     generator = _generator()
     files = generator.generated()
     for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)  # sweeps/
         (tmp_path / name).write_text(text)
     assert generator.stale(str(tmp_path)) == []
     (tmp_path / "ee_cub200.yaml").write_text(files["ee_cub200.yaml"].replace("margin: 1.0e-05", "margin: 0.1"))
@@ -52,7 +53,8 @@ def test_the_up_to_date_check_reports_edited_missing_and_orphaned_files(tmp_path
 
 def test_paper_configs_use_coupled_weight_decay():
     marked = [p for p in glob.glob(os.path.join(CONFIGS, "*.yaml")) if _generator().MARKER in open(p).read()]
-    assert len(marked) == len(_generator().generated()) == 30 + 3 * 23 + 7 + 6 + 15 + 3
+    configs = [name for name in _generator().generated() if "/" not in name]  # not the sweeps/ files
+    assert len(marked) == len(configs) == 30 + 3 * 23 + 7 + 6 + 15 + 3
     for path in marked + glob.glob(os.path.join(CONFIGS, "sharing_*.yaml")):
         assert load_config(path)["optimizer"]["weight_decay_mode"] == "coupled", path
 
@@ -351,6 +353,45 @@ def test_best_epoch_metrics_come_from_the_best_logged_epoch(tmp_path):
         sweep.run_metrics(final, "best", "runs/x")
     with pytest.raises(ValueError, match="select"):
         sweep.run_metrics(final, "last")
+
+
+@pytest.mark.parametrize("dataset", ["cub200", "cars196", "sop"])
+def test_roth_sampler_sweep_files_plan_the_whole_grid(dataset, tmp_path):
+    spec = sweep.load_sweep(os.path.join(CONFIGS, "sweeps", f"roth_samplers_{dataset}.yaml"))
+    assert spec["seeds"] == [0, 1, 2, 3, 4]
+    runs = sweep.plan_runs(spec["config"], spec["grid"], spec["seeds"], str(tmp_path))
+    assert len(runs) == 7 * 7 * 5  # seven losses x SPC-2/4/8, SPC-R, GC, DDM, FRD x five seeds
+    samplers = {}
+    for planned in runs:
+        sampler = planned["resolved"]["sampler"]
+        samplers[planned["point"]["sampler"]] = (sampler["name"], sampler["samples_per_class"], sampler["batch_size"])
+        assert planned["run_dir"].endswith(os.path.join(f"sampler={planned['point']['sampler']}",
+                                                        f"seed{planned['seed']}"))
+    assert samplers == {"spc2": ("class_random", 2, 112), "spc4": ("class_random", 4, 112),
+                        "spc8": ("class_random", 8, 112), "spc_r": ("spc_r", 2, 112), "gc": ("gc", 2, 112),
+                        "ddm": ("ddm", 2, 112), "frd": ("frd", 2, 112)}
+    losses = {planned["resolved"]["loss"]["name"] for planned in runs}
+    assert len({planned["config"] for planned in runs}) == 7 and "margin" in losses and "contrastive" in losses
+    assert all(planned["resolved"]["dataset"]["name"] == dataset for planned in runs)
+
+
+def test_sweep_file_through_the_command_line(tmp_path, capsys):
+    import sweep as sweep_script
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text("config: [default]\ngrid:\n  sampler:\n    two: {name: m_per_class, samples_per_class: 2}\n"
+                    "    four: {name: m_per_class, samples_per_class: 4}\nseeds: [0, 1]\n"
+                    f"output: {tmp_path / 'out'}\n")
+    runs = sweep_script.main(["--sweep", str(path), "--plan", "--grid", "training.epochs=1,2"])
+    assert len(runs) == 2 * 2 * 2
+    assert runs[0]["run_dir"] == str(tmp_path / "out" / "default" / "sampler=two,training.epochs=1" / "seed0")
+    assert [r["resolved"]["sampler"]["samples_per_class"] for r in runs[::4]] == [2, 4]
+    path.write_text("config: [default]\nepochs: 3\n")
+    with pytest.raises(ValueError, match="epochs"):
+        sweep.load_sweep(str(path))
+    path.write_text("config: [default]\ngrid: {sampler: []}\n")
+    with pytest.raises(ValueError, match="sampler"):
+        sweep.load_sweep(str(path))
 
 
 def test_sweep_summary_is_mean_and_sample_std_over_seeds():

@@ -10,7 +10,8 @@ Families (each file is runnable by name: `python train.py --config configs/<file
   for cub200, cars196, sop: 30 configs.
 - Roth et al. (ICML 2020) Table 2: `roth_{loss}_{dataset}.yaml` — every loss of the table with
   the defaults of their code, and the ρ-regularised runs `*_rho`; sampler study (Tables 7–9):
-  `roth_sampler_{name}_cub200.yaml`; Table 1 / Fig. 2 architectures: `roth_arch_{r50,ibn}_{dataset}.yaml`.
+  `roth_sampler_{name}_cub200.yaml`, and per dataset the sweep file of the whole grid (seven losses x seven
+  samplers x 5 seeds) `sweeps/roth_samplers_{dataset}.yaml`; Table 1 / Fig. 2 architectures: `roth_arch_{r50,ibn}_{dataset}.yaml`.
 - Vo & Hays: `vo_hays_{net}_{dataset}.yaml`, NetA, NetB, NetD, NetE, NetF (NetC: see below).
 - Xuan et al.: `xuan_epshn_{dataset}.yaml` (ResNet-18, 64-d, EPSHN + NCA-form triplets).
 
@@ -221,6 +222,17 @@ ROTH_SAMPLERS = {
 }
 
 
+# The seven losses of the sampler study (tfdml's reading of Tables 7-9; their Table 2 configs).
+ROTH_SAMPLER_LOSSES = ("margin", "triplet_distance", "triplet_semihard", "contrastive", "ms", "npair", "proxynca")
+ROTH_SAMPLER_SWEEP_HEADER = (
+    "Roth et al. (ICML 2020), batch-sampling study (Tables 7-9) on {dataset}: a sweep file for sweep.py, not a "
+    "training config. Every loss config ({losses}: their Table 2 configs, roth_<loss>_{dataset}.yaml) x every "
+    "sampler: SPC-2, SPC-4, SPC-8 (class_random with 2, 4, 8 samples per class), SPC-R, GC, DDM, FRD (batch 112; "
+    "GC / DDM / FRD on a pool of 1024 memory-bank embeddings, 10 candidate batches) x 5 seeds:\n"
+    "python sweep.py --sweep configs/{name}.yaml --taps fc --metrics recall@1,nmi\n"
+    "The table reports each run's best epoch, as the paper (--select final for the last epoch). The list of "
+    "seven losses is tfdml's reading of Tables 7-9 and could not be checked against the paper offline; "
+    "add a loss with --config roth_<loss>_{dataset}.")
 ROTH_ARCHS = {
     # key: (backbone, note); every other setting is the Table 2 margin run's (beta 1.2, distance-weighted).
     "r50": ("resnet50", "ResNet50 (pretrainedmodels' resnet50), the Table 2 network."),
@@ -262,6 +274,14 @@ def roth_configs():
                                     "before training and updated every step (tfdml.data.MemoryBank).")
         full = {"batch_size": 112, "pool_size": 1024, "candidates": 10, "ddm_cost": "paper", **sampler}
         yield name, header, _roth_config(name, "cub200", "margin", dict(params), True, full)
+    for dataset in DATASETS:
+        name = f"sweeps/roth_samplers_{dataset}"
+        header = ROTH_SAMPLER_SWEEP_HEADER.format(dataset=dataset, name=name, losses=", ".join(ROTH_SAMPLER_LOSSES))
+        samplers = {key: {"batch_size": 112, "pool_size": 1024, "candidates": 10, "ddm_cost": "paper", **sampler}
+                    for key, (sampler, _) in ROTH_SAMPLERS.items()}
+        yield name, header, {"config": [f"roth_{loss}_{dataset}" for loss in ROTH_SAMPLER_LOSSES],
+                             "grid": {"sampler": samplers}, "seeds": [0, 1, 2, 3, 4],
+                             "output": f"runs/roth_samplers_{dataset}"}
     for dataset in DATASETS:
         _, params, _, _ = _roth_losses(dataset)["margin"]
         for key, (backbone, arch_note) in ROTH_ARCHS.items():
@@ -393,6 +413,7 @@ def main(argv=None):
             print(problem)
         return 1 if problems else 0
     for name, text in generated().items():
+        os.makedirs(os.path.dirname(os.path.join(CONFIG_DIR, name)), exist_ok=True)
         with open(os.path.join(CONFIG_DIR, name), "w") as handle:
             handle.write(text)
     print(f"wrote {len(generated())} configs into {CONFIG_DIR}")
