@@ -140,6 +140,9 @@ def test_groups_cut_across_classes():
     assert groups.dtype == np.int32 and set(groups) == {0, 1, 2}
     for g in range(3):  # each group is exactly one pattern and contains every class
         assert len(set(pattern[groups == g])) == 1 and set(labels[groups == g]) == set(range(4))
+    raw = tfdml.sharing.cluster_groups(features, labels, num_groups=3, seed=0, standardize=False)  # "T^G − std"
+    for g in set(raw):  # without standardisation the class offsets dominate: groups are unions of classes
+        assert all(set(raw[labels == c]) == {g} for c in set(labels[raw == g]))
     with pytest.raises(ValueError, match="num_groups"):
         tfdml.sharing.cluster_groups(features, labels, num_groups=1)
     features[0, 0] = np.nan

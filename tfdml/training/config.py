@@ -95,7 +95,8 @@ DEFAULT_CONFIG = {
 #   "ee_synthetic_negative_ratio". Uses the `expansion` section (its defaults when it is null).
 
 # Sharing Matters (tfdml.sharing): the `sharing` section, null (off) by default. `groups` 0 trains φ* on shared
-# triplets T*; L > 0 on k-means group ids (grouping variant T^G), re-clustered every `regroup_every` epochs.
+# triplets T*; L > 0 on k-means group ids (grouping variant T^G), re-clustered every `regroup_every` epochs, of
+# per-class standardised features (`standardize_groups` false: Table 8's "T^G − std").
 # `regressor_units` (512) and `regressor_normalize` (L2 on p(φ*)) are tfdml's choices, not the paper's.
 SHARING_DEFAULTS = {
     "gamma": 500.0,
@@ -104,6 +105,7 @@ SHARING_DEFAULTS = {
     "shared_loss": {"name": "shared_triplet", "params": {}},
     "groups": 0,
     "regroup_every": 4,
+    "standardize_groups": True,
 }
 
 # Keys that take true, false or "auto".

@@ -81,7 +81,8 @@ def sharing_training(config, class_loss, train_split):
     if groups:
         ordered = eval_pipeline(train_split, config["training"]["eval_batch_size"], data["image_size"],
                                            config["augmentation"]["test"])
-        callbacks.append(RegroupingCallback(ordered, assignment, groups, sharing["regroup_every"], config["seed"]))
+        callbacks.append(RegroupingCallback(ordered, assignment, groups, sharing["regroup_every"], config["seed"],
+                                            sharing["standardize_groups"]))
     return SharingTraining(objective, train_data, callbacks, 2)
 
 
