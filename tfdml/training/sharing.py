@@ -63,7 +63,7 @@ def sharing_training(config, class_loss, train_split):
         train_split: the training `tfdml.data.Split`.
 
     Returns:
-        `SharingTraining(objective, train_data, callbacks, updates_per_step=2)`; `train_data` is a
+        `SharingTraining(objective, train_data, callbacks, updates_per_step)` (2; 1 in mode "shared_only"); `train_data` is a
         `TrainingLoop.fit` input function of (B, B*) pairs.
     """
     sharing, sampler, data = config["sharing"], config["sampler"], config["dataset"]
@@ -71,7 +71,7 @@ def sharing_training(config, class_loss, train_split):
     shared_loss = build_shared_loss(sharing["shared_loss"], groups or train_split.num_classes)
     objective = SharingObjective(class_loss, shared_loss, gamma=sharing["gamma"],
                                  regressor_units=sharing["regressor_units"],
-                                 regressor_normalize=sharing["regressor_normalize"])
+                                 regressor_normalize=sharing["regressor_normalize"], mode=sharing["mode"])
     assignment = GroupAssignment(len(train_split.labels)) if groups else None
     train_data = paired_train_input(
         train_split, batch_size=sampler["batch_size"], sampler=sampler["name"],
@@ -83,7 +83,7 @@ def sharing_training(config, class_loss, train_split):
                                            config["augmentation"]["test"])
         callbacks.append(RegroupingCallback(ordered, assignment, groups, sharing["regroup_every"], config["seed"],
                                             sharing["standardize_groups"]))
-    return SharingTraining(objective, train_data, callbacks, 2)
+    return SharingTraining(objective, train_data, callbacks, objective.updates_per_iteration)
 
 
 class SharingTrainingLoop(TrainingLoop):
