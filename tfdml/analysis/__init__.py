@@ -19,6 +19,7 @@ from tfdml.analysis.sharing import (
     plot_cross_class_neighbors,
     plot_head_curves,
     read_history,
+    reinitialized_head,
     write_sharing_report,
 )
 from tfdml.analysis.similarity_plots import nearest_same_and_different, same_vs_different
@@ -49,6 +50,7 @@ __all__ = [
     "plot_tap_metrics",
     "plot_tap_recalls",
     "read_history",
+    "reinitialized_head",
     "same_vs_different",
     "singular_value_spectrum",
     "synthetic_query_recall",
