@@ -293,6 +293,19 @@ def test_vo_hays_netd_gray_dry_run_through_train_py(tmp_path):
     assert [name for name, _ in written] == ["tap_recall_at_1.png"]
 
 
+def test_roth_contrastive_dry_run_logs_structure_metrics_and_the_best_epoch(tmp_path):
+    config = _load("roth_contrastive_rho_cub200.yaml", *TINY, "sampler.batch_size=10", "training.epochs=2",
+                   "training.eval_every=1", "analysis.every=1", f"output_dir={tmp_path / 'run'}")
+    run(config, verbose=0)
+    rows = _log(tmp_path / "run")
+    for key in ("tap_fc_train_rho", "tap_fc_train_pi_ratio", "tap_fc_test_map@r", "tap_fc_train_recall@1"):
+        assert math.isfinite(float(rows[-1][key])), key
+    with open(tmp_path / "run" / "metrics.json") as handle:
+        best = json.load(handle)["best_epoch"]
+    scores = [float(row["val_fc_recall@1"]) for row in rows]
+    assert best["epoch"] == scores.index(max(scores)) and best["metrics"]["fc"]["recall@1"] == max(scores)
+
+
 def test_xuan_dry_run_logs_fc_and_pool_train_and_test_recall(tmp_path):
     config = _load("xuan_epshn_cars196.yaml", *TINY, "sampler.batch_size=16", "sampler.samples_per_class=4",
                    f"output_dir={tmp_path / 'run'}")

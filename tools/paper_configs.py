@@ -139,8 +139,8 @@ freeze_batchnorm: statistics),
 decay 4e-4 (torch.optim.Adam weight_decay; the loss's own parameters are not decayed), no LR decay,
 {epochs} epochs of {steps} steps (= #train images // 112). Augmentation 'roth' (random resized crop,
 flip; 'roth_adv' is their 'Adv.'), test 'roth_test' (shorter side 256, centre crop 224).
-Spectral decay rho and pi are logged on the training (and test) embeddings of the fc tap
-(analysis.tap_metrics). 5 seeds as in the paper:
+Spectral decay rho, pi, mAP@R, Recall@1 are logged on training (and test) embeddings of the fc tap
+(analysis.tap_metrics; Figs. 4-5: python -m tfdml.analysis.correlation RUNS --output DIR). 5 seeds:
 python sweep.py --config configs/{name}.yaml --seeds 0,1,2,3,4 --taps fc --output runs/{name}_seeds
 {loss_note}"""
 
@@ -204,7 +204,7 @@ def _roth_config(name, dataset, loss, params, normalize, sampler=None):
                    {"decay_epochs": [], "factor": 0.3},
                    _training(ROTH_EPOCHS[dataset], ROTH_STEPS[dataset], 5, SOP_KS if dataset == "sop" else KS,
                              ["fc", "pool"], "fc"),
-                   _analysis(["recall", "rho", "pi"], ["fc"], every=5))
+                   _analysis(["recall", "map@r", "rho", "pi"], ["fc"], every=5))
 
 
 ROTH_SAMPLERS = {
