@@ -66,7 +66,9 @@ def multi_similarity(x, labels, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1, n=0
 
 
 def contrastive(x, labels, pos_margin=0.0, neg_margin=1.0, squared=False, n=0, pairs="consecutive",
-                pooling="class"):
+                pooling="class", reduction="mean"):
+    """Hadsell et al. over every ordered pair. reduction "mean": mean of positive terms + mean of the
+    non-zero negative terms; "batch": the sum of all terms divided by the batch size b."""
     x = ref.normalize(x)
     d = ref.positive_matrix(x, "euclidean")
     dn = ref.negative_matrix(x, labels, "euclidean", n, True, pairs, pooling)
@@ -75,6 +77,29 @@ def contrastive(x, labels, pos_margin=0.0, neg_margin=1.0, squared=False, n=0, p
     pos = [max(d[i, j] - pos_margin, 0) ** power for i in range(b) for j in range(b)
            if i != j and labels[i] == labels[j]]
     neg = [max(neg_margin - dn[i, k], 0) ** power for i in range(b) for k in range(b) if labels[i] != labels[k]]
+    if reduction == "batch":
+        return (sum(pos) + sum(neg)) / b
+    neg = [v for v in neg if v > 0]
+    return (float(np.mean(pos)) if pos else 0.0) + (float(np.mean(neg)) if neg else 0.0)
+
+
+def contrastive_mined(x, labels, triplets, pos_margin=0.0, neg_margin=1.0, squared=False, reduction="batch", n=0,
+                      pairs="consecutive", pooling="class"):
+    """Roth et al. (appendix A.1) for given triplets (i, j, k, valid, swapped): with reduction "batch",
+    1/b Σ over valid triplets of h([d_ij − m⁺]_+) + h([m⁻ − d_ik]_+); "mean": mean of the positive terms +
+    mean of the non-zero negative terms. A ρ-swapped triplet (i, i, k) reads d_ik between original points."""
+    x = ref.normalize(x)
+    d = ref.positive_matrix(x, "euclidean")
+    dn = ref.negative_matrix(x, labels, "euclidean", n, True, pairs, pooling)
+    power = 2 if squared else 1
+    pos, neg = [], []
+    for i, j, k, valid, swapped in zip(*triplets):
+        if not valid:
+            continue
+        pos.append(max(d[i, j] - pos_margin, 0.0) ** power)
+        neg.append(max(neg_margin - (d[i, k] if swapped else dn[i, k]), 0.0) ** power)
+    if reduction == "batch":
+        return (sum(pos) + sum(neg)) / len(labels)
     neg = [v for v in neg if v > 0]
     return (float(np.mean(pos)) if pos else 0.0) + (float(np.mean(neg)) if neg else 0.0)
 

@@ -95,13 +95,13 @@ def batch_hard_margin_loss(x, labels, margin, beta):
     return margin_loss_on_triplets(x, triplets, valid, margin, beta)
 
 
-def regressor(phi_star, w1, b1, w2, b2):
-    """p(φ*) = ℓ2(W2 ReLU(W1 φ* + b1) + b2), row by row."""
+def regressor(phi_star, w1, b1, w2, b2, normalize=True):
+    """p(φ*) = ℓ2(W2 ReLU(W1 φ* + b1) + b2) (without ℓ2 when `normalize` is False), row by row."""
     out = []
     for v in phi_star:
         hidden = np.maximum(v @ w1 + b1, 0.0)
         y = hidden @ w2 + b2
-        out.append(y / math.sqrt((y ** 2).sum()))
+        out.append(y / math.sqrt((y ** 2).sum()) if normalize else y)
     return np.array(out)
 
 

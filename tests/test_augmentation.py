@@ -7,7 +7,7 @@ import tfdml
 from tfdml.data.augmentation import AUGMENTATIONS, make_augmentation
 
 RNG = np.random.default_rng(0)
-RANDOM = [name for name in AUGMENTATIONS if name not in ("test", "roth_test", "xuan_test", "none")]
+RANDOM = [name for name in AUGMENTATIONS if name not in ("test", "roth_test", "xuan_test", "sharing_test", "none")]
 
 
 def _seed(k):
@@ -37,7 +37,7 @@ def test_unknown_preset_and_bad_size_are_named():
         make_augmentation("ee", 0)
 
 
-@pytest.mark.parametrize("kind", ["ee", "roth", "roth_adv", "xuan", "pad_crop"])
+@pytest.mark.parametrize("kind", ["ee", "roth", "roth_adv", "roth_red", "sharing", "xuan", "pad_crop"])
 def test_noflip_presets_never_flip(kind):
     # An image whose left half is dark and right half bright: a flip puts the bright half left.
     image = np.zeros((40, 40, 3), np.uint8)
@@ -70,6 +70,23 @@ def test_shorter_side_resize_keeps_the_aspect_ratio():
     crop = make_augmentation("xuan_noflip", 16)(image, _seed(0)).numpy()
     big = tf.image.resize(image, (18, 36)).numpy()
     assert any(np.array_equal(crop, big[r:r + 16, c:c + 16]) for r in range(3) for c in range(21))
+
+
+def test_roth_red_and_sharing_crop_from_their_resizes():
+    # Columns and rows encode their position; a 40 × 80 image, S = 14: side round(14 · 256/224) = 16.
+    image = (np.linspace(0, 255, 80, dtype=np.float32)[None, :, None]
+             + np.linspace(0, 100, 40, dtype=np.float32)[:, None, None]) * np.ones((1, 1, 3), np.float32)
+    image = np.clip(image, 0, 255)
+    # Roth "Red.": shorter side → 16 (16 × 32, aspect kept), then a random 14 × 14 crop.
+    shorter = tf.image.resize(image, (16, 32)).numpy()
+    square = tf.image.resize(image, (16, 16)).numpy()  # Sharing Matters: 16 × 16, aspect not kept
+    windows = {"roth_red_noflip": (shorter, 3, 19), "sharing_noflip": (square, 3, 3)}
+    for kind, (resized, rows, cols) in windows.items():
+        crops = [make_augmentation(kind, 14)(image, _seed(k)).numpy() for k in range(6)]
+        for crop in crops:
+            assert any(np.array_equal(crop, resized[r:r + 14, c:c + 14]) for r in range(rows) for c in range(cols))
+        assert any(not np.array_equal(crops[0], crop) for crop in crops[1:])  # the crop position is random
+    np.testing.assert_array_equal(make_augmentation("sharing_test", 14)(image).numpy(), square[1:15, 1:15])
 
 
 def test_pad_crop_pads_with_zeros():

@@ -288,3 +288,76 @@ def test_hand_worked_angular_single_pair():
     loss = tfdml.losses.AngularLoss(alpha_degrees=45.0, angular_weight=2.0, embedding_reg=0.0, dtype="float64")
     expected = math.log1p(math.exp(-1.0)) + 2 * math.log1p(math.exp(-4.0))
     assert loss_value(loss, y, x) == pytest.approx(expected, abs=1e-9)
+
+
+# ------------------------------------------------- contrastive, Roth et al. form
+def _mined_triplets(x, y, expansion, mining_name, rho, seed):
+    """The triplets `ContrastiveLoss(mining=mining_name, seed=seed)` draws: the mining entry point on the
+    same matrices with the same seed generator."""
+    import keras
+    import tensorflow as tf
+
+    from tfdml.losses import mining
+    from tfdml.losses.pairs import pair_matrices
+
+    matrices = pair_matrices(tfdml.distances.l2_normalize(tf.constant(x, tf.float64)), tf.constant(y),
+                             "euclidean", expansion, tfdml.losses.ContrastiveLoss.default_pooling, True)
+    mined = mining.mined_distances(matrices, tf.constant(y), mining_name, rho=rho,
+                                   seed=keras.random.SeedGenerator(seed))
+    t = mined.triplets
+    return [np.asarray(v) for v in (t.anchor, t.positive, t.negative, t.valid, mined.swapped)]
+
+
+@pytest.mark.parametrize("layout", ["2_per_class", "uneven", "interleaved"])
+@pytest.mark.parametrize("expansion", [(0, "consecutive", "class"), (2, "consecutive", "class")], ids=expansion_id)
+@pytest.mark.parametrize("mining_name", ["distance", "random"])
+@pytest.mark.parametrize("reduction", ["batch", "mean"])
+@pytest.mark.parametrize("rho", [0.0, 0.5])
+def test_contrastive_mined_pairs_match_reference(layout, expansion, mining_name, reduction, rho):
+    y = LAYOUTS[layout]
+    x = random_embeddings(y, 5, 3 + len(y))
+    ee = make_expansion(*expansion)
+    triplets = _mined_triplets(x, y, ee, mining_name, rho, seed=4)
+    for i, j, k, valid, swapped in zip(*triplets):
+        if valid:
+            assert y[j] == y[i] and (y[k] == y[i]) == bool(swapped)
+    expected = ref.contrastive_mined(x, y, triplets, 0.1, 1.1, False, reduction, *expansion)
+    loss = tfdml.losses.ContrastiveLoss(pos_margin=0.1, neg_margin=1.1, mining=mining_name, reduction=reduction,
+                                        rho=rho, seed=4, expansion=ee, dtype="float64")
+    assert loss_value(loss, y, x) == pytest.approx(expected, abs=1e-6)
+
+
+def test_contrastive_roth_form_gradient_and_batch_reduction_over_all_pairs():
+    y = LAYOUTS["2_per_class"]
+    x = random_embeddings(y, 4, 21)
+    loss = tfdml.losses.ContrastiveLoss(mining="distance", reduction="batch", seed=2, dtype="float64")
+    value, grad = loss_and_gradient(loss, y, x)
+    triplets = _mined_triplets(x, y, None, "distance", 0.0, seed=2)
+    assert value == pytest.approx(ref.contrastive_mined(x, y, triplets), abs=1e-6)
+    assert sum(triplets[3]) == len(y)  # two samples per class: b triplets, so 1/b Σ is their mean
+    fixed = lambda z: ref.contrastive_mined(z, y, triplets)  # noqa: E731 (the drawn triplets, held fixed)
+    assert grad == pytest.approx(numeric_gradient(fixed, x), abs=1e-5)
+    every_pair = tfdml.losses.ContrastiveLoss(pos_margin=0.2, neg_margin=1.3, squared=True, reduction="batch",
+                                              dtype="float64")
+    expected = ref.contrastive(x, y, 0.2, 1.3, True, reduction="batch")
+    assert loss_value(every_pair, y, x) == pytest.approx(expected, abs=1e-9)
+    assert expected != pytest.approx(ref.contrastive(x, y, 0.2, 1.3, True), abs=1e-3)  # the option matters
+
+
+@pytest.mark.parametrize("mode", ["graph", "xla"])
+def test_contrastive_roth_form_compiles(mode):
+    import tensorflow as tf
+
+    y = LAYOUTS["uneven"]
+    x = random_embeddings(y, 6, 8).astype(np.float32)
+    loss = tfdml.losses.ContrastiveLoss(mining="distance", reduction="batch", rho=0.3, seed=1)
+    eager = float(loss(y, x))
+    compiled = float(tf.function(lambda a, b: loss(a, b), jit_compile=mode == "xla")(y, x))
+    assert np.isfinite([eager, compiled]).all() and compiled > 0
+
+
+def test_contrastive_rejects_unknown_mining_and_reduction():
+    with pytest.raises(ValueError, match="mining"):
+        tfdml.losses.ContrastiveLoss(mining="nearest")
+    with pytest.raises(ValueError, match="reduction"):
+        tfdml.losses.ContrastiveLoss(reduction="sum")

@@ -8,6 +8,7 @@ import math
 import os
 
 import keras
+import numpy as np
 import pytest
 
 import tfdml
@@ -39,6 +40,7 @@ def test_the_up_to_date_check_reports_edited_missing_and_orphaned_files(tmp_path
     generator = _generator()
     files = generator.generated()
     for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)  # sweeps/
         (tmp_path / name).write_text(text)
     assert generator.stale(str(tmp_path)) == []
     (tmp_path / "ee_cub200.yaml").write_text(files["ee_cub200.yaml"].replace("margin: 1.0e-05", "margin: 0.1"))
@@ -51,7 +53,8 @@ def test_the_up_to_date_check_reports_edited_missing_and_orphaned_files(tmp_path
 
 def test_paper_configs_use_coupled_weight_decay():
     marked = [p for p in glob.glob(os.path.join(CONFIGS, "*.yaml")) if _generator().MARKER in open(p).read()]
-    assert len(marked) == len(_generator().generated()) == 30 + 3 * 23 + 7 + 15 + 3
+    configs = [name for name in _generator().generated() if "/" not in name]  # not the sweeps/ files
+    assert len(marked) == len(configs) == 30 + 3 * 23 + 7 + 6 + 15 + 3
     for path in marked + glob.glob(os.path.join(CONFIGS, "sharing_*.yaml")):
         assert load_config(path)["optimizer"]["weight_decay_mode"] == "coupled", path
 
@@ -112,6 +115,30 @@ def test_roth_table2_configs(dataset):
     margin = tfdml.training.build_loss(_load(f"roth_margin_{dataset}.yaml"), num_classes=7)
     assert margin.per_class_beta and margin.state_layer.build_for(128).numpy().shape == (7,)  # β per class
     assert _load(f"roth_histogram_{dataset}.yaml")["loss"]["params"]["bins"] == (11 if dataset == "sop" else 65)
+    quadruplet = tfdml.training.build_loss(_load(f"roth_quadruplet_{dataset}.yaml"), num_classes=7)
+    assert (quadruplet.margin, quadruplet.second_margin) == (1.0, 0.5)  # appendix A.1: gamma_1, gamma_2
+    for key in ("contrastive", "contrastive_rho"):
+        contrastive = tfdml.training.build_loss(_load(f"roth_{key}_{dataset}.yaml"), num_classes=7)
+        assert (contrastive.mining, contrastive.reduction) == ("distance", "batch")  # appendix A.1 form
+
+
+@pytest.mark.parametrize("dataset", ["cub200", "cars196", "sop"])
+def test_roth_arch_configs(dataset):
+    r50, ibn = _load(f"roth_arch_r50_{dataset}.yaml"), _load(f"roth_arch_ibn_{dataset}.yaml")
+    margin = _load(f"roth_margin_{dataset}.yaml")
+    assert (r50["model"]["backbone"], ibn["model"]["backbone"]) == ("resnet50", "bninception")
+    for config in (r50, ibn):
+        for section in ("loss", "sampler", "optimizer", "schedule", "augmentation", "dataset"):
+            assert config[section] == margin[section], section
+        assert {k: v for k, v in config["model"].items() if k != "backbone"} == {
+            k: v for k, v in margin["model"].items() if k != "backbone"}
+        assert config["training"]["epochs"] == margin["training"]["epochs"]
+    if "bninception" not in tfdml.models.backbone_names():
+        pytest.skip("the bninception backbone is not registered in this tfdml")
+    model = build_model(_load(f"roth_arch_ibn_{dataset}.yaml", "dataset.image_size=64", "model.weights=null"))
+    assert set(ibn["training"]["taps"]) <= set(model.taps)
+    assert model(np.zeros((2, 64, 64, 3), "float32")).shape == (2, 128)
+    keras.backend.clear_session()
 
 
 def test_vo_hays_and_xuan_configs():
@@ -141,6 +168,8 @@ def test_every_shipped_config_builds_its_model_and_taps():
     seen = set()
     for path in sorted(glob.glob(os.path.join(CONFIGS, "*.yaml"))):
         config = load_config(path, ["dataset.image_size=32", "model.weights=null"])
+        if config["model"]["backbone"] == "bninception" and "bninception" not in tfdml.models.backbone_names():
+            continue  # arrives with the pretrained-backbone registry (test_roth_arch_configs)
         key = json.dumps([config["model"], config["training"]["taps"], config["training"]["export_tap"],
                           config["analysis"]["taps"]], sort_keys=True)
         if key not in seen:
@@ -258,9 +287,23 @@ def test_vo_hays_netd_gray_dry_run_through_train_py(tmp_path):
         for split in ("train", "test"):
             assert 0.0 <= float(row[f"tap_{tap}_{split}_recall@1"]) <= 1.0, (tap, split)
     with open(tmp_path / "run" / "metrics.json") as handle:
-        assert set(json.load(handle)) == {"pool"}
+        metrics = json.load(handle)
+    assert set(metrics) == {"pool", "best_epoch"} and set(metrics["best_epoch"]["metrics"]) == {"pool"}
     written = tfdml.analysis.write_training_curves(str(tmp_path / "report"), str(tmp_path / "run" / "log.csv"))
     assert [name for name, _ in written] == ["tap_recall_at_1.png"]
+
+
+def test_roth_contrastive_dry_run_logs_structure_metrics_and_the_best_epoch(tmp_path):
+    config = _load("roth_contrastive_rho_cub200.yaml", *TINY, "sampler.batch_size=10", "training.epochs=2",
+                   "training.eval_every=1", "analysis.every=1", f"output_dir={tmp_path / 'run'}")
+    run(config, verbose=0)
+    rows = _log(tmp_path / "run")
+    for key in ("tap_fc_train_rho", "tap_fc_train_pi_ratio", "tap_fc_test_map@r", "tap_fc_train_recall@1"):
+        assert math.isfinite(float(rows[-1][key])), key
+    with open(tmp_path / "run" / "metrics.json") as handle:
+        best = json.load(handle)["best_epoch"]
+    scores = [float(row["val_fc_recall@1"]) for row in rows]
+    assert best["epoch"] == scores.index(max(scores)) and best["metrics"]["fc"]["recall@1"] == max(scores)
 
 
 def test_xuan_dry_run_logs_fc_and_pool_train_and_test_recall(tmp_path):
@@ -285,7 +328,13 @@ def test_sweep_runs_a_grid_and_summarises_it(tmp_path, capsys):
     assert [(g["point"], g["n"]) for g in summary] == [({"expansion.n_points": 0}, 1), ({"expansion.n_points": 2}, 1)]
     for n in (0, 2):
         with open(output / "default" / f"expansion.n_points={n}" / "seed0" / "metrics.json") as handle:
-            assert json.load(handle)["fc"]["recall@1"] == pytest.approx(summary[n // 2]["mean"]["fc/recall@1"])
+            metrics = json.load(handle)
+        best = metrics["best_epoch"]["metrics"]["fc"]["recall@1"]  # the default: the best epoch's, as the papers
+        assert best == pytest.approx(summary[n // 2]["mean"]["fc/recall@1"])
+        runs = sweep.plan_runs([os.path.join(CONFIGS, "default.yaml")], [("expansion.n_points", [n])], None,
+                               str(output), TINY)
+        (final,) = sweep.collect(runs, select="final")
+        assert final["values"]["fc/recall@1"] == pytest.approx(metrics["fc"]["recall@1"])
     assert "| default | 0 | 1 |" in (output / "summary.md").read_text()
     assert os.path.getsize(output / "fc_recall_at_1_vs_expansion.n_points.png") > 0
     with open(output / "runs.csv") as handle:
@@ -296,6 +345,66 @@ def test_sweep_runs_a_grid_and_summarises_it(tmp_path, capsys):
 
     sweep.execute(sweep.plan_runs([os.path.join(CONFIGS, "default.yaml")], [("expansion.n_points", [0, 2])],
                                   None, str(output), TINY), train=must_not_train)  # finished runs are skipped
+
+
+def test_best_epoch_metrics_come_from_the_best_logged_epoch(tmp_path):
+    from tfdml.training.runner import best_epoch_metrics
+
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss,val_fc_recall@1,val_fc_nmi,val_pool_recall@1,tap_fc_train_rho\n"
+                   "0,2.0,,,,0.3\n1,1.5,0.40,0.6,0.30,\n2,1.2,0.55,0.7,0.20,\n3,1.1,0.50,0.8,0.35,\n")
+    best = best_epoch_metrics(str(log), "val_fc_recall@1", ["fc", "pool"])
+    assert best == {"epoch": 2, "monitor": "val_fc_recall@1",
+                    "metrics": {"fc": {"recall@1": 0.55, "nmi": 0.7}, "pool": {"recall@1": 0.20}}}
+    log.write_text("epoch,loss,val_recall@1,val_nmi,val_fc_recall@1\n0,1.0,0.1,0.2,0.9\n1,1.0,0.3,0.1,0.0\n")
+    assert best_epoch_metrics(str(log), "val_recall@1", ["fc"])["metrics"] == {"fc": {"recall@1": 0.3, "nmi": 0.1}}
+    log.write_text("epoch,loss,val_fc_recall@1\n0,1.0,\n")
+    assert best_epoch_metrics(str(log), "val_fc_recall@1", ["fc"]) is None
+    final = {"fc": {"recall@1": 0.5}, "best_epoch": None}
+    assert sweep.run_metrics(final, "final") == {"fc": {"recall@1": 0.5}}
+    with pytest.raises(ValueError, match="--select final"):
+        sweep.run_metrics(final, "best", "runs/x")
+    with pytest.raises(ValueError, match="select"):
+        sweep.run_metrics(final, "last")
+
+
+@pytest.mark.parametrize("dataset", ["cub200", "cars196", "sop"])
+def test_roth_sampler_sweep_files_plan_the_whole_grid(dataset, tmp_path):
+    spec = sweep.load_sweep(os.path.join(CONFIGS, "sweeps", f"roth_samplers_{dataset}.yaml"))
+    assert spec["seeds"] == [0, 1, 2, 3, 4]
+    runs = sweep.plan_runs(spec["config"], spec["grid"], spec["seeds"], str(tmp_path))
+    assert len(runs) == 7 * 7 * 5  # seven losses x SPC-2/4/8, SPC-R, GC, DDM, FRD x five seeds
+    samplers = {}
+    for planned in runs:
+        sampler = planned["resolved"]["sampler"]
+        samplers[planned["point"]["sampler"]] = (sampler["name"], sampler["samples_per_class"], sampler["batch_size"])
+        assert planned["run_dir"].endswith(os.path.join(f"sampler={planned['point']['sampler']}",
+                                                        f"seed{planned['seed']}"))
+    assert samplers == {"spc2": ("class_random", 2, 112), "spc4": ("class_random", 4, 112),
+                        "spc8": ("class_random", 8, 112), "spc_r": ("spc_r", 2, 112), "gc": ("gc", 2, 112),
+                        "ddm": ("ddm", 2, 112), "frd": ("frd", 2, 112)}
+    losses = {planned["resolved"]["loss"]["name"] for planned in runs}
+    assert len({planned["config"] for planned in runs}) == 7 and "margin" in losses and "contrastive" in losses
+    assert all(planned["resolved"]["dataset"]["name"] == dataset for planned in runs)
+
+
+def test_sweep_file_through_the_command_line(tmp_path, capsys):
+    import sweep as sweep_script
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text("config: [default]\ngrid:\n  sampler:\n    two: {name: m_per_class, samples_per_class: 2}\n"
+                    "    four: {name: m_per_class, samples_per_class: 4}\nseeds: [0, 1]\n"
+                    f"output: {tmp_path / 'out'}\n")
+    runs = sweep_script.main(["--sweep", str(path), "--plan", "--grid", "training.epochs=1,2"])
+    assert len(runs) == 2 * 2 * 2
+    assert runs[0]["run_dir"] == str(tmp_path / "out" / "default" / "sampler=two,training.epochs=1" / "seed0")
+    assert [r["resolved"]["sampler"]["samples_per_class"] for r in runs[::4]] == [2, 4]
+    path.write_text("config: [default]\nepochs: 3\n")
+    with pytest.raises(ValueError, match="epochs"):
+        sweep.load_sweep(str(path))
+    path.write_text("config: [default]\ngrid: {sampler: []}\n")
+    with pytest.raises(ValueError, match="sampler"):
+        sweep.load_sweep(str(path))
 
 
 def test_sweep_summary_is_mean_and_sample_std_over_seeds():

@@ -48,6 +48,29 @@ def test_generalization_gap_is_train_minus_test_recall_per_head():
         assert gap[head]["gap"] == pytest.approx(expected_train - expected_test)
 
 
+def test_reinitialized_head_is_a_fresh_glorot_head_on_the_pooled_features():
+    rng = np.random.default_rng(5)
+    pooled = rng.normal(size=(30, 12))
+    embeddings, kernel = analysis.reinitialized_head(pooled, 8, seed=3)
+    assert embeddings.shape == (30, 8) and kernel.shape == (12, 8)
+    bound = np.sqrt(6.0 / (12 + 8))  # Glorot-uniform limit
+    assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.5 * bound
+    for i in range(30):  # ℓ2(f_i W), row by row
+        row = pooled[i] @ kernel
+        np.testing.assert_allclose(embeddings[i], row / np.linalg.norm(row), rtol=1e-5, atol=1e-6)
+    again, _ = analysis.reinitialized_head(pooled, 8, seed=3)
+    other, _ = analysis.reinitialized_head(pooled, 8, seed=4)
+    np.testing.assert_array_equal(again, embeddings)
+    assert not np.allclose(other, embeddings)
+    heads, labels = _heads(3)
+    heads["reinitialized"], _ = analysis.reinitialized_head(heads["class"], 4, seed=0)  # Table 5's φ(𝒩) row
+    assert 0.0 <= analysis.head_recalls(heads, labels, (1,))["reinitialized"]["recall@1"] <= 1.0
+    with pytest.raises(ValueError, match="width"):
+        analysis.reinitialized_head(pooled, 0)
+    with pytest.raises(ValueError, match="pooled"):
+        analysis.reinitialized_head(pooled[0], 4)
+
+
 def test_cross_class_neighbours_exclude_the_query_class():
     rng = np.random.default_rng(3)
     labels = np.array([0, 0, 0, 0, 1, 1, 2, 3, 3, 3])

@@ -75,6 +75,22 @@ def test_decorrelation_and_its_gradients_match_numpy():
                                atol=1e-8)
 
 
+def test_unnormalised_regressor_is_eq2_with_the_raw_output():
+    objective = SharingObjective(gamma=2.0, regressor_units=5, regressor_normalize=False, dtype="float64")
+    objective.build_for(3, 4)
+    objective.regressor.projection.bias.assign(RNG.normal(size=3))
+    phi, phi_star = RNG.normal(size=(6, 3)), RNG.normal(size=(6, 4))
+    weights = _regressor_weights(objective)
+    prediction = objective.regressor(tf.constant(phi_star)).numpy()
+    np.testing.assert_allclose(prediction, ref.regressor(phi_star, *weights, normalize=False), rtol=1e-12)
+    assert not np.allclose(np.linalg.norm(prediction, axis=1), 1.0)  # the option matters
+    r = decorrelation(tf.constant(phi), tf.constant(prediction))
+    assert float(r) == pytest.approx(ref.decorrelation(phi, ref.regressor(phi_star, *weights, normalize=False)),
+                                     rel=1e-12)
+    restored = SharingObjective.from_config(objective.get_config())
+    assert restored.regressor_normalize is False and restored.regressor_units == 5
+
+
 @pytest.mark.parametrize("head", ["class", "shared"])
 def test_objective_value_and_gradients_match_numpy(head):
     """Step objective ranking − γ·r(R(φ), R(φ*)): its gradient is ∂ranking + γ∂r for φ and φ* (reversed)
@@ -232,3 +248,35 @@ def test_save_load_and_export_of_every_tap_round_trip_without_the_regressor(tmp_
     concat = model.embedder("concat")(images).numpy()
     np.testing.assert_allclose(concat * np.sqrt(2), np.concatenate([outputs["class"], outputs["shared"]], 1),
                                atol=1e-6)
+
+
+def _weights_of(layer):
+    return [w.numpy().copy() for w in layer.weights]
+
+
+@pytest.mark.parametrize("mode", ["shared_only", "both"])
+def test_table7_ablation_modes_train_the_heads_they_name(mode):
+    keras.utils.set_random_seed(3)
+    model = _model()
+    objective = SharingObjective(class_loss=tfdml.losses.MarginLoss(mining="hard", learn_beta=False),
+                                 shared_loss=tfdml.losses.SharedTripletLoss(seed=0, learn_beta=False), gamma=50.0,
+                                 regressor_units=8, mode=mode)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=objective, jit_compile=False)
+    images, labels = _pair()
+    shared_images, shared_labels = _pair(seed=1)
+    batches = ((tf.constant(images), tf.constant(labels)), (tf.constant(shared_images), tf.constant(shared_labels)))
+    heads = {name: model.get_layer(name) for name in ("class", "shared")}
+    before = {name: _weights_of(layer) for name, layer in heads.items()}
+    regressor = _weights_of(objective.regressor)
+    logs = objective.train_iteration(model, model.optimizer, *batches)
+    changed = {name: any(not np.array_equal(a, b.numpy()) for a, b in zip(before[name], layer.weights))
+               for name, layer in heads.items()}
+    assert changed == ({"class": False, "shared": True} if mode == "shared_only" else {"class": True, "shared": False})
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(regressor, objective.regressor.weights))  # no r
+    assert int(model.optimizer.iterations) == objective.updates_per_iteration == (1 if mode == "shared_only" else 2)
+    assert float(logs["class_decorrelation"]) == float(logs["shared_decorrelation"]) == 0.0
+    # "both": T* trains φ too (the shared head, unused, keeps its weights); "shared_only": no class loss.
+    assert float(logs["shared_loss"]) > 0 and (float(logs["class_loss"]) == 0.0) == (mode == "shared_only")
+    assert SharingObjective.from_config(objective.get_config()).mode == mode
+    with pytest.raises(ValueError, match="mode"):
+        SharingObjective(mode="class_only")

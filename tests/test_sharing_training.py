@@ -140,6 +140,9 @@ def test_groups_cut_across_classes():
     assert groups.dtype == np.int32 and set(groups) == {0, 1, 2}
     for g in range(3):  # each group is exactly one pattern and contains every class
         assert len(set(pattern[groups == g])) == 1 and set(labels[groups == g]) == set(range(4))
+    raw = tfdml.sharing.cluster_groups(features, labels, num_groups=3, seed=0, standardize=False)  # "T^G − std"
+    for g in set(raw):  # without standardisation the class offsets dominate: groups are unions of classes
+        assert all(set(raw[labels == c]) == {g} for c in set(labels[raw == g]))
     with pytest.raises(ValueError, match="num_groups"):
         tfdml.sharing.cluster_groups(features, labels, num_groups=1)
     features[0, 0] = np.nan
@@ -199,6 +202,9 @@ def test_shipped_sharing_configs_hold_the_paper_defaults():
         assert isinstance(loss, tfdml.losses.SharedTripletLoss)
         assert (loss.form, loss.sampling, loss.margin, loss.learn_beta) == ("margin", "distance", 0.2, True)
         assert config["training"]["export_tap"] == "class"
+        assert config["augmentation"] == {"train": "sharing", "test": "sharing_test"}  # 256 x 256, crop 224
+        assert config["training"]["epochs"] == (100 if name == "sop" else 150)  # as Roth et al.
+        assert sharing["regressor_normalize"] is True
 
 
 def test_sharing_config_errors_name_the_key():

@@ -26,7 +26,7 @@ def _distances(x):
     return tfdml.distances.euclidean(tfdml.distances.l2_normalize(tf.constant(x, tf.float32)))
 
 
-@pytest.mark.parametrize("sampling", ["distance", "random", "semihard"])
+@pytest.mark.parametrize("sampling", ["distance", "min_distance", "random", "semihard"])
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_every_valid_triplet_has_three_distinct_classes(sampling, layout):
     labels = LAYOUTS[layout]
@@ -40,7 +40,7 @@ def test_every_valid_triplet_has_three_distinct_classes(sampling, layout):
         assert (labels[positive] != labels[negative]).all()
 
 
-@pytest.mark.parametrize("sampling", ["distance", "random", "semihard", "unconstrained"])
+@pytest.mark.parametrize("sampling", ["distance", "min_distance", "random", "semihard", "unconstrained"])
 def test_batches_without_three_classes_give_no_valid_triplet(sampling):
     labels = np.array([3, 3, 5, 5, 5])
     t = st.sample_shared_triplets(_distances(_embeddings(labels)), labels, sampling, embedding_dim=4, seed=1)
@@ -112,7 +112,7 @@ def test_random_and_semihard_follow_their_rules():
         assert counts[i, ~others].sum() == 0
 
 
-@pytest.mark.parametrize("sampling", ["distance", "random", "semihard"])
+@pytest.mark.parametrize("sampling", ["distance", "min_distance", "random", "semihard"])
 @pytest.mark.parametrize("form", ["margin", "triplet"])
 def test_loss_equals_the_numpy_formula_on_the_sampled_triplets(sampling, form):
     labels = LAYOUTS["uneven"]
@@ -130,6 +130,19 @@ def test_loss_equals_the_numpy_formula_on_the_sampled_triplets(sampling, form):
         expected = ref.triplet_loss_on_triplets(x, triplets, np.asarray(t.valid), 0.2)
     assert value == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert expected > 0
+
+
+def test_min_distance_sampling_takes_the_nearest_third_class_positive():
+    labels = LAYOUTS["interleaved"]
+    x = _embeddings(labels, 5, seed=3)
+    d = ref.distance_matrix(ref.normalize(x))
+    for seed in range(5):
+        t = st.sample_shared_triplets(tf.constant(d), labels, "min_distance", 5, seed=seed)
+        anchor, positive, negative, valid = (np.asarray(v) for v in t)
+        assert valid.all()
+        for i, j, k in zip(anchor, positive, negative):
+            third = [c for c in range(len(labels)) if labels[c] not in (labels[i], labels[k])]
+            assert j == min(third, key=lambda c: d[i, c])  # the explicit loop's nearest candidate
 
 
 def test_npair_form_equals_the_numpy_formula():

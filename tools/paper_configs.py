@@ -10,7 +10,8 @@ Families (each file is runnable by name: `python train.py --config configs/<file
   for cub200, cars196, sop: 30 configs.
 - Roth et al. (ICML 2020) Table 2: `roth_{loss}_{dataset}.yaml` — every loss of the table with
   the defaults of their code, and the ρ-regularised runs `*_rho`; sampler study (Tables 7–9):
-  `roth_sampler_{name}_cub200.yaml`.
+  `roth_sampler_{name}_cub200.yaml`, and per dataset the sweep file of the whole grid (seven losses x seven
+  samplers x 5 seeds) `sweeps/roth_samplers_{dataset}.yaml`; Table 1 / Fig. 2 architectures: `roth_arch_{r50,ibn}_{dataset}.yaml`.
 - Vo & Hays: `vo_hays_{net}_{dataset}.yaml`, NetA, NetB, NetD, NetE, NetF (NetC: see below).
 - Xuan et al.: `xuan_epshn_{dataset}.yaml` (ResNet-18, 64-d, EPSHN + NCA-form triplets).
 
@@ -140,8 +141,8 @@ freeze_batchnorm: statistics),
 decay 4e-4 (torch.optim.Adam weight_decay; the loss's own parameters are not decayed), no LR decay,
 {epochs} epochs of {steps} steps (= #train images // 112). Augmentation 'roth' (random resized crop,
 flip; 'roth_adv' is their 'Adv.'), test 'roth_test' (shorter side 256, centre crop 224).
-Spectral decay rho and pi are logged on the training (and test) embeddings of the fc tap
-(analysis.tap_metrics). 5 seeds as in the paper:
+Spectral decay rho, pi, mAP@R, Recall@1 are logged on training (and test) embeddings of the fc tap
+(analysis.tap_metrics; Figs. 4-5: python -m tfdml.analysis.correlation RUNS --output DIR). 5 seeds:
 python sweep.py --config configs/{name}.yaml --seeds 0,1,2,3,4 --taps fc --output runs/{name}_seeds
 {loss_note}"""
 
@@ -160,9 +161,11 @@ def _roth_losses(dataset):
                      "Proxies at 50 x the network's rate (their loss_proxynca_lrmulti)."),
         "histogram": ("histogram", {"bins": 11 if dataset == "sop" else 65}, True,
                       "Histogram bins: 65 (11 on SOP), as in their runs."),
-        "contrastive": ("contrastive", {"pos_margin": 0.0, "neg_margin": 1.0, "rho": 0.0}, True,
-                        "Their contrastive loss takes the pairs of distance-weighted triplets; tfdml's uses every "
-                        "pair of the batch."),
+        "contrastive": ("contrastive", {"pos_margin": 0.0, "neg_margin": 1.0, "rho": 0.0, "mining": "distance",
+                                        "reduction": "batch"}, True,
+                        "Contrastive loss in their form (appendix A.1 and their code): the positive and negative "
+                        "pair of each distance-weighted triplet, the sum over 1/b (b = 112; with SPC-2 their "
+                        "code's mean over the b triplets), negative margin 1."),
         "softtriple": ("soft_triple", {"proxies_per_class": 2, "scale": 8.0, "gamma": 0.1, "margin": 0.01, "tau": 0.2,
                                        "lr_multiplier": 1.0}, True, ""),
         "angular": ("angular", {"alpha_degrees": 45.0, "angular_weight": 2.0, "embedding_reg": 0.005}, False,
@@ -171,8 +174,10 @@ def _roth_losses(dataset):
                     "Class proxies at 5e-4 = 50 x the network's rate (their loss_arcface_lr)."),
         "softmax": ("normalized_softmax", {"temperature": 0.05, "lr_multiplier": softmax_lr}, True,
                     "Normalised softmax; proxies at the network's rate (x200 = 0.002 on SOP, as in their runs)."),
-        "quadruplet": ("quadruplet", {"margin": 0.2, "second_margin": 0.2, "rho": 0.0}, True,
-                       "Quadruplet with distance-weighted triplets, margins 0.2 / 0.2."),
+        "quadruplet": ("quadruplet", {"margin": 1.0, "second_margin": 0.5, "rho": 0.0}, True,
+                       "Quadruplet with distance-weighted triplets (the first negative), margins gamma_1 = 1, "
+                       "gamma_2 = 0.5 as printed in appendix A.1 (their code's defaults are 0.2 / 0.2; the paper's "
+                       "values are used)."),
         "margin_b06": ("margin", {**margin, "beta": 0.6, "rho": 0.0}, True,
                        "Margin loss, beta 0.6 per class (learned at 50 x the rate: 5e-4), alpha 0.2."),
         "margin": ("margin", {**margin, "beta": 1.2, "rho": 0.0}, True,
@@ -201,7 +206,7 @@ def _roth_config(name, dataset, loss, params, normalize, sampler=None):
                    {"decay_epochs": [], "factor": 0.3},
                    _training(ROTH_EPOCHS[dataset], ROTH_STEPS[dataset], 5, SOP_KS if dataset == "sop" else KS,
                              ["fc", "pool"], "fc"),
-                   _analysis(["recall", "rho", "pi"], ["fc"], every=5))
+                   _analysis(["recall", "map@r", "rho", "pi"], ["fc"], every=5))
 
 
 ROTH_SAMPLERS = {
@@ -217,6 +222,41 @@ ROTH_SAMPLERS = {
     "frd": ({"name": "frd", "samples_per_class": 2},
             "FRD: of 10 SPC-2 candidates from an SPC pool of 1024, the lowest Frechet distance."),
 }
+
+
+# The seven losses of the sampler study (tfdml's reading of Tables 7-9; their Table 2 configs).
+ROTH_SAMPLER_LOSSES = ("margin", "triplet_distance", "triplet_semihard", "contrastive", "ms", "npair", "proxynca")
+ROTH_SAMPLER_SWEEP_HEADER = (
+    "Roth et al. (ICML 2020), batch-sampling study (Tables 7-9) on {dataset}: a sweep file for sweep.py, not a "
+    "training config. Every loss config ({losses}: their Table 2 configs, roth_<loss>_{dataset}.yaml) x every "
+    "sampler: SPC-2, SPC-4, SPC-8 (class_random with 2, 4, 8 samples per class), SPC-R, GC, DDM, FRD (batch 112; "
+    "GC / DDM / FRD on a pool of 1024 memory-bank embeddings, 10 candidate batches) x 5 seeds:\n"
+    "python sweep.py --sweep configs/{name}.yaml --taps fc --metrics recall@1,nmi\n"
+    "The table reports each run's best epoch, as the paper (--select final for the last epoch). The list of "
+    "seven losses is tfdml's reading of Tables 7-9 and could not be checked against the paper offline; "
+    "add a loss with --config roth_<loss>_{dataset}.")
+ROTH_ARCHS = {
+    # key: (backbone, note); every other setting is the Table 2 margin run's (beta 1.2, distance-weighted).
+    "r50": ("resnet50", "ResNet50 (pretrainedmodels' resnet50), the Table 2 network."),
+    "ibn": ("bninception", "BN-Inception (Inception with BatchNorm, their code's bninception), global average "
+            "pooling of its last block; the 'bninception' backbone and its ImageNet weights come with tfdml's "
+            "pretrained-backbone registry (tfdml.models.backbone_names())."),
+}
+ROTH_ARCH_HEADER = (
+    "Roth et al., 'Revisiting Training Strategies and Generalization Performance in DML' (ICML 2020), "
+    "Table 1 / Fig. 2 architecture comparison on {dataset}.\n{arch_note}\n"
+    "Everything else as the Table 2 margin run (roth_margin_{dataset}.yaml): 128-d, 224 px, BatchNorm statistics "
+    "frozen (freeze_batchnorm: statistics), batch 112 = 56 random classes x 2 (SPC-2), Adam 1e-5 with coupled "
+    "weight decay 4e-4, no LR decay, {epochs} epochs of {steps} steps; margin loss (beta 1.2 per class, alpha 0.2, "
+    "distance-weighted sampling); augmentation 'roth', test 'roth_test'. Only the backbone differs between "
+    "roth_arch_r50_* and roth_arch_ibn_*.\n"
+    "Fig. 2 studies on this config (5 seeds each; sweep tables report each run's best epoch, as the paper):\n"
+    "embedding dimension: python sweep.py --config configs/{name}.yaml --grid "
+    "model.embedding_dim=32,64,128,256,512,1024,2048 --seeds 0,1,2,3,4 --taps fc --output runs/roth_fig2_dim\n"
+    "augmentation (Base / Red. / Adv.): python sweep.py --config configs/{name}.yaml --grid "
+    "augmentation.train=roth,roth_red,roth_adv --seeds 0,1,2,3,4 --taps fc --output runs/roth_fig2_aug "
+    "('roth_red' = 'Red.': shorter side to 256, random crop 224, flip as their code's 'red' augmentation);\n"
+    "frozen vs trained BatchNorm: --grid model.freeze_batchnorm=statistics,false.")
 
 
 def roth_configs():
@@ -236,6 +276,23 @@ def roth_configs():
                                     "before training and updated every step (tfdml.data.MemoryBank).")
         full = {"batch_size": 112, "pool_size": 1024, "candidates": 10, "ddm_cost": "paper", **sampler}
         yield name, header, _roth_config(name, "cub200", "margin", dict(params), True, full)
+    for dataset in DATASETS:
+        name = f"sweeps/roth_samplers_{dataset}"
+        header = ROTH_SAMPLER_SWEEP_HEADER.format(dataset=dataset, name=name, losses=", ".join(ROTH_SAMPLER_LOSSES))
+        samplers = {key: {"batch_size": 112, "pool_size": 1024, "candidates": 10, "ddm_cost": "paper", **sampler}
+                    for key, (sampler, _) in ROTH_SAMPLERS.items()}
+        yield name, header, {"config": [f"roth_{loss}_{dataset}" for loss in ROTH_SAMPLER_LOSSES],
+                             "grid": {"sampler": samplers}, "seeds": [0, 1, 2, 3, 4],
+                             "output": f"runs/roth_samplers_{dataset}"}
+    for dataset in DATASETS:
+        _, params, _, _ = _roth_losses(dataset)["margin"]
+        for key, (backbone, arch_note) in ROTH_ARCHS.items():
+            name = f"roth_arch_{key}_{dataset}"
+            header = ROTH_ARCH_HEADER.format(arch_note=arch_note, dataset=dataset, epochs=ROTH_EPOCHS[dataset],
+                                             steps=ROTH_STEPS[dataset], name=name)
+            config = _roth_config(name, dataset, "margin", dict(params), True)
+            config["model"]["backbone"] = backbone
+            yield name, header, config
 
 
 # ---------------------------------------------------------------------------------------------- Vo & Hays
@@ -358,6 +415,7 @@ def main(argv=None):
             print(problem)
         return 1 if problems else 0
     for name, text in generated().items():
+        os.makedirs(os.path.dirname(os.path.join(CONFIG_DIR, name)), exist_ok=True)
         with open(os.path.join(CONFIG_DIR, name), "w") as handle:
             handle.write(text)
     print(f"wrote {len(generated())} configs into {CONFIG_DIR}")

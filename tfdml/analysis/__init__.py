@@ -19,16 +19,19 @@ from tfdml.analysis.sharing import (
     plot_cross_class_neighbors,
     plot_head_curves,
     read_history,
+    reinitialized_head,
     write_sharing_report,
 )
 from tfdml.analysis.similarity_plots import nearest_same_and_different, same_vs_different
-from tfdml.analysis.spectrum import singular_value_spectrum
+from tfdml.analysis.correlation import metric_table, write_correlation_report
+from tfdml.analysis.spectrum import class_singular_value_spectra, singular_value_spectrum
 from tfdml.analysis.taps import TapRecallHistory, plot_tap_metrics, plot_tap_recalls, tap_embedder
 from tfdml.analysis.tsne import joint_tsne, yoked_tsne
 
 __all__ = [
     "ExpansionMonitor",
     "TapRecallHistory",
+    "class_singular_value_spectra",
     "cross_class_label_agreement",
     "cross_class_neighbors",
     "distance_heatmap",
@@ -38,6 +41,7 @@ __all__ = [
     "hard_negative_ratio",
     "joint_tsne",
     "line_plot",
+    "metric_table",
     "nearest_same_and_different",
     "occlusion_robustness",
     "plot_cross_class_neighbors",
@@ -46,11 +50,13 @@ __all__ = [
     "plot_tap_metrics",
     "plot_tap_recalls",
     "read_history",
+    "reinitialized_head",
     "same_vs_different",
     "singular_value_spectrum",
     "synthetic_query_recall",
     "synthetic_test_queries",
     "tap_embedder",
+    "write_correlation_report",
     "write_report",
     "write_training_curves",
     "write_sharing_report",

@@ -3,7 +3,8 @@
 - `head_recalls`: Recall@K of φ ("class"), φ* ("shared") and [φ; φ*]
   ("concat") side by side (Tables 4 / 9).
 - `generalization_gap`: Recall@1 on the training vs the test classes per head
-  (Table 5).
+  (Table 5); `reinitialized_head` gives Table 5's φ(𝒩), a head re-initialised
+  after training, as a further "head".
 - `plot_head_curves`: per-head loss and Recall@1 over training (Fig. 6), from
   the `model.fit` history / `log.csv` (`SharingObjective` logs "class_loss"
   and "shared_loss"; `RetrievalEvaluation(taps=[...])` and
@@ -85,6 +86,29 @@ def generalization_gap(train_embeddings, train_labels, test_embeddings, test_lab
     test = head_recalls(test_embeddings, test_labels, (1,), chunk_size)
     return {head: {"train_recall@1": train[head]["recall@1"], "test_recall@1": test[head]["recall@1"],
                    "gap": train[head]["recall@1"] - test[head]["recall@1"]} for head in test if head in train}
+
+
+def reinitialized_head(pooled, width, seed=0):
+    """φ(𝒩) of Milbich et al. Table 5: a head re-initialised after training — a fresh Dense(`width`)
+    (Glorot-uniform kernel, zero bias, the heads' initialisation) on the trained backbone's pooled
+    features, L2-normalised. Its Recall@K (`head_recalls`, `generalization_gap`) is the baseline a
+    trained head is compared with.
+
+    Args:
+        pooled: (N, F) pooled features ("pool" tap, e.g. from `head_embeddings(model, data, ["pool"])`).
+        width: the head's width D.
+        seed: seed of the initialisation.
+
+    Returns:
+        (float32 (N, D) embeddings, float32 (F, D) kernel).
+    """
+    pooled = np.asarray(pooled, np.float32)
+    if pooled.ndim != 2:
+        raise ValueError(f"pooled must be a (N, F) array, got shape {pooled.shape}.")
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}.")
+    kernel = np.asarray(keras.initializers.GlorotUniform(seed=seed)((pooled.shape[1], int(width))), np.float32)
+    return _normalize(pooled @ kernel), kernel
 
 
 def cross_class_neighbors(embeddings, labels, k=5, queries=None, chunk_size=1024):

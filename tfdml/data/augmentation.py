@@ -9,6 +9,10 @@ characters, digits and other classes that a mirror image changes: b ↔ d):
   S×S, horizontal flip.
 - "roth" (Roth et al., "base"): random resized crop to S×S (area [0.08, 1],
   aspect ratio [3/4, 4/3]), horizontal flip.
+- "roth_red" (Roth et al., Fig. 2 "Red."): resize the shorter side to
+  round(S·256/224) (aspect ratio kept), random crop S×S, horizontal flip.
+- "sharing" (Milbich et al., "Sharing Matters"): resize to R×R,
+  R = round(S·256/224) (256 for S = 224), random crop S×S, horizontal flip.
 - "roth_adv" (Roth et al., "adv"): random resized crop, random grayscale
   (p = 0.2), colour jitter (brightness, contrast, saturation factors in
   [0.8, 1.2], hue shift in [−0.2, 0.2] of the colour circle, in random order,
@@ -24,6 +28,8 @@ Test presets (deterministic):
 - "roth_test" (Roth et al.): resize the shorter side to round(S·256/224)
   (aspect ratio kept), centre crop S×S.
 - "xuan_test" (Xuan et al.): resize the shorter side to S, centre crop S×S.
+- "sharing_test": resize to R×R, R = round(S·256/224), centre crop S×S (the
+  deterministic counterpart of "sharing").
 - "none": resize to S×S.
 
 Randomness: `make_augmentation(...)(image, seed)` with a shape-(2,) integer seed
@@ -36,8 +42,8 @@ import numbers
 
 import tensorflow as tf
 
-_FLIPPING = ("ee", "roth", "roth_adv", "xuan", "pad_crop")
-_TEST = ("test", "roth_test", "xuan_test", "none")
+_FLIPPING = ("ee", "roth", "roth_adv", "roth_red", "sharing", "xuan", "pad_crop")
+_TEST = ("test", "roth_test", "xuan_test", "sharing_test", "none")
 AUGMENTATIONS = _FLIPPING + tuple(f"{name}_noflip" for name in _FLIPPING) + _TEST
 JITTER = 0.2  # Roth et al.'s ColorJitter strength (brightness, contrast, saturation, hue)
 GRAYSCALE_PROBABILITY = 0.2
@@ -169,6 +175,23 @@ def _roth_adv(image, size, seed):
     return _color_jitter(_random_resized_crop(image, size, seeds[0]), seeds[1])
 
 
+def _roth_side(size):
+    """Roth et al.'s and Milbich et al.'s resize side before a crop of S: 256 for S = 224."""
+    return int(round(size * 256 / 224))
+
+
+def _roth_red(image, size, seed):
+    return _random_crop(_resize_shorter_side(image, _roth_side(size)), size, seed)
+
+
+def _sharing(image, size, seed):
+    return _random_crop(_resize(image, _roth_side(size)), size, seed)
+
+
+def _sharing_test(image, size, seed):
+    return _center_crop(_resize(image, _roth_side(size)), size)
+
+
 def _xuan(image, size, seed):
     return _random_crop(_resize_shorter_side(image, int(round(1.1 * size))), size, seed)
 
@@ -184,7 +207,7 @@ def _test(image, size, seed):
 
 
 def _roth_test(image, size, seed):
-    return _center_crop(_resize_shorter_side(image, int(round(size * 256 / 224))), size)
+    return _center_crop(_resize_shorter_side(image, _roth_side(size)), size)
 
 
 def _xuan_test(image, size, seed):
@@ -195,5 +218,6 @@ def _none(image, size, seed):
     return _resize(image, size)
 
 
-_PRESETS = {"ee": _ee, "roth": _roth, "roth_adv": _roth_adv, "xuan": _xuan, "pad_crop": _pad_crop,
-            "test": _test, "roth_test": _roth_test, "xuan_test": _xuan_test, "none": _none}
+_PRESETS = {"ee": _ee, "roth": _roth, "roth_adv": _roth_adv, "roth_red": _roth_red, "sharing": _sharing,
+            "xuan": _xuan, "pad_crop": _pad_crop, "test": _test, "roth_test": _roth_test, "xuan_test": _xuan_test,
+            "sharing_test": _sharing_test, "none": _none}

@@ -19,6 +19,9 @@ Samplings (`sampling`, Table 8 of the paper):
   candidates y_k ∉ {y_i, y_j} with d_ij < d_ik < d_ij + margin, else the
   nearest y_k ∉ {y_i, y_j} (Schroff et al.'s rule with the third-class
   constraint).
+- "min_distance" (Table 8's "min d(a,p)", our reading of it): the negative k
+  as in "distance", then the positive j nearest to the anchor among
+  y_j ∉ {y_i, y_k} (instead of a distance-weighted draw).
 - "unconstrained": random triplets ignoring labels: j uniform among j ≠ i, k
   uniform among k ∉ {i, j}.
 A triplet is invalid (masked, contributes 0) when a candidate set is empty:
@@ -37,7 +40,7 @@ from tfdml.losses.mining import (MinedTriplets, _argmin_masked, _random_member, 
 from tfdml.losses.ops import make_seed_generator, masked_mean, normalize_if, pair_values
 from tfdml.losses.state import LossVariable
 
-SAMPLINGS = ("distance", "random", "semihard", "unconstrained")
+SAMPLINGS = ("distance", "min_distance", "random", "semihard", "unconstrained")
 FORMS = ("margin", "triplet", "npair")
 
 
@@ -116,15 +119,17 @@ def sample_shared_triplets(distances_, labels, sampling="distance", embedding_di
         semihard = _random_member(window, seed_generator)
         negative = tf.where(tf.reduce_any(window, axis=1), semihard, _argmin_masked(d, third))
     else:
-        if sampling == "distance":
+        if sampling in ("distance", "min_distance"):
             if embedding_dim is None:
-                raise ValueError("embedding_dim is required for sampling='distance'.")
+                raise ValueError(f"embedding_dim is required for sampling={sampling!r}.")
             negative = _draw(shared_negative_logits(d, labels, embedding_dim), seed_generator)
         else:
             negative = _random_member(others, seed_generator)
         third = third_class_mask(labels, negative)
         if sampling == "distance":
             positive = _draw(shared_positive_logits(d, labels, negative, embedding_dim), seed_generator)
+        elif sampling == "min_distance":
+            positive = _argmin_masked(d, third)
         else:
             positive = _random_member(third, seed_generator)
     valid = tf.logical_and(tf.reduce_any(others, axis=1), tf.reduce_any(third, axis=1))

@@ -43,19 +43,27 @@ class GradientReversal(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfdml")
 class DecorrelationRegressor(keras.layers.Layer):
-    """The regressor p of eq. 2: Dense(`units`) → ReLU → Dense(`output_dim`) → L2 normalisation.
+    """The regressor p of eq. 2: Dense(`units`) → ReLU → Dense(`output_dim`), then (by default) L2
+    normalisation.
+
+    The paper defines p only as a regressor from φ* to φ; its hidden width and
+    the final L2 normalisation are tfdml's choices. The normalisation bounds r:
+    p maximises r, and an unnormalised output can raise it without limit by
+    growing its scale (`normalize=False` gives the raw output).
 
     The output is float32 (float64 for a float64 layer), also under mixed precision.
 
     Args:
         output_dim: D, the width of the class embedding φ it predicts.
-        units: hidden width (paper: 512).
+        units: hidden width (tfdml's choice: 512).
+        normalize: L2-normalise the output (tfdml's choice, default True).
     """
 
-    def __init__(self, output_dim, units=512, **kwargs):
+    def __init__(self, output_dim, units=512, normalize=True, **kwargs):
         super().__init__(**kwargs)
         self.output_dim = check_int(output_dim, "output_dim", minimum=1)
         self.units = check_int(units, "units", minimum=1)
+        self.normalize = bool(normalize)
         self.hidden = keras.layers.Dense(self.units, activation="relu", name="hidden", dtype=self.dtype_policy)
         self.projection = keras.layers.Dense(self.output_dim, name="projection", dtype=self.dtype_policy)
 
@@ -66,13 +74,15 @@ class DecorrelationRegressor(keras.layers.Layer):
 
     def call(self, inputs):
         outputs = self.projection(self.hidden(inputs))
-        return distances.l2_normalize(tf.cast(outputs, tf.float64 if outputs.dtype == tf.float64 else tf.float32))
+        outputs = tf.cast(outputs, tf.float64 if outputs.dtype == tf.float64 else tf.float32)
+        return distances.l2_normalize(outputs) if self.normalize else outputs
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.output_dim)
 
     def get_config(self):
-        return {**super().get_config(), "output_dim": self.output_dim, "units": self.units}
+        return {**super().get_config(), "output_dim": self.output_dim, "units": self.units,
+                "normalize": self.normalize}
 
 
 def decorrelation(class_embeddings, predictions):

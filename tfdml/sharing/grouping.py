@@ -36,7 +36,7 @@ def standardize_per_class(features, labels, epsilon=1e-8):
     return standardized
 
 
-def cluster_groups(features, labels, num_groups=30, seed=0):
+def cluster_groups(features, labels, num_groups=30, seed=0, standardize=True):
     """Group ids of the grouping variant: k-means (scikit-learn) on per-class standardised features.
 
     Args:
@@ -44,6 +44,8 @@ def cluster_groups(features, labels, num_groups=30, seed=0):
         labels: (N,) class labels.
         num_groups: L.
         seed: k-means seed.
+        standardize: standardise per class first (the paper's T^G); False clusters the raw
+            features (Table 8's "T^G − std" ablation).
 
     Returns:
         (N,) int32 group ids in [0, L).
@@ -51,7 +53,7 @@ def cluster_groups(features, labels, num_groups=30, seed=0):
     from sklearn.cluster import KMeans
 
     check_int(num_groups, "num_groups", minimum=2)
-    standardized = standardize_per_class(features, labels)
+    standardized = standardize_per_class(features, labels) if standardize else np.asarray(features, np.float64)
     if not np.isfinite(standardized).all():
         raise ValueError("features contain NaN or inf; cannot cluster them into groups.")
     if num_groups > len(standardized):
@@ -103,21 +105,25 @@ class RegroupingCallback(keras.callbacks.Callback):
         num_groups: L (paper: 30).
         every: re-cluster every this many epochs (public code: 4).
         seed: k-means seed (incremented at every re-clustering).
+        standardize: per-class standardisation before k-means (False: Table 8's
+            "T^G − std").
     """
 
-    def __init__(self, dataset, assignment, num_groups=30, every=4, seed=0):
+    def __init__(self, dataset, assignment, num_groups=30, every=4, seed=0, standardize=True):
         super().__init__()
         self.dataset = dataset
         self.assignment = assignment
         self.num_groups = check_int(num_groups, "num_groups", minimum=2)
         self.every = check_int(every, "every", minimum=1)
         self.seed = int(seed)
+        self.standardize = bool(standardize)
         self._just_grouped = False
 
     def regroup(self):
         """Clusters now with the model's current features; returns the group ids."""
         features, labels = pool_features(self.model, self.dataset)
-        groups = cluster_groups(features, labels, self.num_groups, self.seed + self.assignment.updates)
+        groups = cluster_groups(features, labels, self.num_groups, self.seed + self.assignment.updates,
+                                self.standardize)
         self.assignment.update(groups)
         return groups
 

@@ -2,7 +2,7 @@
 import keras
 import tensorflow as tf
 
-from tfdml.checks import check_number
+from tfdml.checks import check_choice, check_number
 from tfdml.losses import distributed
 from tfdml.losses.base import MetricLoss, validate_inputs
 from tfdml.losses.margin import MarginLoss
@@ -11,6 +11,10 @@ from tfdml.sharing.decorrelation import DecorrelationRegressor, decorrelation, r
 
 #: Keys of the logs of one iteration (`train_iteration`, `train_step`, `test_step`).
 LOG_KEYS = ("loss", "class_loss", "shared_loss", "class_decorrelation", "shared_decorrelation")
+#: "sharing": eq. 3 and Algorithm 1. Table 7's ablations, both without the decorrelation r: "shared_only"
+#: trains φ* on T* alone (one update per iteration, on B*); "both" trains one embedding, the class head φ,
+#: on both tasks alternately (L(T; φ) on B, then L(T*; φ) on B*).
+MODES = ("sharing", "shared_only", "both")
 
 
 def _deserialize_loss(loss, default):
@@ -95,19 +99,27 @@ class SharingObjective(keras.layers.Layer):
             learnable, distance-weighted sampling).
         shared_loss: loss on φ* (default `SharedTripletLoss()`: margin form
             with its own β*, distance-weighted T*).
-        gamma: γ ≥ 0, weight of the decorrelation (paper: 500; 500–2000).
-        regressor_units: hidden width of p (paper: 512).
+        gamma: γ ≥ 0, weight of the decorrelation (the paper's range over
+            datasets: 500–2000).
+        regressor_units: hidden width of p (tfdml's choice: 512; the paper
+            does not give it).
+        regressor_normalize: L2-normalise p's output (tfdml's choice, default
+            True; False is eq. 2 with p's raw output).
         class_head, shared_head: head names of φ and φ* in the model.
+        mode: one of `MODES` ("sharing" by default; the others are Table 7's
+            ablations and ignore `gamma`).
     """
 
-    def __init__(self, class_loss=None, shared_loss=None, gamma=500.0, regressor_units=512, class_head="class",
-                 shared_head="shared", **kwargs):
+    def __init__(self, class_loss=None, shared_loss=None, gamma=500.0, regressor_units=512, regressor_normalize=True,
+                 class_head="class", shared_head="shared", mode="sharing", **kwargs):
         super().__init__(**kwargs)
         self.class_loss = _deserialize_loss(class_loss, MarginLoss)
         self.shared_loss = _deserialize_loss(shared_loss, SharedTripletLoss)
         self.gamma = check_number(gamma, "gamma", 0.0)
         self.regressor_units = int(regressor_units)
+        self.regressor_normalize = bool(regressor_normalize)
         self.class_head, self.shared_head = str(class_head), str(shared_head)
+        self.mode = check_choice(mode, "mode", MODES)
         self.regressor = None
         self.class_loss_state = self.class_loss.state_layer
         self.shared_loss_state = self.shared_loss.state_layer
@@ -140,8 +152,8 @@ class SharingObjective(keras.layers.Layer):
     def build_for(self, dim, shared_dim):
         """Builds p (`shared_dim` → `dim`) and the losses' state (idempotent; `attach` calls it)."""
         if self.regressor is None:
-            self.regressor = DecorrelationRegressor(dim, self.regressor_units, name="regressor",
-                                                    dtype=self.dtype_policy)
+            self.regressor = DecorrelationRegressor(dim, self.regressor_units, self.regressor_normalize,
+                                                    name="regressor", dtype=self.dtype_policy)
             self.regressor.build((None, shared_dim))
         elif self.regressor.output_dim != dim:
             raise ValueError(f"This SharingObjective was built for D = {self.regressor.output_dim}, the model's "
@@ -178,15 +190,25 @@ class SharingObjective(keras.layers.Layer):
         ranking = _ranking_loss(loss, labels, class_embeddings if head == self.class_head else shared_embeddings)
         return ranking, self.decorrelation(class_embeddings, shared_embeddings)
 
+    @property
+    def updates_per_iteration(self):
+        """Optimizer updates per iteration: 2 (1 for "shared_only")."""
+        return 1 if self.mode == "shared_only" else 2
+
     def _step_terms(self, model, images, labels, head, training):
         outputs = model(images, training=training)
-        return self.terms(labels, outputs[self.class_head], outputs[self.shared_head], head)
+        if self.mode == "sharing":
+            return self.terms(labels, outputs[self.class_head], outputs[self.shared_head], head)
+        loss = self.class_loss if head == self.class_head else self.shared_loss
+        embedding = outputs[self.shared_head if self.mode == "shared_only" else self.class_head]
+        ranking = _ranking_loss(loss, labels, embedding)
+        return ranking, tf.zeros([], ranking.dtype)  # the ablations have no decorrelation
 
     def _update(self, model, optimizer, images, labels, head):
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
             ranking, r = self._step_terms(model, images, labels, head, training=True)
-            objective = ranking - self.gamma * tf.cast(r, ranking.dtype)
+            objective = ranking - self.gamma * tf.cast(r, ranking.dtype) if self.mode == "sharing" else ranking
             scaled = optimizer.scale_loss(objective) if hasattr(optimizer, "scale_loss") else objective
         gradients = tape.gradient(scaled, variables)
         optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
@@ -216,6 +238,10 @@ class SharingObjective(keras.layers.Layer):
                 raise ValueError("Build the optimizer under the strategy scope before the first iteration: "
                                  "optimizer.build(model.trainable_variables).")
             optimizer.build(model.trainable_variables)
+        if self.mode == "shared_only":
+            shared_loss, shared_r, total = self._update(model, optimizer, *shared_batch, head=self.shared_head)
+            zero = tf.zeros_like(shared_loss)
+            return self._logs(total, zero, shared_loss, zero, shared_r)
         class_loss, class_r, first = self._update(model, optimizer, *batch, head=self.class_head)
         shared_loss, shared_r, second = self._update(model, optimizer, *shared_batch, head=self.shared_head)
         return self._logs(first + second, class_loss, shared_loss, class_r, shared_r)
@@ -224,8 +250,11 @@ class SharingObjective(keras.layers.Layer):
         """The terms of one iteration without updates (inference mode), as `train_iteration` logs them."""
         class_loss, class_r = self._step_terms(model, *batch, head=self.class_head, training=False)
         shared_loss, shared_r = self._step_terms(model, *shared_batch, head=self.shared_head, training=False)
-        total = class_loss + shared_loss - self.gamma * (tf.cast(class_r, class_loss.dtype)
-                                                        + tf.cast(shared_r, class_loss.dtype))
+        if self.mode == "shared_only":
+            class_loss, class_r = tf.zeros_like(class_loss), tf.zeros_like(class_r)
+        gamma = self.gamma if self.mode == "sharing" else 0.0
+        total = class_loss + shared_loss - gamma * (tf.cast(class_r, class_loss.dtype)
+                                                    + tf.cast(shared_r, class_loss.dtype))
         return self._logs(total, class_loss, shared_loss, class_r, shared_r)
 
     @staticmethod
@@ -255,7 +284,8 @@ class SharingObjective(keras.layers.Layer):
                 "class_loss": keras.saving.serialize_keras_object(self.class_loss),
                 "shared_loss": keras.saving.serialize_keras_object(self.shared_loss),
                 "gamma": self.gamma, "regressor_units": self.regressor_units,
-                "class_head": self.class_head, "shared_head": self.shared_head}
+                "regressor_normalize": self.regressor_normalize,
+                "class_head": self.class_head, "shared_head": self.shared_head, "mode": self.mode}
 
 
 def _unpack(data):

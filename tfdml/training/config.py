@@ -95,13 +95,19 @@ DEFAULT_CONFIG = {
 #   "ee_synthetic_negative_ratio". Uses the `expansion` section (its defaults when it is null).
 
 # Sharing Matters (tfdml.sharing): the `sharing` section, null (off) by default. `groups` 0 trains φ* on shared
-# triplets T*; L > 0 on k-means group ids (grouping variant T^G), re-clustered every `regroup_every` epochs.
+# triplets T*; L > 0 on k-means group ids (grouping variant T^G), re-clustered every `regroup_every` epochs, of
+# per-class standardised features (`standardize_groups` false: Table 8's "T^G − std"). `mode`: "sharing" (eq. 3),
+# Table 7's "shared_only" (φ* on T* alone) or "both" (one embedding, φ, trained on both tasks alternately).
+# `regressor_units` (512) and `regressor_normalize` (L2 on p(φ*)) are tfdml's choices, not the paper's.
 SHARING_DEFAULTS = {
     "gamma": 500.0,
     "regressor_units": 512,
+    "regressor_normalize": True,
     "shared_loss": {"name": "shared_triplet", "params": {}},
     "groups": 0,
     "regroup_every": 4,
+    "standardize_groups": True,
+    "mode": "sharing",
 }
 
 # Keys that take true, false or "auto".
@@ -352,6 +358,9 @@ def _validate_sharing(config):
     for key, minimum in (("regressor_units", 1), ("groups", 0), ("regroup_every", 1)):
         if sharing[key] < minimum:
             raise ValueError(f"Config key 'sharing.{key}' must be >= {minimum}, got {sharing[key]}.")
+    if sharing["mode"] not in ("sharing", "shared_only", "both"):
+        raise ValueError(f"Config key 'sharing.mode' must be 'sharing', 'shared_only' or 'both', got "
+                         f"{sharing['mode']!r}.")
     if sharing["groups"] == 1:
         raise ValueError("Config key 'sharing.groups' must be 0 (shared triplets) or >= 2 (grouping variant).")
     if config["sampler"]["name"] in EMBEDDED_SAMPLERS:

@@ -10,7 +10,9 @@ epoch end: a killed run, restarted with the same command, resumes from the
 latest one with the same batches; `best.json` there records the best score),
 `best.keras` (best validation Recall@1 of the first tap, never replaced by a
 worse epoch, also across resumes), `final.keras`, `metrics.json` (final test
-metrics per tap), `saved_model/` (serving export of `training.export_tap`)
+metrics per tap, and under "best_epoch" the test metrics of the epoch with the
+best validation Recall@1 of the first tap, read from log.csv: the epoch most
+papers report; see `best_epoch_metrics`), `saved_model/` (serving export of `training.export_tap`)
 and, while the run lives, `.lock` (see `tfdml.training.run_directory`). A
 `backup/` directory left by an interrupted run of an older tfdml
 (`keras.callbacks.BackupAndRestore`) is migrated into `checkpoints/`.
@@ -279,6 +281,47 @@ def results_table(results, ks, untrained=None):
     return format_table(rows, ks)
 
 
+#: Key of `metrics.json` holding the best epoch's metrics beside the final ones (one entry per tap).
+BEST_EPOCH = "best_epoch"
+
+
+def best_epoch_metrics(log_path, monitor, taps):
+    """The evaluated metrics of the epoch of log.csv with the highest `monitor` (the first such epoch).
+
+    Args:
+        log_path: the run's log.csv.
+        monitor: the column selecting the epoch, e.g. "val_fc_recall@1" (`monitored_metric`).
+        taps: the taps whose "val_{tap}_{metric}" columns are returned.
+
+    Returns:
+        {"epoch": log.csv's (0-based) epoch, "monitor": monitor, "metrics": {tap: {metric: value}}}, or None
+        when no epoch has a `monitor` value (no evaluation happened).
+    """
+    import csv
+    import math
+
+    if not os.path.exists(log_path):
+        return None
+    with open(log_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    best, best_value = None, -math.inf
+    for row in rows:
+        text = row.get(monitor)
+        value = float(text) if text not in (None, "") else math.nan
+        if not math.isnan(value) and value > best_value:
+            best, best_value = row, value
+    if best is None:
+        return None
+    per_tap = monitor != "val_recall@1"  # "val_{tap}_{metric}" columns; else one tap, "val_{metric}"
+    metrics = {}
+    for tap in taps:
+        prefix = f"val_{tap}_" if per_tap else "val_"
+        metrics[tap] = {key[len(prefix):]: float(value) for key, value in best.items()
+                        if key.startswith(prefix) and value not in (None, "")
+                        and (per_tap or "_" not in key[len(prefix):])}
+    return {"epoch": int(best["epoch"]), "monitor": monitor, "metrics": metrics}
+
+
 def finish(config, model, test_data, untrained=None):
     """The chief's last steps: `final.keras`, test metrics (printed beside the `untrained` baseline when
     given, and written to `metrics.json`), SavedModel."""
@@ -286,8 +329,9 @@ def finish(config, model, test_data, untrained=None):
     model.save(os.path.join(run_dir, "final.keras"))
     results = evaluate_taps(model, test_data, report_taps(model, config), training["ks"])
     print(results_table(results, training["ks"], untrained))
+    best = best_epoch_metrics(os.path.join(run_dir, "log.csv"), monitored_metric(config), list(results))
     with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
+        json.dump({**results, BEST_EPOCH: best}, handle, indent=2)
     export(model, os.path.join(run_dir, "saved_model"), tap=training["export_tap"])
     print(f"run directory: {run_dir}")
     return results

@@ -63,14 +63,15 @@ def sharing_training(config, class_loss, train_split):
         train_split: the training `tfdml.data.Split`.
 
     Returns:
-        `SharingTraining(objective, train_data, callbacks, updates_per_step=2)`; `train_data` is a
+        `SharingTraining(objective, train_data, callbacks, updates_per_step)` (2; 1 in mode "shared_only"); `train_data` is a
         `TrainingLoop.fit` input function of (B, B*) pairs.
     """
     sharing, sampler, data = config["sharing"], config["sampler"], config["dataset"]
     groups = sharing["groups"]
     shared_loss = build_shared_loss(sharing["shared_loss"], groups or train_split.num_classes)
     objective = SharingObjective(class_loss, shared_loss, gamma=sharing["gamma"],
-                                 regressor_units=sharing["regressor_units"])
+                                 regressor_units=sharing["regressor_units"],
+                                 regressor_normalize=sharing["regressor_normalize"], mode=sharing["mode"])
     assignment = GroupAssignment(len(train_split.labels)) if groups else None
     train_data = paired_train_input(
         train_split, batch_size=sampler["batch_size"], sampler=sampler["name"],
@@ -80,8 +81,9 @@ def sharing_training(config, class_loss, train_split):
     if groups:
         ordered = eval_pipeline(train_split, config["training"]["eval_batch_size"], data["image_size"],
                                            config["augmentation"]["test"])
-        callbacks.append(RegroupingCallback(ordered, assignment, groups, sharing["regroup_every"], config["seed"]))
-    return SharingTraining(objective, train_data, callbacks, 2)
+        callbacks.append(RegroupingCallback(ordered, assignment, groups, sharing["regroup_every"], config["seed"],
+                                            sharing["standardize_groups"]))
+    return SharingTraining(objective, train_data, callbacks, objective.updates_per_iteration)
 
 
 class SharingTrainingLoop(TrainingLoop):

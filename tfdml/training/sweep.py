@@ -14,11 +14,20 @@ a sweep. All configs are validated before the first run (errors name the key).
 
 Outputs in `<output>`: `summary.csv` / `summary.md` (one row per config and grid
 point: the number of seeds and, per tap and metric of `metrics.json`, mean ± sample
-standard deviation (ddof = 1) over the seeds, in %), `runs.csv` (every run's
+standard deviation (ddof = 1) over the seeds, in %; by default the metrics of each
+run's best epoch, as the papers report them (Roth et al.: the best validation
+Recall@1), or with `--select final` those after the last epoch), `runs.csv` (every run's
 values) and with `--plot-x KEY` `<metric>_vs_<KEY>.png`: the mean (± std bars)
 against the values of that grid key, one line per config and value of the other
 grid keys (EE Figs. 4–5: Recall@1 against n with and without L2 on synthetic
 points).
+
+A sweep file (`--sweep FILE`, `load_sweep`) holds a whole sweep: `config` (a list of
+config files or shipped config names), `grid` ({key: list of values, or {label:
+value} whose labels name the run directories and table rows}), and optionally
+`seeds`, `set` and `output`; command-line options add to it (`--config`, `--grid`,
+`--set`) or replace it (`--seeds`, `--output`). Roth et al.'s sampler study
+(Tables 7–9): `configs/sweeps/roth_samplers_{dataset}.yaml`.
 """
 import csv
 import itertools
@@ -46,12 +55,56 @@ def _label(value):
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
 
 
+SWEEP_KEYS = ("config", "grid", "seeds", "set", "output")
+
+
+def load_sweep(path):
+    """A sweep file as {"config": [...], "grid": [(key, values)], "seeds": list or None, "set": [...],
+    "output": str or None}; `grid` values are lists or {label: value} mappings (see the module docstring).
+
+    Raises:
+        ValueError: unknown keys or values of the wrong type, naming the key and the file.
+    """
+    with open(path) as handle:
+        data = load_yaml(handle.read())
+    if not isinstance(data, dict):
+        raise ValueError(f"Sweep file {path!r} must be a mapping with keys {list(SWEEP_KEYS)}.")
+    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown key(s) {unknown} in sweep file {path!r}; valid keys: {list(SWEEP_KEYS)}.")
+    configs = data.get("config") or []
+    if isinstance(configs, str):
+        configs = [configs]
+    grid = data.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise ValueError(f"Sweep file {path!r}: 'grid' must map config keys to lists or {{label: value}} mappings.")
+    for key, values in grid.items():
+        if not isinstance(values, (list, dict)) or not values:
+            raise ValueError(f"Sweep file {path!r}: grid key {key!r} needs a non-empty list or mapping of values.")
+    seeds = data.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(v, int) for v in seeds)):
+        raise ValueError(f"Sweep file {path!r}: 'seeds' must be a list of ints, got {seeds!r}.")
+    overrides = data.get("set") or []
+    if not isinstance(overrides, list):
+        raise ValueError(f"Sweep file {path!r}: 'set' must be a list of 'key=value' strings.")
+    return {"config": list(configs), "grid": list(grid.items()), "seeds": seeds, "set": list(overrides),
+            "output": data.get("output")}
+
+
+def _grid_values(values):
+    """[(label, value)] of one grid key: a list (labels from the values) or a {label: value} mapping."""
+    if isinstance(values, dict):
+        return [(str(label), value) for label, value in values.items()]
+    return [(value, value) for value in values]
+
+
 def plan_runs(configs, grid=(), seeds=None, output="runs/sweep", overrides=()):
     """Every run of a sweep, validated.
 
     Args:
         configs: YAML config paths.
-        grid: list of (dotted key, [values]).
+        grid: list of (dotted key, [values] or {label: value}); a labelled value
+            appears as its label in the run directory, `point` and the tables.
         seeds: list of seeds, or None for each config's own seed.
         output: sweep directory.
         overrides: "key=value" strings applied to every run.
@@ -68,11 +121,12 @@ def plan_runs(configs, grid=(), seeds=None, output="runs/sweep", overrides=()):
         raise ValueError(f"--config names must differ (they name the run directories): {names}.")
     runs = []
     for path, name in zip(configs, names):
-        for values in itertools.product(*(values for _, values in grid)):
-            point = dict(zip(keys, values))
+        for labelled in itertools.product(*(_grid_values(values) for _, values in grid)):
+            point = dict(zip(keys, (label for label, _ in labelled)))
+            values = [value for _, value in labelled]
             for seed in (seeds if seeds is not None else [None]):
                 point_dir = ",".join(f"{key}={_label(value)}" for key, value in point.items()) or "base"
-                run_overrides = list(overrides) + [f"{key}={json.dumps(value)}" for key, value in point.items()]
+                run_overrides = list(overrides) + [f"{key}={json.dumps(value)}" for key, value in zip(keys, values)]
                 if seed is not None:
                     run_overrides.append(f"seed={seed}")
                 resolved = load_config(path, run_overrides)
@@ -99,8 +153,33 @@ def execute(runs, train=None, verbose=2):
         train(planned["resolved"], verbose=verbose)
 
 
-def collect(runs):
-    """Each run's `metrics.json` as {"config", "point", "seed", "values": {"tap/metric": value}}."""
+#: Which metrics of a run `collect` reads: the best epoch's (`metrics.json`'s "best_epoch") or the final ones.
+SELECTIONS = ("best", "final")
+
+
+def run_metrics(metrics, select="best", where="run"):
+    """{tap: {metric: value}} of one `metrics.json` dict: `select` "best" (the best epoch's) or "final".
+
+    Raises:
+        ValueError: unknown `select`, or "best" for a run without a best epoch (no evaluation during
+            training, or a run of an older tfdml): use select="final".
+    """
+    from tfdml.checks import check_choice
+    from tfdml.training.runner import BEST_EPOCH
+
+    check_choice(select, "select", SELECTIONS)
+    best = metrics.get(BEST_EPOCH)
+    if select == "final":
+        return {tap: result for tap, result in metrics.items() if tap != BEST_EPOCH}
+    if not best:
+        raise ValueError(f"{where}: metrics.json has no best-epoch metrics (no evaluation during training or an "
+                         "older run); select the final metrics instead (--select final).")
+    return best["metrics"]
+
+
+def collect(runs, select="best"):
+    """Each run's `metrics.json` as {"config", "point", "seed", "values": {"tap/metric": value}}: the best
+    epoch's metrics (`select="best"`, default, as the papers report) or the final ones ("final")."""
     rows = []
     for planned in runs:
         path = os.path.join(planned["run_dir"], "metrics.json")
@@ -108,6 +187,7 @@ def collect(runs):
             raise FileNotFoundError(f"No metrics.json in {planned['run_dir']}: the run has not finished.")
         with open(path) as handle:
             metrics = json.load(handle)
+        metrics = run_metrics(metrics, select, planned["run_dir"])
         values = {f"{tap}/{key}": float(value) for tap, result in metrics.items() for key, value in result.items()}
         rows.append({"config": planned["config"], "point": planned["point"], "seed": planned["seed"],
                      "values": values})
