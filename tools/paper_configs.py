@@ -237,10 +237,11 @@ ROTH_SAMPLER_SWEEP_HEADER = (
     "add a loss with --config roth_<loss>_{dataset}.")
 ROTH_ARCHS = {
     # key: (backbone, note); every other setting is the Table 2 margin run's (beta 1.2, distance-weighted).
-    "r50": ("resnet50", "ResNet50 (pretrainedmodels' resnet50), the Table 2 network."),
-    "ibn": ("bninception", "BN-Inception (Inception with BatchNorm, their code's bninception), global average "
-            "pooling of its last block; the 'bninception' backbone and its ImageNet weights come with tfdml's "
-            "pretrained-backbone registry (tfdml.models.backbone_names())."),
+    "r50": ("resnet50", "ResNet50 (ImageNet: pretrainedmodels' resnet50 = torchvision's resnet50-19c8e357.pth), the "
+            "Table 2 network."),
+    "ibn": ("bninception", "BN-Inception (Inception with BatchNorm, their code's pretrainedmodels bninception; "
+            "ImageNet: bn_inception-52deb4733.pth, BGR input minus (104, 117, 128)), global average pooling of "
+            "its last block."),
 }
 ROTH_ARCH_HEADER = (
     "Roth et al., 'Revisiting Training Strategies and Generalization Performance in DML' (ICML 2020), "
