@@ -39,6 +39,7 @@ import tensorflow as tf
 _FLIPPING = ("ee", "roth", "roth_adv", "xuan", "pad_crop")
 _TEST = ("test", "roth_test", "xuan_test", "none")
 AUGMENTATIONS = _FLIPPING + tuple(f"{name}_noflip" for name in _FLIPPING) + _TEST
+"""Names accepted by `make_augmentation` and the pipelines' `augmentation=`: training augmentations (`ee`, `roth`, `roth_adv`, `xuan`, `pad_crop`), their `<name>_noflip` variants and the test-time ones (`test`, `roth_test`, `xuan_test`, `none`)."""
 JITTER = 0.2  # Roth et al.'s ColorJitter strength (brightness, contrast, saturation, hue)
 GRAYSCALE_PROBABILITY = 0.2
 

@@ -11,6 +11,7 @@ from tfdml.metrics.structure import class_separation, spectral_decay
 from tfdml.metrics.validation import check_embeddings_and_labels
 
 METRIC_NAMES = ("recall", "nmi", "f1", "map@r", "r_precision", "map@1000", "map_c", "rho", "pi")
+"""Metric names accepted by `evaluate_embeddings(metrics=)`."""
 
 
 def _check_metric_names(metrics):

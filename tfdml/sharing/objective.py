@@ -11,6 +11,7 @@ from tfdml.sharing.decorrelation import DecorrelationRegressor, decorrelation, r
 
 #: Keys of the logs of one iteration (`train_iteration`, `train_step`, `test_step`).
 LOG_KEYS = ("loss", "class_loss", "shared_loss", "class_decorrelation", "shared_decorrelation")
+"""Keys of the logs of one iteration (`train_iteration`, `train_step`, `test_step`)."""
 
 
 def _deserialize_loss(loss, default):
