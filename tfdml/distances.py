@@ -7,6 +7,7 @@ for synthetic points without touching the embedding dimension again
 (`from_gram`).
 
 Metrics:
+
 - `euclidean`: ‖x − y‖ with a numerically safe square root (zero distance has a
   zero, finite gradient).
 - `squared_euclidean`: ‖x − y‖².

@@ -3,6 +3,7 @@
 Definitions (query q, ranked references r_1, r_2, … nearest first by exact
 Euclidean distance, q itself excluded when queries = references; rel_i = 1 if
 r_i has q's label; R_q = number of references with q's label):
+
 - Recall@K (EE paper; Roth et al. A.3 eq. 26): 1 if any of r_1..r_K is relevant,
   averaged over queries — i.e. 1 if the nearest relevant reference has rank < K.
 - R-Precision (Musgrave et al. 2020): (1/R_q) Σ_{i ≤ R_q} rel_i.
