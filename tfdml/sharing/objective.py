@@ -98,7 +98,8 @@ class SharingObjective(keras.layers.Layer):
             with its own β*, distance-weighted T*).
         gamma: γ ≥ 0, weight of the decorrelation (paper: 500; 500–2000).
         regressor_units: hidden width of p (paper: 512).
-        class_head, shared_head: head names of φ and φ* in the model.
+        class_head: head name of φ in the model.
+        shared_head: head name of φ* in the model.
     """
 
     def __init__(self, class_loss=None, shared_loss=None, gamma=500.0, regressor_units=512, class_head="class",
@@ -167,7 +168,8 @@ class SharingObjective(keras.layers.Layer):
 
         Args:
             labels: (B,) labels of the batch.
-            class_embeddings, shared_embeddings: (B, D) φ and (B, D*) φ*.
+            class_embeddings: (B, D) φ.
+            shared_embeddings: (B, D*) φ*.
             head: `class_head` (step 1: L(T; φ)) or `shared_head` (step 2:
                 L(T*; φ*)).
 
