@@ -222,7 +222,8 @@ def notebook_markdown(path):
     for cell in notebook.get("cells", []):
         source = _text(cell.get("source", ""))
         if cell.get("cell_type") == "markdown":
-            out.append(source.strip("\n"))
+            # The page has its own title: the notebook's headings move one level down.
+            out.append(re.sub(r"^#", "##", source.strip("\n"), flags=re.M))
         elif cell.get("cell_type") == "code":
             if source.strip():
                 out.append(_fence(source, language))
