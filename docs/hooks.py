@@ -195,7 +195,7 @@ def configs_markdown(config_dir=os.path.join(ROOT, "configs")):
         out.append("")
         for name, _, header in entries:
             if header:
-                out += [f'??? note "`{name}`: protocol and differences from the paper\'s code"',
+                out += [f'??? note "`{name}`: the config\'s header (protocol, differences from the paper\'s code)"',
                         "    " + html.escape(header, quote=False), ""]
     return "\n".join(out)
 
