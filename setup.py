@@ -8,13 +8,17 @@ as package data `tfdml/configs/*.yaml` (one source: `package_dir` maps
 (faiss-cpu search backend), `safetensors` (reading `.safetensors` checkpoints), `hub` (KerasHub
 backbones: ViT, DINOv2, CLIP / SigLIP image towers), `test` (pytest, the datasets, safetensors and hub
 extras, and torch / torchvision / pretrainedmodels: the reference networks the
-tests compare the backbones with).
+tests compare the backbones with), `docs` (MkDocs, Material and mkdocstrings: `mkdocs build`
+builds the documentation site; in the test extra too).
 """
 from setuptools import find_packages, setup
 
 DATASETS = ["tensorflow-datasets>=4.9"]
 SAFETENSORS = ["safetensors>=0.4"]
 HUB = ["keras-hub>=0.32"]
+# The documentation site (mkdocs.yml): MkDocs, the Material theme, mkdocstrings for the API reference; the
+# formulas are drawn by matplotlib's mathtext when the site is built (no MathJax, no network).
+DOCS = ["mkdocs>=1.6", "mkdocs-material>=9", "mkdocstrings[python]>=0.24"]
 # The published PyTorch definitions the tests compare the backbones with (users never need torch): the CPU
 # wheel of torch and the torchvision release built for it; pretrainedmodels for BN-Inception / ResNet-50.
 REFERENCE_NETWORKS = ["torch==2.13.0", "torchvision==0.28.0", "pretrainedmodels==0.7.4"]
@@ -40,7 +44,8 @@ setup(
         "PyYAML",
     ],
     extras_require={"datasets": DATASETS, "safetensors": SAFETENSORS, "faiss": ["faiss-cpu"], "hub": HUB,
-                    "test": ["pytest"] + DATASETS + SAFETENSORS + HUB + REFERENCE_NETWORKS},
+                    "docs": DOCS,
+                    "test": ["pytest"] + DATASETS + SAFETENSORS + HUB + REFERENCE_NETWORKS + DOCS},
     entry_points={
         "console_scripts": [
             "tfdml-train=tfdml.cli.train:cli",

@@ -7,6 +7,7 @@ for synthetic points without touching the embedding dimension again
 (`from_gram`).
 
 Metrics:
+
 - `euclidean`: ‖x − y‖ with a numerically safe square root (zero distance has a
   zero, finite gradient).
 - `squared_euclidean`: ‖x − y‖².
@@ -19,8 +20,11 @@ import tensorflow as tf
 from tfdml.checks import check_choice
 
 DISTANCES = ("euclidean", "squared_euclidean", "cosine_distance")
+"""Names of the distance metrics (smaller is closer): Euclidean, squared Euclidean and cosine distance $1 - \\cos$."""
 SIMILARITIES = ("cosine", "dot")
+"""Names of the similarity metrics (larger is closer): cosine similarity and the dot product."""
 METRICS = DISTANCES + SIMILARITIES
+"""Every metric name accepted by `metric=` arguments: `DISTANCES + SIMILARITIES`."""
 
 # Squared distances below this are treated as exactly zero by `safe_sqrt`.
 _SQRT_FLOOR = 1e-12

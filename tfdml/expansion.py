@@ -31,9 +31,12 @@ from tfdml import distances
 from tfdml.checks import check_choice, check_int, check_number
 
 PAIR_MODES = ("consecutive", "all")
+"""Values of `EmbeddingExpansion(pairs=)`: `"consecutive"` (samples 1&2, 3&4, … of each class, the official EE code) or `"all"` positive pairs."""
 POOLING_MODES = ("class", "anchor")
+"""Values of `EmbeddingExpansion(pooling=)`: hardest pair over two whole classes (`"class"`, Ko & Gu eqs. 11–15) or per anchor group (`"anchor"`, the official code)."""
 #: (B + S)×(B + S) matrices counted by the memory estimate (Gram matrix, metric, pooling copies).
 ESTIMATED_MATRICES = 4
+"""Number of (B + S)×(B + S) matrices counted by the memory estimate (Gram matrix, metric, pooling copies)."""
 
 
 def _positive_pairs(labels, pairs):

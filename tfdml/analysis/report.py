@@ -64,15 +64,18 @@ def write_report(report_dir, embeddings, labels, train_embeddings=None, train_la
     """Writes metrics.json, the plots and report.md into `report_dir`.
 
     Args:
-        embeddings, labels: test embeddings and labels.
-        train_embeddings, train_labels: optional training embeddings (adds the
-            train panel of the same-vs-different plot and the joint t-SNE).
+        embeddings: test embeddings.
+        labels: test labels.
+        train_embeddings: optional training embeddings (adds the train panel
+            of the same-vs-different plot and the joint t-SNE).
+        train_labels: labels of `train_embeddings`.
         ks: Recall@K values.
         max_tsne_points: subsample size per split for t-SNE.
         run_log: optional `log.csv` of the training run: adds its analysis
             curves (`write_training_curves`).
-        class_names, train_class_names: optional class names per label id of
-            the test / training split (`Split.class_names`) for the plots.
+        class_names: optional class names per label id of the test split
+            (`Split.class_names`) for the plots.
+        train_class_names: the same for the training split.
         split: name of the split of `embeddings` in the plots' titles.
 
     Returns:

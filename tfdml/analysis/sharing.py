@@ -249,9 +249,11 @@ def write_sharing_report(report_dir, embeddings, labels, train_embeddings=None, 
     """Writes sharing.json, the plots and sharing.md for a two-head model into `report_dir`.
 
     Args:
-        embeddings, labels: test embeddings {head: (N, D)} and labels.
-        train_embeddings, train_labels: optional training embeddings (adds the
+        embeddings: test embeddings {head: (N, D)}.
+        labels: test labels.
+        train_embeddings: optional training embeddings (adds the
             generalisation gap).
+        train_labels: labels of `train_embeddings`.
         history: optional {key: values} or a log.csv path (adds the curves).
         images: optional test images (N, H, W[, C]) (adds the cross-class
             neighbour grid of φ* and φ for `queries` random queries).

@@ -15,9 +15,11 @@ def joint_tsne(train_embeddings, train_labels, test_embeddings, test_labels, pat
     other classes even when both splits number their labels from 0).
 
     Args:
-        train_class_names, test_class_names: optional names per label id
-            (e.g. `Split.class_names`: digits "5".."9" for test labels 0..4);
-            the legends show them instead of the label ids.
+        train_class_names: optional names per training label id
+            (e.g. `Split.class_names`); the legends show them instead of the
+            label ids.
+        test_class_names: the same for the test labels (digits "5".."9"
+            for test labels 0..4).
 
     Returns:
         (train_2d (N, 2), test_2d (M, 2)).

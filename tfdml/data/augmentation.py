@@ -5,6 +5,7 @@ Output images are float32 (S, S, C) in [0, 255] with the input's channel count C
 
 Training presets (each also as `<name>_noflip` without the horizontal flip, for
 characters, digits and other classes that a mirror image changes: b ↔ d):
+
 - "ee" (EE official code): resize to R×R, R = round(S·256/227), random crop
   S×S, horizontal flip.
 - "roth" (Roth et al., "base"): random resized crop to S×S (area [0.08, 1],
@@ -24,6 +25,7 @@ characters, digits and other classes that a mirror image changes: b ↔ d):
   random crop S×S, horizontal flip (pad-and-random-crop).
 
 Test presets (deterministic):
+
 - "test" (EE): resize to R×R, centre crop S×S.
 - "roth_test" (Roth et al.): resize the shorter side to round(S·256/224)
   (aspect ratio kept), centre crop S×S.
@@ -45,6 +47,7 @@ import tensorflow as tf
 _FLIPPING = ("ee", "roth", "roth_adv", "roth_red", "sharing", "xuan", "pad_crop")
 _TEST = ("test", "roth_test", "xuan_test", "sharing_test", "none")
 AUGMENTATIONS = _FLIPPING + tuple(f"{name}_noflip" for name in _FLIPPING) + _TEST
+"""Names accepted by `make_augmentation` and the pipelines' `augmentation=`: training augmentations (`ee`, `roth`, `roth_adv`, `xuan`, `pad_crop`), their `<name>_noflip` variants and the test-time ones (`test`, `roth_test`, `xuan_test`, `none`)."""
 JITTER = 0.2  # Roth et al.'s ColorJitter strength (brightness, contrast, saturation, hue)
 GRAYSCALE_PROBABILITY = 0.2
 

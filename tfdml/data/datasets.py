@@ -34,8 +34,10 @@ EXPECTED_COUNTS = {  # (classes, images) per split
     "cars196": {"train": (98, 8054), "test": (98, 8131)},
     "sop": {"train": (11318, 59551), "test": (11316, 60502)},
 }
+"""Standard zero-shot splits: `(classes, images)` per dataset and split, checked by `check_counts`."""
 TFDS_NAMES = {"cub200": "caltech_birds2011", "cars196": "cars196"}
 DATASETS = ("digits", "cub200", "cars196", "sop", "folder")
+"""Dataset names accepted by `load_split`."""
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 

@@ -284,7 +284,8 @@ class EmbeddedSampler:
         Args:
             embeddings: (N, D) bank contents.
             members: `tfdml.data.samplers.ClassMembers` of the split's labels.
-            batch_size, samples_per_class: b and n.
+            batch_size: b.
+            samples_per_class: n.
             rng: `numpy.random.Generator`.
             details: also return a dict with the pool (bank indices), the centres
                 (GC) or candidates and costs (DDM, FRD), in pool positions.

@@ -28,7 +28,9 @@ embeddings: see `tfdml.data.embedded_samplers.EmbeddedSampler`.
 import numpy as np
 
 SAMPLERS = ("m_per_class", "class_random", "spc_r", "full_random")
+"""Batch samplers that need no embeddings (Roth et al. 2020, §3.2): `m_per_class`, `class_random` (SPC-n), `spc_r` (SPC-R), `full_random`."""
 EMBEDDED_SAMPLERS = ("gc", "ddm", "frd")
+"""Batch samplers that read a `MemoryBank` of training embeddings (Roth et al. 2020, §3.2): greedy coreset `gc`, distance-distribution matching `ddm`, Fréchet distance `frd`."""
 #: Every sampler name a config may use.
 SAMPLER_NAMES = SAMPLERS + EMBEDDED_SAMPLERS
 _FREE_CLASS_COUNT = ("spc_r", "full_random")  # samplers that ignore samples_per_class

@@ -16,11 +16,13 @@ class Split:
     ids within the split.
 
     In-memory arrays are stored as uint8 (N, H, W, C) with any channel count C:
+
     - (N, H, W) arrays (no channel axis) get one: (N, H, W, 1).
     - uint8 arrays are kept; other integer arrays must lie in [0, 255].
     - float (or other) arrays need `value_range`: (0, 1) or (0, 255) (any
       (low, high)), mapped linearly to [0, 255] and rounded. Values outside the
       range or non-finite values are an error — nothing is clipped silently.
+
     Encoded bytes and files are decoded to `channels` channels (3: RGB,
     1: gray); a file that cannot be decoded stops the pipeline with an error
     naming it.

@@ -1,6 +1,7 @@
 """`MetricLoss`, the base class of all tfdml losses, and its input validation.
 
 `MetricLoss` is a `keras.losses.Loss` called as `loss(labels, embeddings)`:
+
 - validates the inputs (ranks, batch sizes, integer labels) with errors that
   name the argument;
 - keeps labels as integers (they are never compared as floats);

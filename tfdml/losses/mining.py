@@ -12,6 +12,7 @@ matrix). Every miner is O(B²) in memory (O(B² log B) time for "semihard" and
 "distance"), fixed-shape (XLA-compatible) and seedable.
 
 Per-anchor miners (T = B, triplet t has anchor t):
+
 - "hard" (batch-hard / HPHN, Hermans et al. 2017): farthest positive, nearest
   negative.
 - "easy_positive_hard" (Xuan et al. 2020): nearest positive, nearest negative.
@@ -21,13 +22,16 @@ Per-anchor miners (T = B, triplet t has anchor t):
   nearest negative (all positives if none is), a random negative among those
   closer than the farthest positive (all negatives if none is).
 - "random": a random positive and a random negative.
+
 Per-(anchor, positive) miners (T = B·B, t = i·B + j):
+
 - "semihard" (Schroff et al. 2015): a random negative with
   d_ap < d_an < d_ap + margin, else the nearest negative.
 - "distance" (Wu et al. 2017, "Sampling matters"): a negative drawn with weight
   ∝ q(d)⁻¹, q(d) ∝ d^{D−2} (1 − d²/4)^{(D−3)/2}, d clamped below at 0.5, weight
   0 for d > 1.4 (uniform among all negatives if every weight is 0); computed in
   log space so nothing overflows. Assumes L2-normalised embeddings.
+
 "all" (not a miner): every valid triplet, as B×B×B broadcast tensors.
 A triplet is valid when its anchor has a positive and a negative (and, for the
 per-pair miners, j is a positive of i).

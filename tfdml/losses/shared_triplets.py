@@ -7,6 +7,7 @@ instead of class identity. One triplet per anchor i; distances are Euclidean
 between L2-normalised embeddings, without gradient for sampling.
 
 Samplings (`sampling`, Table 8 of the paper):
+
 - "distance" (the paper's T*): the negative k is drawn with probability
   ∝ min(λ, q(d_ik)⁻¹) among samples with y_k ≠ y_i, q(d) ∝ d^{D*−2}
   (1 − d²/4)^{(D*−3)/2} — exactly the weights of the distance-weighted miner
@@ -24,6 +25,7 @@ Samplings (`sampling`, Table 8 of the paper):
   y_j ∉ {y_i, y_k} (instead of a distance-weighted draw).
 - "unconstrained": random triplets ignoring labels: j uniform among j ≠ i, k
   uniform among k ∉ {i, j}.
+
 A triplet is invalid (masked, contributes 0) when a candidate set is empty:
 a batch needs at least three classes (three samples for "unconstrained").
 Sampling is O(B²) memory and O(B² log B) time (inverse-CDF search), also

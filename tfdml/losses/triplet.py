@@ -18,6 +18,7 @@ class TripletLoss(MetricLoss):
     """Triplet loss (Schroff et al. 2015; Hermans et al. 2017; Xuan et al. 2020).
 
     Per mined triplet (a, p, n) with distances d_ap, d_an:
+
     - `form="hinge"`: ℓ = [d_ap − d_an + margin]_+
     - `form="softplus"`: ℓ = log(1 + exp(d_ap − d_an)) (Vo & Hays use it over all
       triplets with squared distances on features scaled by 4: `mining="all",
@@ -29,6 +30,7 @@ class TripletLoss(MetricLoss):
 
     Reduction (`average_over`): the sum of ℓ over the valid mined triplets is
     divided by
+
     - "triplets": their number — the mean over anchors having a positive and a
       negative for `mining="hard"` (batch-hard, HPHN), over valid triplets for
       the other miners (one per anchor, or one per anchor–positive pair for
@@ -39,6 +41,7 @@ class TripletLoss(MetricLoss):
       a ≠ p, of the batch — the normalisation of EE eqs. 1 and 11 (as quoted
       in tfdml issue 11): with `mining="all"`,
       loss = 1/|P| Σ_{(a,p)∈P} Σ_{n: y_n ≠ y_a} ℓ_apn.
+
     Default (None): "active_triplets" for `mining="all"` with the hinge form,
     "triplets" otherwise (for the always-positive softplus/nca forms both are
     the same). A batch without any valid triplet gives 0 with a zero gradient.

@@ -11,6 +11,7 @@ from tfdml.metrics.structure import class_separation, spectral_decay
 from tfdml.metrics.validation import check_embeddings_and_labels
 
 METRIC_NAMES = ("recall", "nmi", "f1", "map@r", "r_precision", "map@1000", "map_c", "rho", "pi")
+"""Metric names accepted by `evaluate_embeddings(metrics=)`."""
 
 
 def _check_metric_names(metrics):
@@ -35,9 +36,10 @@ def evaluate_embeddings(embeddings, labels, ks=(1, 2, 4, 8), metrics=None, refer
         ks: K values of Recall@K.
         metrics: names from `METRIC_NAMES` ("recall" gives every `recall@K`, "pi"
             gives `pi_intra`, `pi_inter`, `pi_ratio`); None = all.
-        reference_embeddings, reference_labels: evaluate the queries against a
-            separate reference set (retrieval metrics only; clustering and
-            structure use the queries).
+        reference_embeddings: evaluate the queries against a separate
+            reference set (retrieval metrics only; clustering and structure
+            use the queries).
+        reference_labels: labels of `reference_embeddings`.
         chunk_size: queries per nearest-neighbour block.
         seed: k-means seed.
         verbose: progress lines for the neighbour search and the clustering

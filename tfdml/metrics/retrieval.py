@@ -3,6 +3,7 @@
 Definitions (query q, ranked references r_1, r_2, … nearest first by exact
 Euclidean distance, q itself excluded when queries = references; rel_i = 1 if
 r_i has q's label; R_q = number of references with q's label):
+
 - Recall@K (EE paper; Roth et al. A.3 eq. 26): 1 if any of r_1..r_K is relevant,
   averaged over queries — i.e. 1 if the nearest relevant reference has rank < K.
 - R-Precision (Musgrave et al. 2020): (1/R_q) Σ_{i ≤ R_q} rel_i.
@@ -57,13 +58,16 @@ def retrieval_metrics(embeddings, labels, ks=(1, 2, 4, 8), metrics=RETRIEVAL_MET
     """Computes the requested retrieval metrics exactly in one sweep.
 
     Args:
-        embeddings, labels: the queries (N, D) and their integer labels (N,).
+        embeddings: the queries (N, D).
+        labels: their integer labels (N,).
         ks: K values of Recall@K.
         metrics: subset of `RETRIEVAL_METRICS`.
-        reference_embeddings, reference_labels: a separate reference set
-            (default: the queries, each query excluded from its own results).
-        chunk_size: queries per block; block_size: references per block
-            (memory O(chunk_size × block_size) besides the candidates).
+        reference_embeddings: a separate reference set (default: the
+            queries, each query excluded from its own results).
+        reference_labels: labels of `reference_embeddings`.
+        chunk_size: queries per block.
+        block_size: references per block (memory O(chunk_size × block_size)
+            besides the candidates).
         progress: optional callable `progress(done, total)`.
 
     Returns:

@@ -10,12 +10,14 @@ from tfdml.models.reinitialize import reinitialize_layers
 from tfdml.sharing.objective import SharingObjective
 
 POOLINGS = ("avg", "max")
+"""Global pooling modes of the backbone's last feature map (`pooling=`): average or max."""
 #: KerasHub token backbones also pool by their class token.
 HUB_POOLINGS = ("cls", "avg", "max")
 _LAYER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RESERVED_NAMES = ("pool", "preprocessing", "gray_to_rgb", "l2_normalize", "concat")
 #: The tap used when none is named (embedders, training taps, export, evaluation).
 DEFAULT_TAP = "fc"
+"""The tap used when none is named (embedders, training taps, export, evaluation)."""
 
 
 @keras.saving.register_keras_serializable(package="tfdml")

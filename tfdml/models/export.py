@@ -76,12 +76,14 @@ def export(model, path, tap=DEFAULT_TAP, index=None, k=10):
 
     Signatures (any batch size; any spatial size, resized bilinearly to the
     model's input size when different; the channel count is the model's):
+
     - `serving_default` (float32 images in [0, 255]) and `serving_uint8`:
       `{"embeddings": (N, D) float32}`, L2-normalised;
     - with `index`: `retrieve` (float32 images), `retrieve_uint8` and `search`
       (query embeddings): `{"ids", "labels", "distances", "indices"}`, each
       (N, k), the exact k nearest index entries (same search code as
       `tfdml.retrieval.Index.search`; labels are -1 for an index without labels).
+
     Pixel preprocessing happens inside. The loss's trainable state (proxies, β)
     is not part of the export. The input shape is stored as the variable
     `input_shape` ([height, width, channels]).

@@ -19,6 +19,7 @@ class PixelPreprocessing(keras.layers.Layer):
     """Maps raw RGB pixels in [0, 255] to a backbone's expected input.
 
     Modes (the first three as in `keras.applications` `preprocess_input`):
+
     - "caffe": RGB → BGR, minus the ImageNet BGR mean (ResNet, VGG).
     - "tf": x / 127.5 − 1 (Inception, MobileNet, Xception; tfdml's GoogLeNet,
       equal to torchvision's `transform_input=True`).

@@ -10,6 +10,7 @@ from tfdml import distances
 from tfdml.retrieval import search
 
 BACKENDS = ("tf", "faiss")
+"""Candidate-search backends of `Index`: TensorFlow blocks (`"tf"`) or faiss (`"faiss"`); both re-rank exactly."""
 _FORMAT = 1
 
 

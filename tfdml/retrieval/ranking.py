@@ -294,9 +294,11 @@ def rank_relevance(queries, query_labels, references=None, reference_labels=None
     """Exact rank of the nearest positive and relevance of the first L_q results per query.
 
     Args:
-        queries: (Q, D) float32 embeddings; query_labels: (Q,) int64.
-        references, reference_labels: a separate reference set (default: the
-            queries, each query left out of its own ranking).
+        queries: (Q, D) float32 embeddings.
+        query_labels: (Q,) int64.
+        references: a separate reference set (default: the queries, each
+            query left out of its own ranking).
+        reference_labels: labels of `references`.
         list_lengths: (Q,) number of ranked results whose relevance is needed
             (0 = none), clipped to the number of references.
         max_rank: ranks of the nearest positive at or beyond this are reported

@@ -19,8 +19,13 @@ def paired_train_pipeline(split, batch_size=112, sampler="m_per_class", samples_
     augmentations). Both sample by class.
 
     Args:
-        split, batch_size, sampler, samples_per_class, augmentation,
-            image_size, seed: as `tfdml.data.train_pipeline`.
+        split: as `tfdml.data.train_pipeline`.
+        batch_size: as `tfdml.data.train_pipeline`.
+        sampler: as `tfdml.data.train_pipeline`.
+        samples_per_class: as `tfdml.data.train_pipeline`.
+        augmentation: as `tfdml.data.train_pipeline`.
+        image_size: as `tfdml.data.train_pipeline`.
+        seed: seed of B (B* uses `seed + 1`).
         shared_labels: None (B* carries class labels: shared triplets T*) or a
             callable returning the (N,) labels B* carries instead, read for
             every batch (the grouping variant's `GroupAssignment`).

@@ -11,10 +11,11 @@ from tfdml.sharing.decorrelation import DecorrelationRegressor, decorrelation, r
 
 #: Keys of the logs of one iteration (`train_iteration`, `train_step`, `test_step`).
 LOG_KEYS = ("loss", "class_loss", "shared_loss", "class_decorrelation", "shared_decorrelation")
-#: "sharing": eq. 3 and Algorithm 1. Table 7's ablations, both without the decorrelation r: "shared_only"
-#: trains φ* on T* alone (one update per iteration, on B*); "both" trains one embedding, the class head φ,
-#: on both tasks alternately (L(T; φ) on B, then L(T*; φ) on B*).
+"""Keys of the logs of one iteration (`train_iteration`, `train_step`, `test_step`)."""
 MODES = ("sharing", "shared_only", "both")
+"""Training modes. "sharing": eq. 3 and Algorithm 1. Table 7's ablations, both without the decorrelation r:
+"shared_only" trains φ* on T* alone (one update per iteration, on B*); "both" trains one embedding, the class
+head φ, on both tasks alternately (L(T; φ) on B, then L(T*; φ) on B*)."""
 
 
 def _deserialize_loss(loss, default):
@@ -105,7 +106,8 @@ class SharingObjective(keras.layers.Layer):
             does not give it).
         regressor_normalize: L2-normalise p's output (tfdml's choice, default
             True; False is eq. 2 with p's raw output).
-        class_head, shared_head: head names of φ and φ* in the model.
+        class_head: head name of φ in the model.
+        shared_head: head name of φ* in the model.
         mode: one of `MODES` ("sharing" by default; the others are Table 7's
             ablations and ignore `gamma`).
     """
@@ -178,7 +180,8 @@ class SharingObjective(keras.layers.Layer):
 
         Args:
             labels: (B,) labels of the batch.
-            class_embeddings, shared_embeddings: (B, D) φ and (B, D*) φ*.
+            class_embeddings: (B, D) φ.
+            shared_embeddings: (B, D*) φ*.
             head: `class_head` (step 1: L(T; φ)) or `shared_head` (step 2:
                 L(T*; φ*)).
 

@@ -83,6 +83,7 @@ DEFAULT_CONFIG = {
     },
     "sharing": None,
 }
+"""The embedded default run's configuration (`configs/default.yaml`); every config is merged onto it, and its keys are the only ones a config may use."""
 
 # The `analysis` section (tfdml.training.runner.analysis_callbacks), all off by default; values go to log.csv:
 # - tap_metrics: metric names (`tfdml.metrics.METRIC_NAMES`; "recall" gives Recall@1) computed for each of
@@ -418,5 +419,11 @@ def _keep_free_form_keys(config, update, keys):
 
 
 def save_config(config, path):
+    """Writes a resolved config as YAML, keys in their order.
+
+    Args:
+        config: The config dictionary (as returned by `load_config`).
+        path: Path of the YAML file to write.
+    """
     with open(path, "w") as handle:
         yaml.safe_dump(config, handle, sort_keys=False)

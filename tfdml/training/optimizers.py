@@ -72,9 +72,9 @@ class AdamL2(_CoupledWeightDecay, keras.optimizers.Adam):
     (`torch.optim.Adam(weight_decay=…)`); see `tfdml.training.optimizers`.
 
     Args:
-        learning_rate: float or schedule.
         l2: coefficient λ ≥ 0 of the decay term λ·w added to the gradient.
-        **kwargs: other `keras.optimizers.Adam` arguments (not `weight_decay`).
+        **kwargs: other `keras.optimizers.Adam` arguments (`learning_rate`: a
+            float or a schedule; not `weight_decay`).
     """
 
 
@@ -86,9 +86,9 @@ class SGDL2(_CoupledWeightDecay, keras.optimizers.SGD):
     `tfdml.training.optimizers`.
 
     Args:
-        learning_rate: float or schedule.
         l2: coefficient λ ≥ 0 of the decay term λ·w added to the gradient.
-        **kwargs: other `keras.optimizers.SGD` arguments (not `weight_decay`).
+        **kwargs: other `keras.optimizers.SGD` arguments (`learning_rate`: a
+            float or a schedule; not `weight_decay`).
     """
 
 

@@ -25,6 +25,7 @@ from tfdml.weights.renames import RENAMES
 from tfdml.weights.sources import SOURCES, resolve_source
 
 CACHE_ENV = "TFDML_WEIGHTS_DIR"
+"""Environment variable naming the weights cache directory (default `~/.keras/tfdml/weights`)."""
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".params")
 KERAS_SUFFIX = ".weights.h5"
 

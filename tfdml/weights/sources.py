@@ -90,6 +90,7 @@ SOURCES = {source.name: source for source in (
     WeightSource("torchvision/vgg16_bn", "vgg16_bn", _TORCHVISION + "vgg16_bn-6c64b313.pth", 73.360,
                  ("Vo & Hays 2019",), "torchvision's VGG16 with batch normalisation"),
 )}
+"""The published ImageNet checkpoints, `WeightSource` by name (`tfdml-weights list`)."""
 # What weights="imagenet" loads: the source the backbone's paper started from.
 IMAGENET_DEFAULTS = {
     "googlenet": "torchvision/googlenet",
@@ -98,6 +99,7 @@ IMAGENET_DEFAULTS = {
     "resnet50": "pretrainedmodels/resnet50",
     "vgg16_bn": "torchvision/vgg16_bn",
 }
+"""What `weights="imagenet"` loads per backbone: the source the backbone's paper started from."""
 
 
 def source_names():
