@@ -169,6 +169,28 @@ def test_eager_graph_and_xla_agree(name):
         assert xla == pytest.approx(eager, rel=1e-4, abs=1e-5)
 
 
+# Named options of the paper protocols, with and without EE: eager, tf.function and XLA agree.
+OPTIONS = {
+    "triplet_sum": ("triplet", {"mining": "hard", "margin": 1e-5, "average_over": "sum"}),
+    "triplet_squared_positive_pairs": ("triplet", {"mining": "all", "distance": "squared_euclidean",
+                                                   "average_over": "positive_pairs"}),
+    "multi_similarity_no_plus_one": ("multi_similarity", {"beta": 50.0, "plus_one": False}),
+}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+@pytest.mark.parametrize("expansion", [None, 2])
+def test_named_options_agree_eagerly_in_graphs_and_under_xla(option, expansion):
+    name, params = OPTIONS[option]
+    labels, x = _batch(4)
+    loss = _build(name, **params, expansion=None if expansion is None else tfdml.EmbeddingExpansion(expansion))
+    eager = float(loss(labels, x))
+    graph = float(tf.function(lambda a, b: loss(a, b))(labels, x))
+    xla = float(tf.function(lambda a, b: loss(a, b), jit_compile=True)(labels, x))
+    assert graph == pytest.approx(eager, rel=1e-5, abs=1e-6)
+    assert xla == pytest.approx(eager, rel=1e-4, abs=1e-5)
+
+
 @pytest.mark.parametrize("mining", ["hard", "semihard", "distance", "softhard", "random", "easy_positive_semihard"])
 def test_triplet_miners_compile_with_xla_and_ee(mining):
     labels, x = _batch(1)

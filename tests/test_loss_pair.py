@@ -43,6 +43,11 @@ FOUNDATION_CASES = {
             beta=50.0, expansion=make_expansion(n, pairs, pooling), dtype="float64"),
         lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=50.0, n=n, pairs=pairs, pooling=pooling,
                                                              form="paper")),
+    "multi_similarity_no_plus_one": (  # EE eqs. 6 / 15 as printed
+        lambda n, pairs, pooling: tfdml.losses.MultiSimilarityLoss(
+            beta=50.0, expansion=make_expansion(n, pairs, pooling), plus_one=False, dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=50.0, n=n, pairs=pairs, pooling=pooling,
+                                                             form="paper", plus_one=False)),
     "multi_similarity_pooled": (
         lambda n, pairs, pooling: tfdml.losses.MultiSimilarityLoss(
             beta=40.0, expansion=make_expansion(n, pairs, pooling), ee_form="pooled", dtype="float64"),
@@ -120,6 +125,11 @@ EE_FORM_CASES = {
         lambda ee: tfdml.losses.MultiSimilarityLoss(beta=10.0, epsilon=0.3, expansion=ee, dtype="float64"),
         lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=10.0, epsilon=0.3, n=n, pairs=pairs,
                                                              pooling=pooling, form="paper")),
+    "multi_similarity_paper_no_plus_one": (
+        lambda ee: tfdml.losses.MultiSimilarityLoss(beta=10.0, epsilon=0.3, expansion=ee, plus_one=False,
+                                                    dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=10.0, epsilon=0.3, n=n, pairs=pairs,
+                                                             pooling=pooling, form="paper", plus_one=False)),
     "multi_similarity_pooled": (
         lambda ee: tfdml.losses.MultiSimilarityLoss(beta=10.0, epsilon=0.3, expansion=ee, ee_form="pooled",
                                                     dtype="float64"),
@@ -288,3 +298,8 @@ def test_hand_worked_angular_single_pair():
     loss = tfdml.losses.AngularLoss(alpha_degrees=45.0, angular_weight=2.0, embedding_reg=0.0, dtype="float64")
     expected = math.log1p(math.exp(-1.0)) + 2 * math.log1p(math.exp(-4.0))
     assert loss_value(loss, y, x) == pytest.approx(expected, abs=1e-9)
+
+
+def test_multi_similarity_plus_one_must_be_a_bool():
+    with pytest.raises(ValueError, match="plus_one"):
+        tfdml.losses.MultiSimilarityLoss(plus_one="no")

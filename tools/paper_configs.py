@@ -75,10 +75,11 @@ EE_STEPS = {"cub200": 25, "cars196": 24, "sop": 2829}  # (#train classes × 32) 
 EE_DECAY_PER_SAMPLE = 5.0e-4 / 128
 EE_HEADER = """Embedding Expansion (Ko & Gu, CVPR 2020), Table 2 row "{row}" on {dataset}, {with_ee}.
 Official-code protocol for every row: GoogLeNet, 512-d, 227 px, batch 128 = 4 classes x 32 images,
-Adam 1e-4 with coupled weight decay (MXNet wd: L2 added to the gradient) 5e-4 on the summed per-anchor loss
-of the official trainer; rows with a mean-normalised loss (not in the official code) use 5e-4/128, the
-same decay relative to the loss gradient (Adam ignores the loss scale up to epsilon). LR x0.5 at official
-epochs 400/800/1200/1600 of 4000, an official epoch being (#train classes x 32) / 128 = {steps} steps.
+Adam 1e-4 with coupled weight decay (MXNet wd: L2 added to the gradient) 5e-4 on the official
+trainer's summed per-anchor loss; rows with a mean-normalised loss (not in the official code) use
+5e-4/128, the same decay relative to the loss gradient (Adam ignores the loss scale up to epsilon).
+LR x0.5 at official epochs 400/800/1200/1600 of 4000, an official epoch being
+(#train classes x 32) / 128 = {steps} steps.
 ImageNet GoogLeNet (weights: imagenet = torchvision's googlenet-1378be20.pth; the authors' code loads
 gluoncv's googlenet, the same layout (conv-BN-ReLU, 3x3 in the '5x5' branch) with its own ImageNet weights);
 dataset.data_dir: a local copy (or the tensorflow-datasets folder).
@@ -92,9 +93,11 @@ EE_LOSSES = {
              "(loss.backward() on the per-anchor vector) with coupled wd 5e-4, hence average_over: sum "
              "(tests/test_ee_protocol.py checks one step against their update)."),
     "triplet": ("_triplet", "triplet", "triplet",
-                {"margin": 0.2, "mining": "all", "average_over": "positive_pairs"}, "class", {}, {},
-                "Triplet loss over all triplets, summed and divided by |P| (EE eq. 1; with EE eq. 11: pooled "
-                "negatives, pooling 'class'). Margin 0.2: tfdml's default, not checked against the paper."),
+                {"margin": 0.2, "mining": "all", "distance": "squared_euclidean", "average_over": "positive_pairs"},
+                "class", {}, {},
+                "Triplet loss over all triplets on squared Euclidean distances, summed and divided by |P| (EE eq. "
+                "1; with EE eq. 11: pooled negatives, pooling 'class'). Margin 0.2: tfdml's default, not checked "
+                "against the paper."),
     "lifted": ("_lifted", "lifted structure", "lifted", {"margin": 1.0, "normalize": True}, "class", {}, {},
                "Lifted structure (EE eq. 2; with EE eq. 12, pooling 'class'); margin 1 (Song et al.), not "
                "checked against the EE paper."),
@@ -103,10 +106,12 @@ EE_LOSSES = {
               "N-pair (EE eq. 3) on unnormalised embeddings (model.normalize false) with unnormalised synthetic "
               "points (EE 3, 4.1: expansion.normalize false); L2 weight 0.005 (tfdml's default), not checked "
               "against the EE paper."),
-    "ms": ("_ms", "multi-similarity", "multi_similarity", {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
-           "class", {}, {},
+    "ms": ("_ms", "multi-similarity", "multi_similarity",
+           {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1, "plus_one": False}, "class", {}, {},
            "Multi-similarity (EE eqs. 4-6; with EE eqs. 14-15, pooling 'class'): alpha 2, beta 50, lambda 0.5, "
-           "epsilon 0.1 (the MS paper's values), not checked against the EE paper."),
+           "epsilon 0.1 (the MS paper's values), not checked against the EE paper. plus_one: false = the EE "
+           "paper's printed eqs. 6/15, without the '1 +' of the MS paper's eq. 4 inside the logs (plus_one: true "
+           "restores it)."),
 }
 
 
@@ -117,12 +122,18 @@ def ee_configs():
                 name = f"ee_{dataset}{infix}" + ("" if with_ee else "_no_ee")
                 ee = None
                 if with_ee:
-                    ee = {"n_points": 2, "normalize": True, "pairs": "consecutive", "pooling": pooling, **expansion}
+                    pairs = "consecutive" if key == "hphn" else "all"
+                    ee = {"n_points": 2, "normalize": True, "pairs": pairs, "pooling": pooling, **expansion}
                 header = EE_HEADER.format(row=row, dataset=dataset, with_ee="with EE (n = 2)" if with_ee else
                                           "without EE", steps=EE_STEPS[dataset], loss_note=note)
+                if with_ee and key != "hphn":
+                    header += ("\nEE positive pairs: every positive pair of the batch (expansion.pairs: all, the "
+                               "set P of eqs. 11-15), not the official HPHN code's consecutive pairs (1st-2nd, "
+                               "3rd-4th, ... of a class).")
                 if with_ee and key != "npair":
-                    header += ("\nanalysis.expansion_recall logs EE Fig. 3 (Recall@1 of synthetic vs original "
-                               "training points).\nEE Figs. 4-5: python sweep.py --config configs/" + name +
+                    header += "\nanalysis.expansion_recall logs EE Fig. 3 (Recall@1 of synthetic vs original points)."
+                if with_ee and key == "hphn":
+                    header += ("\nEE Figs. 4-5: python sweep.py --config configs/" + name +
                                ".yaml --grid expansion.n_points=2,4,8,16,32 --grid expansion.normalize=true,false "
                                "--taps fc --plot-x expansion.n_points")
                 yield name, header, _config(

@@ -21,7 +21,10 @@ class TripletLoss(MetricLoss):
     - `form="hinge"`: ℓ = [d_ap − d_an + margin]_+
     - `form="softplus"`: ℓ = log(1 + exp(d_ap − d_an)) (Vo & Hays use it over all
       triplets with squared distances on features scaled by 4: `mining="all",
-      distance="squared_euclidean", embedding_scale=4`)
+      distance="squared_euclidean", embedding_scale=4`). Vo & Hays print
+      exp(d(a, n) − d(a, p)), a sign typo: minimising that pushes positives
+      apart and pulls negatives together; their code and this form use
+      d_ap − d_an.
     - `form="nca"`: ℓ = −log softmax([s_ap, s_an] / temperature)[0]
       = log(1 + exp((s_an − s_ap) / temperature)) on cosine similarities s
       (Xuan et al., "Improved embeddings with easy positive triplet mining",
