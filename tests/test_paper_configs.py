@@ -78,6 +78,9 @@ def test_ee_table2_configs(dataset):
             assert config["optimizer"] == {"name": "adam", "learning_rate": 1e-4, "weight_decay": decay,
                                            "weight_decay_mode": "coupled", "momentum": 0.9}
             assert config["model"]["normalize"] is (infix != "_npair")
+            # HPHN: the official code's augmentation; the other rows: the paper text's.
+            assert config["augmentation"] == ({"train": "ee_code", "test": "none"} if infix == ""
+                                              else {"train": "ee", "test": "test"})
         assert without["expansion"] is None and not without["analysis"]["expansion_recall"]
         assert with_ee["expansion"]["n_points"] == 2 and with_ee["expansion"]["pooling"] == pooling
         # EE eqs. 11-15: every positive pair P; the HPHN rows follow the official code's consecutive pairs.

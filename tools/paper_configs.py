@@ -89,7 +89,10 @@ EE_LOSSES = {
     "hphn": ("", "triplet† (HPHN)", "triplet", {"margin": 1.0e-5, "mining": "hard", "average_over": "sum"}, "anchor",
              {}, {},
              "HPHN triplet = batch-hard triplet, margin 1e-5 (official code); EE pooling 'anchor' = the official "
-             "code's HPHN + EE. Loss scale: the official trainer back-propagates the SUM of the per-anchor losses "
+             "code's HPHN + EE. Augmentation of the official code: 'ee_code' (p = 1/2 plain resize to 227, "
+             "else resize 255 + random crop 227; flip), test 'none' (plain resize to 227); the paper text's "
+             "resize 256 + random crop 227 is 'ee' (test 'test': resize 256, centre crop), used by the other "
+             "rows. Loss scale: the official trainer back-propagates the SUM of the per-anchor losses "
              "(loss.backward() on the per-anchor vector) with coupled wd 5e-4, hence average_over: sum "
              "(tests/test_ee_protocol.py checks one step against their update)."),
     "triplet": ("_triplet", "triplet", "triplet",
@@ -139,7 +142,7 @@ def ee_configs():
                 yield name, header, _config(
                     name, dataset, 227, _model(**model), loss, dict(params), ee,
                     {"name": "m_per_class", "batch_size": 128, "samples_per_class": 32},
-                    ("ee", "test"), _optimizer("adam", 1.0e-4, 5.0e-4 if key == "hphn" else EE_DECAY_PER_SAMPLE),
+                    ("ee_code", "none") if key == "hphn" else ("ee", "test"), _optimizer("adam", 1.0e-4, 5.0e-4 if key == "hphn" else EE_DECAY_PER_SAMPLE),
                     {"decay_epochs": [400, 800, 1200, 1600], "factor": 0.5},
                     _training(4000, EE_STEPS[dataset], 100, SOP_KS if dataset == "sop" else KS, ["fc", "pool"], "fc"),
                     _analysis(every=10, expansion_recall=with_ee))
