@@ -14,6 +14,7 @@ REQUIRED_ARGS = {
     "soft_triple": {"num_classes": 4},
     "arcface": {"num_classes": 4},
     "normalized_softmax": {"num_classes": 4},
+    "softmax": {"num_classes": 4},
     "margin": {"num_classes": 4},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}

@@ -51,7 +51,7 @@ def test_the_up_to_date_check_reports_edited_missing_and_orphaned_files(tmp_path
 
 def test_paper_configs_use_coupled_weight_decay():
     marked = [p for p in glob.glob(os.path.join(CONFIGS, "*.yaml")) if _generator().MARKER in open(p).read()]
-    assert len(marked) == len(_generator().generated()) == 30 + 3 * 23 + 7 + 15 + 3
+    assert len(marked) == len(_generator().generated()) == 30 + 3 * 23 + 7 + 3 * 7 + 3
     for path in marked + glob.glob(os.path.join(CONFIGS, "sharing_*.yaml")):
         assert load_config(path)["optimizer"]["weight_decay_mode"] == "coupled", path
 
@@ -123,21 +123,35 @@ def test_roth_table2_configs(dataset):
     assert _load(f"roth_histogram_{dataset}.yaml")["loss"]["params"]["bins"] == (11 if dataset == "sop" else 65)
 
 
-def test_vo_hays_and_xuan_configs():
-    fcs = {"neta": ["fc6"], "netb": ["fc6"], "netd": None, "nete": ["fc6", "fc7"], "netf": ["fc6", "fc7", "fc8"]}
+@pytest.mark.parametrize("dataset", ["cub200", "cars196", "sop"])
+def test_vo_hays_configs(dataset):
+    fcs = {"neta": ["fc6"], "netb": ["fc6"], "netc": ["fc6"], "netd": None, "nete": ["fc6", "fc7"],
+           "netf": ["fc6", "fc7", "fc8"], "softmax": ["fc6"]}
+    # Section 4: 20k iterations (CUB, CARS), 200k (SOP); drops of the authors' code at 10k and 20k.
+    epochs, drops = (200, [10, 20]) if dataset == "sop" else (20, [10])
     for net, fc_names in fcs.items():
-        config = _load(f"vo_hays_{net}_cars196.yaml")
+        config = _load(f"vo_hays_{net}_{dataset}.yaml")
         model = config["model"]
         assert (model["backbone"], model["pooling"], model["fc_names"]) == ("vgg16_bn", "max", fc_names)
         assert model["embedding_dim"] == (None if net == "netd" else 512)
         assert model["reinitialize"] == (["conv5_3", "conv5_3_bn", "fc6"] if net == "netb" else [])
-        assert config["loss"]["params"] == {"mining": "all", "form": "softplus", "distance": "squared_euclidean",
-                                            "normalize": True, "embedding_scale": 4.0}
+        assert (model["weights"] is None) is (net == "netc")  # NetC: the whole network from scratch (§4.2)
+        if net == "softmax":  # Fig. 3 right: softmax cross-entropy of an fc classifier on raw fc6
+            assert config["loss"] == {"name": "softmax", "params": {}} and model["normalize"] is False
+            assert tfdml.training.build_loss(config, num_classes=5).num_classes == 5
+        else:
+            assert config["loss"]["params"] == {"mining": "all", "form": "softplus",
+                                                "distance": "squared_euclidean", "normalize": True,
+                                                "embedding_scale": 4.0}
         assert config["optimizer"] == {"name": "sgd", "learning_rate": 0.01, "weight_decay": 5e-4,
                                        "weight_decay_mode": "coupled", "momentum": 0.9}
-        assert config["sampler"]["batch_size"] == 32 and config["schedule"] == {"decay_epochs": [10, 20],
-                                                                                "factor": 0.1}
+        assert config["sampler"]["batch_size"] == 32
+        assert config["schedule"] == {"decay_epochs": drops, "factor": 0.1}
+        assert config["training"]["epochs"] * config["training"]["steps_per_epoch"] == epochs * 1000
         assert config["analysis"]["tap_metrics"] == ["recall"] and config["analysis"]["taps"] is None  # all taps
+
+
+def test_xuan_configs():
     xuan = _load("xuan_epshn_cub200.yaml")
     assert (xuan["model"]["backbone"], xuan["model"]["embedding_dim"]) == ("resnet18", 64)
     assert (xuan["loss"]["params"]["mining"], xuan["loss"]["params"]["form"]) == ("easy_positive_semihard", "nca")

@@ -66,6 +66,7 @@ from tfdml.losses.registry import get, get_class, names
 from tfdml.losses.shared_triplets import SharedTripletLoss
 from tfdml.losses.snr import SNRLoss
 from tfdml.losses.soft_triple import SoftTripleLoss
+from tfdml.losses.softmax import SoftmaxLoss
 from tfdml.losses.state import LossStateFunctional, LossVariable, attach_loss_state
 from tfdml.losses.triplet import TripletLoss
 
@@ -90,6 +91,7 @@ __all__ = [
     "SoftTripleLoss",
     "ArcFaceLoss",
     "NormalizedSoftmaxLoss",
+    "SoftmaxLoss",
     "get",
     "get_class",
     "names",
