@@ -30,9 +30,12 @@ def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class", equ
     return float(np.mean(terms)) if terms else 0.0
 
 
-def npair(x, labels, embedding_reg=0.005, n=0, pairs="consecutive", pooling="class"):
-    s = ref.positive_matrix(x, "dot")
-    sn = ref.negative_matrix(x, labels, "dot", n, False, pairs, pooling)
+def npair(x, labels, embedding_reg=0.005, n=0, pairs="consecutive", pooling="class", temperature=1.0,
+          normalized=False):
+    """Sohn's N-pair loss, similarities divided by `temperature` (Xuan et al.'s NCA form on unit vectors)."""
+    x = ref.normalize(x) if normalized else x
+    s = ref.positive_matrix(x, "dot") / temperature
+    sn = ref.negative_matrix(x, labels, "dot", n, normalized, pairs, pooling) / temperature
     b, terms = len(labels), []
     for i in range(b):
         for j in range(b):

@@ -176,6 +176,7 @@ OPTIONS = {
     "triplet_squared_positive_pairs": ("triplet", {"mining": "all", "distance": "squared_euclidean",
                                                    "average_over": "positive_pairs"}),
     "multi_similarity_no_plus_one": ("multi_similarity", {"beta": 50.0, "plus_one": False}),
+    "npair_nca_form": ("npair", {"normalize": True, "temperature": 0.1, "embedding_reg": 0.0}),
 }
 
 

@@ -43,6 +43,11 @@ FOUNDATION_CASES = {
             beta=50.0, expansion=make_expansion(n, pairs, pooling), dtype="float64"),
         lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=50.0, n=n, pairs=pairs, pooling=pooling,
                                                              form="paper")),
+    "npair_nca_form": (  # Xuan et al.'s N-pair selection: unit vectors, temperature 0.1
+        lambda n, pairs, pooling: tfdml.losses.NPairLoss(
+            embedding_reg=0.0, normalize=True, temperature=0.1, expansion=make_expansion(n, pairs, pooling),
+            dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.npair(x, y, 0.0, n, pairs, pooling, temperature=0.1, normalized=True)),
     "multi_similarity_no_plus_one": (  # EE eqs. 6 / 15 as printed
         lambda n, pairs, pooling: tfdml.losses.MultiSimilarityLoss(
             beta=50.0, expansion=make_expansion(n, pairs, pooling), plus_one=False, dtype="float64"),

@@ -51,7 +51,7 @@ def test_the_up_to_date_check_reports_edited_missing_and_orphaned_files(tmp_path
 
 def test_paper_configs_use_coupled_weight_decay():
     marked = [p for p in glob.glob(os.path.join(CONFIGS, "*.yaml")) if _generator().MARKER in open(p).read()]
-    assert len(marked) == len(_generator().generated()) == 30 + 3 * 23 + 7 + 3 * 7 + 3
+    assert len(marked) == len(_generator().generated()) == 30 + 3 * 23 + 7 + 3 * 7 + 3 * 4
     for path in marked + glob.glob(os.path.join(CONFIGS, "sharing_*.yaml")):
         assert load_config(path)["optimizer"]["weight_decay_mode"] == "coupled", path
 
@@ -151,12 +151,21 @@ def test_vo_hays_configs(dataset):
         assert config["analysis"]["tap_metrics"] == ["recall"] and config["analysis"]["taps"] is None  # all taps
 
 
-def test_xuan_configs():
-    xuan = _load("xuan_epshn_cub200.yaml")
-    assert (xuan["model"]["backbone"], xuan["model"]["embedding_dim"]) == ("resnet18", 64)
-    assert (xuan["loss"]["params"]["mining"], xuan["loss"]["params"]["form"]) == ("easy_positive_semihard", "nca")
-    assert xuan["augmentation"] == {"train": "xuan", "test": "xuan_test"}
-    assert xuan["analysis"]["taps"] == ["fc", "pool"] and xuan["analysis"]["tap_metrics"] == ["recall"]
+@pytest.mark.parametrize("dataset", ["cub200", "cars196", "sop"])
+def test_xuan_configs(dataset):
+    # The four selections of Xuan et al., all with the NCA-form loss (temperature 0.1 on unit vectors).
+    selections = {"batch_all": ("triplet", "all"), "npair": ("npair", None), "semihard": ("triplet", "semihard"),
+                  "epshn": ("triplet", "easy_positive_semihard")}
+    for method, (loss, mining) in selections.items():
+        xuan = _load(f"xuan_{method}_{dataset}.yaml")
+        params = xuan["loss"]["params"]
+        assert xuan["loss"]["name"] == loss and params.get("mining") == mining
+        assert params["temperature"] == 0.1 and params["normalize"] is True
+        assert params.get("form", "nca") == "nca"
+        assert (xuan["model"]["backbone"], xuan["model"]["embedding_dim"]) == ("resnet18", 64)
+        assert xuan["augmentation"] == {"train": "xuan", "test": "xuan_test"}
+        assert xuan["analysis"]["taps"] == ["fc", "pool"] and xuan["analysis"]["tap_metrics"] == ["recall"]
+        assert tfdml.training.build_loss(xuan).get_config()["name"]
 
 
 def test_every_shipped_config_builds_its_model_and_taps():

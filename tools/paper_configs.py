@@ -13,7 +13,8 @@ Families (each file is runnable by name: `python train.py --config configs/<file
   `roth_sampler_{name}_cub200.yaml`.
 - Vo & Hays: `vo_hays_{net}_{dataset}.yaml`, NetA-NetF and `softmax` (the Fig. 3 right classification
   baseline).
-- Xuan et al.: `xuan_epshn_{dataset}.yaml` (ResNet-18, 64-d, EPSHN + NCA-form triplets).
+- Xuan et al.: `xuan_{batch_all,npair,semihard,epshn}_{dataset}.yaml` (ResNet-18, 64-d, the four
+  selections with the NCA-form loss).
 
 Every file starts with a comment naming this script; the test suite checks that each
 file equals this script's output (`tests/test_paper_configs.py`).
@@ -336,30 +337,50 @@ def vo_hays_configs():
 # ---------------------------------------------------------------------------------------------- Xuan et al.
 XUAN_STEPS = {"cub200": 45, "cars196": 62, "sop": 465}  # ≈ #train images // 128 per pass
 XUAN_SAMPLES = {"cub200": 16, "cars196": 16, "sop": 4}
-XUAN_HEADER = """Xuan et al., 'Improved Embeddings with Easy Positive Triplet Mining' (WACV 2020), on {dataset}:
-ResNet-18 (ImageNet: torchvision's resnet18-5c106cde.pth, their code's pretrained model), 64-d, EPSHN
-mining (easy positive, semi-hard negative) with NCA-form triplets (temperature 0.1), 256 px with their
-augmentation (shorter side 1.1 x 256, random crop, flip; test: shorter side 256, centre crop),
+XUAN_HEADER = """Xuan et al., 'Improved Embeddings with Easy Positive Triplet Mining' (WACV 2020), on {dataset},
+selection '{method}': {method_note}
+ResNet-18 (ImageNet: torchvision's resnet18-5c106cde.pth, their code's pretrained model), 64-d, NCA-form loss (temperature 0.1) on cosine similarities of unit vectors,
 batch 128 = 8 classes x 16 ({sop_note}), SGD lr 0.01 without momentum or weight decay, LR /10 at 50% and 75%
-of 100 epochs, as their code (run.sh: R18, dim 64, lr 1e-2, EPSHN, nsize 16, 100 epochs).
+of 100 epochs, as their code (run.sh: R18, dim 64, lr 1e-2, nsize 16, 100 epochs).
+Augmentation: their code's, 256 px 'xuan' (shorter side 1.1 x 256, random crop 256, flip; test 'xuan_test': shorter side 256, centre crop); the paper text's random crops of images padded by 10 px are not used.
 Train- and test-set Recall@1 of the fc and pool taps every 5 epochs (their Tables 1-2):
-analysis.tap_metrics in log.csv (tap_<tap>_<train|test>_recall@1)."""
+analysis.tap_metrics in log.csv (tap_<tap>_<train|test>_recall@1).
+Fig. 4-style yoked t-SNE of the four selections (one embedding space for train and test of all four runs):
+python -m tfdml.analysis.tsne runs/xuan_batch_all_{dataset} runs/xuan_npair_{dataset} runs/xuan_semihard_{dataset} runs/xuan_epshn_{dataset} --output runs/xuan_tsne_{dataset}.png"""
+# method: (loss, params, note)
+XUAN_METHODS = {
+    "batch_all": ("triplet", {"mining": "all", "form": "nca", "temperature": 0.1, "distance": "euclidean",
+                              "normalize": True, "average_over": "triplets"},
+                  "batch all, every (anchor, positive, negative) triplet of the batch, mean over triplets."),
+    "npair": ("npair", {"normalize": True, "temperature": 0.1, "embedding_reg": 0.0},
+              "N-pair, every anchor-positive pair against all negatives of the anchor in one softmax (NPairLoss "
+              "on unit vectors, temperature 0.1, no norm regulariser), mean over anchor-positive pairs."),
+    "semihard": ("triplet", {"mining": "semihard", "form": "nca", "temperature": 0.1, "margin": 0.2,
+                             "distance": "euclidean", "normalize": True},
+                 "semi-hard negatives as in Schroff et al. (FaceNet, which the paper cites): every anchor-positive "
+                 "pair with a random negative in d_ap < d_an < d_ap + 0.2 (else the nearest negative); the window "
+                 "0.2 is FaceNet's margin, not given by Xuan et al."),
+    "epshn": ("triplet", {"mining": "easy_positive_semihard", "form": "nca", "temperature": 0.1,
+                          "distance": "euclidean", "normalize": True},
+              "easy positive, semi-hard negative (EPSHN): each anchor's nearest positive and the nearest "
+              "negative farther than it."),
+}
 
 
 def xuan_configs():
-    for dataset in DATASETS:
-        name = f"xuan_epshn_{dataset}"
-        sop_note = ("on SOP 32 classes x 4: their SOP sampler takes all, at most 16, images of a class"
-                    if dataset == "sop" else "their balanced sampler")
-        yield name, XUAN_HEADER.format(dataset=dataset, sop_note=sop_note), _config(
-            name, dataset, 256, _model(backbone="resnet18", embedding_dim=64), "triplet",
-            {"mining": "easy_positive_semihard", "form": "nca", "temperature": 0.1, "distance": "euclidean",
-             "normalize": True}, None,
-            {"name": "m_per_class", "batch_size": 128, "samples_per_class": XUAN_SAMPLES[dataset]},
-            ("xuan", "xuan_test"), _optimizer("sgd", 0.01, 0.0, momentum=0.0),
-            {"decay_epochs": [50, 75], "factor": 0.1},
-            _training(100, XUAN_STEPS[dataset], 5, SOP_KS if dataset == "sop" else KS, ["fc", "pool"], "fc"),
-            _analysis(["recall"], ["fc", "pool"], every=5))
+    for method, (loss, params, method_note) in XUAN_METHODS.items():
+        for dataset in DATASETS:
+            name = f"xuan_{method}_{dataset}"
+            sop_note = ("on SOP 32 classes x 4: their SOP sampler takes all, at most 16, images of a class"
+                        if dataset == "sop" else "their balanced sampler")
+            header = XUAN_HEADER.format(dataset=dataset, sop_note=sop_note, method=method, method_note=method_note)
+            yield name, header, _config(
+                name, dataset, 256, _model(backbone="resnet18", embedding_dim=64), loss, dict(params), None,
+                {"name": "m_per_class", "batch_size": 128, "samples_per_class": XUAN_SAMPLES[dataset]},
+                ("xuan", "xuan_test"), _optimizer("sgd", 0.01, 0.0, momentum=0.0),
+                {"decay_epochs": [50, 75], "factor": 0.1},
+                _training(100, XUAN_STEPS[dataset], 5, SOP_KS if dataset == "sop" else KS, ["fc", "pool"], "fc"),
+                _analysis(["recall"], ["fc", "pool"], every=5))
 
 
 FAMILIES = (ee_configs, roth_configs, vo_hays_configs, xuan_configs)

@@ -24,7 +24,7 @@ from tfdml.analysis.sharing import (
 from tfdml.analysis.similarity_plots import nearest_same_and_different, same_vs_different
 from tfdml.analysis.spectrum import singular_value_spectrum
 from tfdml.analysis.taps import TapRecallHistory, plot_tap_metrics, plot_tap_recalls, tap_embedder
-from tfdml.analysis.tsne import joint_tsne, yoked_tsne
+from tfdml.analysis.tsne import joint_tsne, yoked_runs_tsne, yoked_tsne, yoked_tsne_maps
 
 __all__ = [
     "ExpansionMonitor",
@@ -55,4 +55,6 @@ __all__ = [
     "write_training_curves",
     "write_sharing_report",
     "yoked_tsne",
+    "yoked_tsne_maps",
+    "yoked_runs_tsne",
 ]
