@@ -290,18 +290,82 @@ def test_vo_hays_netd_gray_dry_run_through_train_py(tmp_path):
         for split in ("train", "test"):
             assert 0.0 <= float(row[f"tap_{tap}_{split}_recall@1"]) <= 1.0, (tap, split)
     with open(tmp_path / "run" / "metrics.json") as handle:
-        assert set(json.load(handle)) == {"pool"}
+        assert set(json.load(handle)) == {"pool", "paper_vs_run"}
     written = tfdml.analysis.write_training_curves(str(tmp_path / "report"), str(tmp_path / "run" / "log.csv"))
     assert [name for name, _ in written] == ["tap_recall_at_1.png"]
 
 
+# ------------------------------------------------------------------------------------------ paper vs run
+def test_every_paper_config_carries_a_paper_section():
+    for path in sorted(glob.glob(os.path.join(CONFIGS, "*.yaml"))):
+        name = os.path.basename(path)
+        paper = load_config(path)["paper"]
+        if name == "default.yaml":
+            assert paper == {"results": [], "differences": [], "note": ""}
+            continue
+        # Numbers that could not be checked are left out, and the note says so.
+        assert paper["results"] or "not filled in" in paper["note"], name
+        for entry in paper["results"]:
+            assert entry["dataset"] == load_config(path)["dataset"]["name"], name
+    assert any("10 px" in d for d in _load("xuan_epshn_sop.yaml")["paper"]["differences"])
+    assert any("ee_code" in d for d in _load("ee_cub200.yaml")["paper"]["differences"])
+
+
+@pytest.mark.parametrize("entry, key", [
+    ("{table: T, dataset: cub200, metric: recall@1}", "paper.results[0].value"),
+    ("{table: T, dataset: cub200, metric: recall@1, value: high}", "paper.results[0].value"),
+    ("{table: T, dataset: cub200, metric: recall@1, value: 50, std: big}", "paper.results[0].std"),
+    ("{table: T, dataset: cub200, metric: recall@1, value: 50, extra: 1}", "paper.results[0]"),
+    ("50", "paper.results[0]"),
+])
+def test_paper_entries_are_checked(entry, key):
+    with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_config(None, [f"paper.results=[{entry}]"])
+
+
+def test_paper_comparison_rows_and_text():
+    from tfdml.training import paper
+
+    config = load_config(None, ["paper.results=[{table: T2, dataset: digits, metric: recall@1, value: 60.0, std: 0.5},"
+                                "{table: T2, dataset: digits, metric: nmi, value: 70.0, tap: pool},"
+                                "{table: T2, dataset: cub200, metric: recall@1, value: 1.0}]",
+                                "paper.differences=[fewer epochs]"])
+    rows = paper.compare(config, {"fc": {"recall@1": 0.625}, "pool": {}}, {"fc": {"recall@1": 0.01}})
+    assert [(r["tap"], r["metric"], r["paper"]) for r in rows] == [("fc", "recall@1", 60.0), ("pool", "nmi", 70.0)]
+    assert rows[0]["run"] == pytest.approx(62.5) and rows[0]["difference"] == pytest.approx(2.5)
+    assert rows[0]["run_std"] == pytest.approx(1.0) and rows[1]["run"] is None and rows[1]["difference"] is None
+    text = paper.format_comparison(rows, ["fewer epochs"])
+    assert "| T2 | digits | fc | recall@1 | 60.00 ± 0.50 | 62.50 ± 1.00 | +2.50 |" in text
+    assert "- fewer epochs" in text
+    assert paper.comparison_record(load_config(None), {"fc": {}}) is None  # no paper section: no table
+
+
+PAPER_OVERRIDES = ["paper.results=[{table: Table 2, dataset: digits, metric: recall@1, value: 50.0, std: 1.0}]"]
+
+
 def test_xuan_dry_run_logs_fc_and_pool_train_and_test_recall(tmp_path):
-    config = _load("xuan_epshn_cars196.yaml", *TINY, "sampler.batch_size=16", "sampler.samples_per_class=4",
-                   f"output_dir={tmp_path / 'run'}")
-    run(config, verbose=0)
+    config = _load("xuan_epshn_cars196.yaml", *TINY, *PAPER_OVERRIDES, "sampler.batch_size=16",
+                   "sampler.samples_per_class=4", f"output_dir={tmp_path / 'run'}")
+    results = run(config, verbose=0)
     (row,) = _log(tmp_path / "run")
     assert sorted(k for k in row if k.startswith("tap_")) == [
         "tap_fc_test_recall@1", "tap_fc_train_recall@1", "tap_pool_test_recall@1", "tap_pool_train_recall@1"]
+    # The paper's number beside the run's, in metrics.json and paper_vs_run.md, with the differences.
+    with open(tmp_path / "run" / "metrics.json") as handle:
+        record = json.load(handle)["paper_vs_run"]
+    (paper_row,) = record["rows"]
+    assert paper_row["run"] == pytest.approx(100 * results["fc"]["recall@1"])
+    assert paper_row["difference"] == pytest.approx(paper_row["run"] - 50.0)
+    assert record["differences"] == config["paper"]["differences"]
+    assert "| Table 2 | digits | fc | recall@1 | 50.00 ± 1.00 |" in (tmp_path / "run" / "paper_vs_run.md").read_text()
+    # evaluate.py on the run directory prints and writes the same comparison.
+    import evaluate
+
+    evaluate.main(["--model", str(tmp_path / "run"), "--dataset", "digits", "--output", str(tmp_path / "e.json"),
+                   "--quiet"])
+    with open(tmp_path / "e.json") as handle:
+        evaluated = json.load(handle)
+    assert evaluated["paper_vs_run"]["rows"][0]["run"] == pytest.approx(100 * evaluated["fc"]["recall@1"])
 
 
 # ------------------------------------------------------------------------------------------ sweep
@@ -311,7 +375,7 @@ def test_sweep_runs_a_grid_and_summarises_it(tmp_path, capsys):
     output = tmp_path / "sweep"
     args = ["--config", os.path.join(CONFIGS, "default.yaml"), "--grid", "expansion.n_points=0,2",
             "--output", str(output), "--plot-x", "expansion.n_points", "--taps", "fc"]
-    args += [arg for override in TINY + ["sampler.batch_size=20", "sampler.samples_per_class=4"]
+    args += [arg for override in TINY + PAPER_OVERRIDES + ["sampler.batch_size=20", "sampler.samples_per_class=4"]
              for arg in ("--set", override)]
     summary = sweep_script.main(args)
     assert [(g["point"], g["n"]) for g in summary] == [({"expansion.n_points": 0}, 1), ({"expansion.n_points": 2}, 1)]
@@ -319,6 +383,10 @@ def test_sweep_runs_a_grid_and_summarises_it(tmp_path, capsys):
         with open(output / "default" / f"expansion.n_points={n}" / "seed0" / "metrics.json") as handle:
             assert json.load(handle)["fc"]["recall@1"] == pytest.approx(summary[n // 2]["mean"]["fc/recall@1"])
     assert "| default | 0 | 1 |" in (output / "summary.md").read_text()
+    # The paper's number beside each grid point's mean over seeds.
+    text = (output / "summary.md").read_text()
+    assert "### default expansion.n_points=0 (1 seeds)" in text
+    assert f"| Table 2 | digits | fc | recall@1 | 50.00 ± 1.00 | {100 * summary[0]['mean']['fc/recall@1']:.2f} |" in text
     assert os.path.getsize(output / "fc_recall_at_1_vs_expansion.n_points.png") > 0
     with open(output / "runs.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2
