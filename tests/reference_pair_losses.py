@@ -12,7 +12,7 @@ import reference_expansion as ref
 
 def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class", equation=2):
     """Mean over ordered positive pairs (i, j) of EE eq. 2,
-    ½[log(Σ_k e^{m−d̂_ik} + Σ_k e^{m−d̂_jk}) + d_ij]_+², or (`equation=12`, EE eq. 12 as quoted in issue 11)
+    ½[log(Σ_k e^{m−d̂_ik} + Σ_k e^{m−d̂_jk}) + d_ij]_+², or (`equation=12`, EE eq. 12)
     [log Σ_k e^{m−d̂_ik} + d_ij]_+², k over the other classes; d̂ are EE-pooled when n > 0."""
     x = ref.normalize(x)
     d = ref.positive_matrix(x, "euclidean")
