@@ -309,6 +309,9 @@ def test_every_paper_config_carries_a_paper_section():
         for entry in paper["results"]:
             assert entry["dataset"] == load_config(path)["dataset"]["name"], name
     assert any("10 px" in d for d in _load("xuan_epshn_sop.yaml")["paper"]["differences"])
+    # The one number checked (the official EE README quotes the paper): EE + HPHN, CARS196, Recall@1.
+    assert _load("ee_cars196.yaml")["paper"]["results"] == [
+        {"table": "Table 2", "dataset": "cars196", "metric": "recall@1", "value": 71.6, "std": None, "tap": None}]
     assert any("ee_code" in d for d in _load("ee_cub200.yaml")["paper"]["differences"])
 
 
