@@ -163,7 +163,11 @@ def _configurations():
         "npair": [("N-pair", lambda: L.NPairLoss()),
                   ("N-pair + EE", lambda: L.NPairLoss(expansion=raw_ee)),
                   ("N-pair + EE (pooling=anchor)", lambda: L.NPairLoss(expansion=tfdml.EmbeddingExpansion(
-                      n_points=2, normalize=False, pooling="anchor")))],
+                      n_points=2, normalize=False, pooling="anchor"))),
+                  # Anchor pooling over every positive pair (EE eqs. 11-15's P) instead of consecutive pairs.
+                  ("N-pair + EE (pooling=anchor, pairs=all)", lambda: L.NPairLoss(
+                      expansion=tfdml.EmbeddingExpansion(n_points=2, normalize=False, pairs="all",
+                                                         pooling="anchor")))],
     }
 
 

@@ -12,7 +12,7 @@ import reference_expansion as ref
 
 def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class", equation=2):
     """Mean over ordered positive pairs (i, j) of EE eq. 2,
-    ½[log(Σ_k e^{m−d̂_ik} + Σ_k e^{m−d̂_jk}) + d_ij]_+², or (`equation=12`, EE eq. 12 as quoted in issue 11)
+    ½[log(Σ_k e^{m−d̂_ik} + Σ_k e^{m−d̂_jk}) + d_ij]_+², or (`equation=12`, EE eq. 12)
     [log Σ_k e^{m−d̂_ik} + d_ij]_+², k over the other classes; d̂ are EE-pooled when n > 0."""
     x = ref.normalize(x)
     d = ref.positive_matrix(x, "euclidean")
@@ -30,9 +30,12 @@ def lifted(x, labels, margin=1.0, n=0, pairs="consecutive", pooling="class", equ
     return float(np.mean(terms)) if terms else 0.0
 
 
-def npair(x, labels, embedding_reg=0.005, n=0, pairs="consecutive", pooling="class"):
-    s = ref.positive_matrix(x, "dot")
-    sn = ref.negative_matrix(x, labels, "dot", n, False, pairs, pooling)
+def npair(x, labels, embedding_reg=0.005, n=0, pairs="consecutive", pooling="class", temperature=1.0,
+          normalized=False):
+    """Sohn's N-pair loss, similarities divided by `temperature` (Xuan et al.'s NCA form on unit vectors)."""
+    x = ref.normalize(x) if normalized else x
+    s = ref.positive_matrix(x, "dot") / temperature
+    sn = ref.negative_matrix(x, labels, "dot", n, normalized, pairs, pooling) / temperature
     b, terms = len(labels), []
     for i in range(b):
         for j in range(b):
@@ -44,8 +47,9 @@ def npair(x, labels, embedding_reg=0.005, n=0, pairs="consecutive", pooling="cla
 
 
 def multi_similarity(x, labels, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1, n=0, pairs="consecutive",
-                     pooling="class", form="pooled"):
-    """Wang et al. / EE eqs. 4–6. With n > 0: form "paper" (EE eqs. 14–15 as quoted in issue 11) uses the
+                     pooling="class", form="pooled", plus_one=True):
+    """Wang et al. / EE eqs. 4–6 ("1 +" inside the logs; `plus_one=False`: without it, as EE eqs. 6/15 print
+    it, an empty sum adding 0). With n > 0: form "paper" (EE eqs. 14–15) uses the
     pooled similarity ŝ only to select negatives (ŝ_ik + ε > min_j s_ij), keeps eq. 5's positive mining
     and the original s_ik in the loss; form "pooled" uses ŝ everywhere."""
     x = ref.normalize(x)
@@ -60,8 +64,11 @@ def multi_similarity(x, labels, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1, n=0
         max_neg = max((s_loss[i, k] for k in neg), default=-np.inf)
         kept_neg = [k for k in neg if sn[i, k] + epsilon > min_pos]
         kept_pos = [j for j in pos if s[i, j] - epsilon < max_neg]
-        total += np.log(1 + sum(np.exp(-alpha * (s[i, j] - base)) for j in kept_pos)) / alpha
-        total += np.log(1 + sum(np.exp(beta * (s_loss[i, k] - base)) for k in kept_neg)) / beta
+        one = 1.0 if plus_one else 0.0
+        if kept_pos or plus_one:
+            total += np.log(one + sum(np.exp(-alpha * (s[i, j] - base)) for j in kept_pos)) / alpha
+        if kept_neg or plus_one:
+            total += np.log(one + sum(np.exp(beta * (s_loss[i, k] - base)) for k in kept_neg)) / beta
     return total / b
 
 

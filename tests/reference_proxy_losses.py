@@ -29,6 +29,15 @@ def normalized_softmax(x, labels, weights, temperature=0.05):
     return float(np.mean([_cross_entropy([float(v @ w) / temperature for w in ws], y) for v, y in zip(xs, labels)]))
 
 
+def softmax(x, labels, classifier):
+    """Cross-entropy of the logits xᵀw_c + b_c (classifier rows: w_c, then b_c)."""
+    terms = []
+    for v, y in zip(x, labels):
+        logits = [float(sum(v[d] * row[d] for d in range(len(v)))) + row[-1] for row in classifier]
+        terms.append(_cross_entropy(logits, y))
+    return float(np.mean(terms))
+
+
 def arcface(x, labels, weights, margin=0.5, scale=16.0):
     """Deng et al.: target logit s·cos(θ_y + m) with θ_y = arccos(x̂ᵀŵ_y)."""
     xs, ws = ref.normalize(x), ref.normalize(weights)

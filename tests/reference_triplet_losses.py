@@ -13,7 +13,7 @@ def triplet(x, labels, margin=0.2, mining="hard", form="hinge", metric="euclidea
             temperature=0.1, embedding_scale=1.0, n=0, pairs="consecutive", pooling="anchor", average_over=None):
     """Mined triplets' ℓ summed and divided by (average_over) their number ("triplets"), the number of
     those with ℓ > 0 ("active_triplets"; default for mining "all" with the hinge form) or the number of
-    ordered positive pairs |P| ("positive_pairs", EE eqs. 1/11)."""
+    ordered positive pairs |P| ("positive_pairs", EE eqs. 1/11), or not divided at all ("sum")."""
     x = ref.normalize(x) if normalized else x
     x = x * embedding_scale
     dp = ref.positive_matrix(x, metric)
@@ -58,13 +58,16 @@ def triplet(x, labels, margin=0.2, mining="hard", form="hinge", metric="euclidea
     if average == "positive_pairs":
         positive_pairs = sum(1 for i in range(b) for j in range(b) if i != j and labels[i] == labels[j])
         return float(np.sum(terms)) / positive_pairs if positive_pairs else 0.0
+    if average == "sum":
+        return float(np.sum(terms))
     if average == "active_triplets":
         terms = [v for v in terms if v > 0]
     return float(np.mean(terms)) if terms else 0.0
 
 
-def official_hphn_ee(x, labels, margin, n):
-    """Official EE code semantics (MXNet HPHN triplet + EE, consecutive pairs)."""
+def official_hphn_ee(x, labels, margin, n, reduce="mean"):
+    """Official EE code semantics (MXNet HPHN triplet + EE, consecutive pairs): the per-anchor losses,
+    averaged ("mean") or summed ("sum": what their trainer back-propagates)."""
     x = ref.normalize(x)
     pts = [(x[i], labels[i], {i}) for i in range(len(labels))] + ref.synthetic_points(x, labels, n, True)
     terms = []
@@ -76,6 +79,8 @@ def official_hphn_ee(x, labels, margin, n):
             continue
         d_an = min(np.linalg.norm(p - q) for p in own for q in others)
         terms.append(max(max(pos) - d_an + margin, 0.0))
+    if reduce == "sum":
+        return float(np.sum(terms))
     return float(np.mean(terms)) if terms else 0.0
 
 

@@ -176,3 +176,43 @@ def test_distance_heatmap_names_its_split(tmp_path, monkeypatch):
     x, y = _clustered()
     analysis.distance_heatmap(x, y, split="test (unseen classes)")
     assert titles and titles[0].startswith("test (unseen classes) split")
+
+
+def test_yoked_tsne_maps_yoke_any_number_of_embeddings():
+    x, _ = _clustered(classes=4, per_class=12, seed=5)
+    rng = np.random.default_rng(1)
+    views = [x + 0.2 * rng.normal(size=x.shape) for _ in range(3)] + [x[:, :3]]  # dimensions may differ
+    tied = analysis.yoked_tsne_maps(views, yoke=100.0, perplexity=10, iterations=200)
+    free = analysis.yoked_tsne_maps(views, yoke=0.0, perplexity=10, iterations=200)
+    assert len(tied) == 4 and all(m.shape == (48, 2) for m in tied)
+    gaps = [np.abs(maps[0] - maps[k]).mean() / maps[0].std() for maps in (tied, free) for k in (1, 3)]
+    assert max(gaps[:2]) < 0.01 < 0.2 < min(gaps[2:])
+    # Two maps: exactly `yoked_tsne`.
+    pair = analysis.yoked_tsne(views[0], views[1], yoke=0.5, perplexity=10, iterations=50)
+    maps = analysis.yoked_tsne_maps(views[:2], yoke=0.5, perplexity=10, iterations=50)
+    np.testing.assert_array_equal(pair[0], maps[0])
+    np.testing.assert_array_equal(pair[1], maps[1])
+    with pytest.raises(ValueError, match="same number of points"):
+        analysis.yoked_tsne_maps([x, x[:10]])
+    with pytest.raises(ValueError, match="at least 2"):
+        analysis.yoked_tsne_maps([x])
+
+
+def test_yoked_runs_tsne_command_maps_run_directories(tmp_path):
+    from tfdml.analysis import tsne
+    from tfdml.training import build_model, load_config, save_config
+
+    runs = []
+    for seed in (0, 1):
+        config = load_config(None, ["dataset.image_size=16", f"seed={seed}"])
+        run_dir = tmp_path / f"run{seed}"
+        run_dir.mkdir()
+        save_config(config, str(run_dir / "config.yaml"))
+        keras.utils.set_random_seed(seed)
+        build_model(config).save(str(run_dir / "final.keras"))
+        runs.append(str(run_dir))
+    output = tmp_path / "yoked.png"
+    assert tsne.main(runs + ["--output", str(output), "--points", "30", "--iterations", "60"]) == 0
+    _assert_png(output)
+    maps = analysis.yoked_runs_tsne(runs, str(tmp_path / "again.png"), points=30, iterations=60)
+    assert len(maps) == 2 and maps[0].shape == (60, 2)  # 30 training + 30 test images

@@ -37,7 +37,7 @@ def test_unknown_preset_and_bad_size_are_named():
         make_augmentation("ee", 0)
 
 
-@pytest.mark.parametrize("kind", ["ee", "roth", "roth_adv", "roth_red", "sharing", "xuan", "pad_crop"])
+@pytest.mark.parametrize("kind", ["ee", "ee_code", "roth", "roth_adv", "roth_red", "sharing", "xuan", "pad_crop"])
 def test_noflip_presets_never_flip(kind):
     # An image whose left half is dark and right half bright: a flip puts the bright half left.
     image = np.zeros((40, 40, 3), np.uint8)
@@ -87,6 +87,25 @@ def test_roth_red_and_sharing_crop_from_their_resizes():
             assert any(np.array_equal(crop, resized[r:r + 14, c:c + 14]) for r in range(rows) for c in range(cols))
         assert any(not np.array_equal(crops[0], crop) for crop in crops[1:])  # the crop position is random
     np.testing.assert_array_equal(make_augmentation("sharing_test", 14)(image).numpy(), square[1:15, 1:15])
+
+
+def test_ee_code_resizes_plainly_or_crops_a_255_resize_half_the_time():
+    # EE official code: p = 1/2 plain resize to S, else resize to round(S·255/227) and random crop S.
+    image = RNG.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    augment = make_augmentation("ee_code_noflip", 16)
+    plain = tf.image.resize(image.astype(np.float32), (16, 16)).numpy()
+    big = tf.image.resize(image.astype(np.float32), (18, 18)).numpy()  # round(16 · 255/227) = 18
+    plain_count = crop_count = 0
+    for k in range(60):
+        out = augment(image, _seed(k)).numpy()
+        if np.array_equal(out, plain):
+            plain_count += 1
+        else:
+            assert any(np.array_equal(out, big[r:r + 16, c:c + 16]) for r in range(3) for c in range(3)), k
+            crop_count += 1
+    assert 15 <= plain_count <= 45 and 15 <= crop_count <= 45
+    # Its test protocol: a plain resize to S.
+    np.testing.assert_array_equal(make_augmentation("none", 16)(image).numpy(), plain)
 
 
 def test_pad_crop_pads_with_zeros():

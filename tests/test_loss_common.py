@@ -14,6 +14,7 @@ REQUIRED_ARGS = {
     "soft_triple": {"num_classes": 4},
     "arcface": {"num_classes": 4},
     "normalized_softmax": {"num_classes": 4},
+    "softmax": {"num_classes": 4},
     "margin": {"num_classes": 4},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}
@@ -167,6 +168,29 @@ def test_eager_graph_and_xla_agree(name):
     else:
         assert graph == pytest.approx(eager, rel=1e-5, abs=1e-6)
         assert xla == pytest.approx(eager, rel=1e-4, abs=1e-5)
+
+
+# Named options of the paper protocols, with and without EE: eager, tf.function and XLA agree.
+OPTIONS = {
+    "triplet_sum": ("triplet", {"mining": "hard", "margin": 1e-5, "average_over": "sum"}),
+    "triplet_squared_positive_pairs": ("triplet", {"mining": "all", "distance": "squared_euclidean",
+                                                   "average_over": "positive_pairs"}),
+    "multi_similarity_no_plus_one": ("multi_similarity", {"beta": 50.0, "plus_one": False}),
+    "npair_nca_form": ("npair", {"normalize": True, "temperature": 0.1, "embedding_reg": 0.0}),
+}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+@pytest.mark.parametrize("expansion", [None, 2])
+def test_named_options_agree_eagerly_in_graphs_and_under_xla(option, expansion):
+    name, params = OPTIONS[option]
+    labels, x = _batch(4)
+    loss = _build(name, **params, expansion=None if expansion is None else tfdml.EmbeddingExpansion(expansion))
+    eager = float(loss(labels, x))
+    graph = float(tf.function(lambda a, b: loss(a, b))(labels, x))
+    xla = float(tf.function(lambda a, b: loss(a, b), jit_compile=True)(labels, x))
+    assert graph == pytest.approx(eager, rel=1e-5, abs=1e-6)
+    assert xla == pytest.approx(eager, rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.parametrize("mining", ["hard", "semihard", "distance", "softhard", "random", "easy_positive_semihard"])

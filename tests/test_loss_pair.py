@@ -43,6 +43,16 @@ FOUNDATION_CASES = {
             beta=50.0, expansion=make_expansion(n, pairs, pooling), dtype="float64"),
         lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=50.0, n=n, pairs=pairs, pooling=pooling,
                                                              form="paper")),
+    "npair_nca_form": (  # Xuan et al.'s N-pair selection: unit vectors, temperature 0.1
+        lambda n, pairs, pooling: tfdml.losses.NPairLoss(
+            embedding_reg=0.0, normalize=True, temperature=0.1, expansion=make_expansion(n, pairs, pooling),
+            dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.npair(x, y, 0.0, n, pairs, pooling, temperature=0.1, normalized=True)),
+    "multi_similarity_no_plus_one": (  # EE eqs. 6 / 15 as printed
+        lambda n, pairs, pooling: tfdml.losses.MultiSimilarityLoss(
+            beta=50.0, expansion=make_expansion(n, pairs, pooling), plus_one=False, dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=50.0, n=n, pairs=pairs, pooling=pooling,
+                                                             form="paper", plus_one=False)),
     "multi_similarity_pooled": (
         lambda n, pairs, pooling: tfdml.losses.MultiSimilarityLoss(
             beta=40.0, expansion=make_expansion(n, pairs, pooling), ee_form="pooled", dtype="float64"),
@@ -120,6 +130,11 @@ EE_FORM_CASES = {
         lambda ee: tfdml.losses.MultiSimilarityLoss(beta=10.0, epsilon=0.3, expansion=ee, dtype="float64"),
         lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=10.0, epsilon=0.3, n=n, pairs=pairs,
                                                              pooling=pooling, form="paper")),
+    "multi_similarity_paper_no_plus_one": (
+        lambda ee: tfdml.losses.MultiSimilarityLoss(beta=10.0, epsilon=0.3, expansion=ee, plus_one=False,
+                                                    dtype="float64"),
+        lambda x, y, n, pairs, pooling: ref.multi_similarity(x, y, beta=10.0, epsilon=0.3, n=n, pairs=pairs,
+                                                             pooling=pooling, form="paper", plus_one=False)),
     "multi_similarity_pooled": (
         lambda ee: tfdml.losses.MultiSimilarityLoss(beta=10.0, epsilon=0.3, expansion=ee, ee_form="pooled",
                                                     dtype="float64"),
@@ -361,3 +376,8 @@ def test_contrastive_rejects_unknown_mining_and_reduction():
         tfdml.losses.ContrastiveLoss(mining="nearest")
     with pytest.raises(ValueError, match="reduction"):
         tfdml.losses.ContrastiveLoss(reduction="sum")
+
+
+def test_multi_similarity_plus_one_must_be_a_bool():
+    with pytest.raises(ValueError, match="plus_one"):
+        tfdml.losses.MultiSimilarityLoss(plus_one="no")

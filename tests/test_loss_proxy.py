@@ -27,6 +27,7 @@ CASES = {
                   lambda x, y, p: ref.proxy_nca(x, y, p, 2.5)),
     "normalized_softmax": (tfdml.losses.NormalizedSoftmaxLoss, {"temperature": 0.2},
                            lambda x, y, p: ref.normalized_softmax(x, y, p, 0.2)),
+    "softmax": (tfdml.losses.SoftmaxLoss, {}, lambda x, y, p: ref.softmax(x, y, p)),
     "arcface": (tfdml.losses.ArcFaceLoss, {"margin": 0.4, "scale": 8.0},
                 lambda x, y, p: ref.arcface(x, y, p, 0.4, 8.0)),
     **{f"soft_triple_k{k}": (tfdml.losses.SoftTripleLoss,

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import tfdml
 
-PROXY_LOSSES = ["proxy_nca", "soft_triple", "arcface", "normalized_softmax"]
+PROXY_LOSSES = ["proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax"]
 
 
 @pytest.mark.parametrize("name", PROXY_LOSSES)
@@ -60,7 +60,7 @@ def test_proxies_are_trained_saved_and_excluded_from_serving(name, tmp_path):
     initial = loss.state_layer.numpy().copy()
     model.fit(x, y, batch_size=20, epochs=2, verbose=0)
     trained = loss.state_layer.numpy()
-    assert trained.shape == (4 * loss.proxies_per_class, 8)
+    assert trained.shape == (4 * loss.proxies_per_class, 8 + (name == "softmax"))  # softmax: weights and bias
     assert not np.allclose(initial, trained)
     # .keras round trip: bit-identical proxies.
     path = str(tmp_path / "m.keras")

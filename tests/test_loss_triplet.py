@@ -45,7 +45,7 @@ def test_triplet_deterministic_minings(layout, mining_name, form, expansion):
 
 
 @pytest.mark.parametrize("mining_name", ["all", "hard", "easy_positive_semihard"])
-@pytest.mark.parametrize("average_over", ["triplets", "active_triplets", "positive_pairs"])
+@pytest.mark.parametrize("average_over", ["triplets", "active_triplets", "positive_pairs", "sum"])
 @pytest.mark.parametrize("expansion", [(0, "consecutive", "anchor"), (2, "consecutive", "class")], ids=expansion_id)
 def test_triplet_average_over_values_and_gradients(mining_name, average_over, expansion):
     y = LAYOUTS["uneven"]
@@ -72,7 +72,8 @@ def test_hand_worked_triplet_average_over():
     y = np.array([0, 0, 1, 1])
     expected = {(0.5, "triplets"): 2 / 8, (0.5, "active_triplets"): 2 / 4, (0.5, "positive_pairs"): 2 / 4,
                 (1.0, "triplets"): 4 * np.sqrt(2) / 8, (1.0, "active_triplets"): 4 * np.sqrt(2) / 8,
-                (1.0, "positive_pairs"): 4 * np.sqrt(2) / 4, (0.5, None): 2 / 4}
+                (1.0, "positive_pairs"): 4 * np.sqrt(2) / 4, (0.5, None): 2 / 4, (0.5, "sum"): 2.0,
+                (1.0, "sum"): 4 * np.sqrt(2)}
     for (margin, average_over), value in expected.items():
         loss = tfdml.losses.TripletLoss(margin=margin, mining="all", average_over=average_over, dtype="float64")
         assert loss_value(loss, y, x) == pytest.approx(value, abs=1e-12), (margin, average_over)

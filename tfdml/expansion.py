@@ -6,11 +6,14 @@ points that divide the segment into n + 1 equal parts,
 
     x̄_k = (k · x_i + (n + 1 − k) · x_j) / (n + 1),   k = 1..n,
 
-L2-normalised when `normalize=True` (paper eqs. 7–10). Synthetic points carry the
-class label of their pair. Losses use them only for negative pairs: every negative
-pair (i, k) of original points keeps its place in the loss, but its distance (or
-similarity) is replaced by the hardest value over a pool of original and synthetic
-points (paper eqs. 11–15), in the mining conditions and in the loss alike.
+L2-normalised when `normalize=True` (paper eqs. 7–10). Eq. 7 as printed divides
+by n instead of n + 1, which would make x̄_n = x_i, an original point rather than
+a new one; the text's "n + 1 equal parts" (above) is what is implemented.
+Synthetic points carry the class label of their pair. Losses use them only for
+negative pairs: every negative pair (i, k) of original points keeps its place in
+the loss, but its distance (or similarity) is replaced by the hardest value over
+a pool of original and synthetic points (paper eqs. 11–15), in the mining
+conditions and in the loss alike.
 
 Speed: nothing here touches the embedding dimension. Synthetic points are linear
 combinations x̄ = W x of the originals, so their inner products follow from the

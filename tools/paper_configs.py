@@ -11,9 +11,12 @@ Families (each file is runnable by name: `python train.py --config configs/<file
 - Roth et al. (ICML 2020) Table 2: `roth_{loss}_{dataset}.yaml` — every loss of the table with
   the defaults of their code, and the ρ-regularised runs `*_rho`; sampler study (Tables 7–9):
   `roth_sampler_{name}_cub200.yaml`, and per dataset the sweep file of the whole grid (seven losses x seven
-  samplers x 5 seeds) `sweeps/roth_samplers_{dataset}.yaml`; Table 1 / Fig. 2 architectures: `roth_arch_{r50,ibn}_{dataset}.yaml`.
-- Vo & Hays: `vo_hays_{net}_{dataset}.yaml`, NetA, NetB, NetD, NetE, NetF (NetC: see below).
-- Xuan et al.: `xuan_epshn_{dataset}.yaml` (ResNet-18, 64-d, EPSHN + NCA-form triplets).
+  samplers x 5 seeds) `sweeps/roth_samplers_{dataset}.yaml`; Table 1 / Fig. 2 architectures:
+  `roth_arch_{r50,ibn}_{dataset}.yaml`.
+- Vo & Hays: `vo_hays_{net}_{dataset}.yaml`, NetA-NetF and `softmax` (the Fig. 3 right classification
+  baseline).
+- Xuan et al.: `xuan_{batch_all,npair,semihard,epshn}_{dataset}.yaml` (ResNet-18, 64-d, the four
+  selections with the NCA-form loss).
 
 Every file starts with a comment naming this script; the test suite checks that each
 file equals this script's output (`tests/test_paper_configs.py`).
@@ -68,13 +71,42 @@ def _optimizer(name, learning_rate, weight_decay, momentum=0.9):
             "weight_decay_mode": "coupled", "momentum": momentum}
 
 
+# The `paper` section (tfdml.training.paper): the paper's reported numbers for the config, the protocol
+# differences that apply, and a note. No numbers are filled in: the papers' tables could not be read and
+# checked when the configs were generated (offline), and unchecked numbers would be worse than none.
+UNVERIFIED = ("The paper's numbers are not filled in: its tables could not be read and checked offline when "
+              "this config was generated. Add them as results entries {table, dataset, metric, value, std} "
+              "(percent) from the paper.")
+
+
+def _paper(differences=(), results=(), note=None):
+    return {"results": [dict(r) for r in results], "differences": list(differences),
+            "note": note if note is not None else ("" if results else UNVERIFIED)}
+
+
+# The only paper number checked here: the official EE repository's README states EE + HPHN-triplet on
+# CARS196 reaches "0.716 in paper" (Recall@1, EE Table 2).
+EE_REPORTED = {("hphn", "cars196", True): [{"table": "Table 2", "dataset": "cars196", "metric": "recall@1",
+                                            "value": 71.6, "std": None, "tap": None}]}
+EE_REPORTED_NOTE = ("Recall@1 71.6 as quoted from the paper by the official repository's README "
+                    "(clovaai/embedding-expansion: '0.716 in paper'); the rest of the paper's Table 2 (NMI, "
+                    "R@2-8) could not be read and checked offline.")
+
+
 # ---------------------------------------------------------------------------------------------- EE Table 2
 EE_WEIGHTS = "gluoncv/googlenet"  # the ImageNet GoogLeNet the authors' code loads
 EE_STEPS = {"cub200": 25, "cars196": 24, "sop": 2829}  # (#train classes × 32) / 128 steps per official epoch
+# The official trainer sums per-anchor losses (batch 128) under wd 5e-4. Rows outside the official code keep
+# their printed (mean) normalisation, so their decay is 5e-4 / 128: Adam's step is invariant to the loss scale
+# (up to its epsilon), so decay and loss gradient then weigh as in the official update.
+EE_DECAY_PER_SAMPLE = 5.0e-4 / 128
 EE_HEADER = """Embedding Expansion (Ko & Gu, CVPR 2020), Table 2 row "{row}" on {dataset}, {with_ee}.
 Official-code protocol for every row: GoogLeNet, 512-d, 227 px, batch 128 = 4 classes x 32 images,
-Adam 1e-4 with coupled weight decay 5e-4 (MXNet wd: L2 added to the gradient), LR x0.5 at official
-epochs 400/800/1200/1600 of 4000, an official epoch being (#train classes x 32) / 128 = {steps} steps.
+Adam 1e-4 with coupled weight decay (MXNet wd: L2 added to the gradient) 5e-4 on the official
+trainer's summed per-anchor loss; rows with a mean-normalised loss (not in the official code) use
+5e-4/128, the same decay relative to the loss gradient (Adam ignores the loss scale up to epsilon).
+LR x0.5 at official epochs 400/800/1200/1600 of 4000, an official epoch being
+(#train classes x 32) / 128 = {steps} steps.
 ImageNet GoogLeNet as the authors' code: gluoncv's googlenet-c7c89366.params (weights: gluoncv/googlenet,
 read without MXNet; ImageNet mean/std input); torchvision's googlenet-1378be20.pth (weights: imagenet) has
 the same layout (conv-BN-ReLU, 3x3 in the '5x5' branch) but other ImageNet weights;
@@ -82,26 +114,56 @@ dataset.data_dir: a local copy (or the tensorflow-datasets folder).
 {loss_note}"""
 EE_LOSSES = {
     # key: (file infix, Table 2 row, loss name, params, EE pooling, model changes, expansion changes, note)
-    "hphn": ("", "triplet† (HPHN)", "triplet", {"margin": 1.0e-5, "mining": "hard"}, "anchor", {}, {},
+    "hphn": ("", "triplet† (HPHN)", "triplet", {"margin": 1.0e-5, "mining": "hard", "average_over": "sum"}, "anchor",
+             {}, {},
              "HPHN triplet = batch-hard triplet, margin 1e-5 (official code); EE pooling 'anchor' = the official "
-             "code's HPHN + EE."),
+             "code's HPHN + EE. Augmentation of the official code: 'ee_code' (p = 1/2 plain resize to 227, "
+             "else resize 255 + random crop 227; flip), test 'none' (plain resize to 227); the paper text's "
+             "resize 256 + random crop 227 is 'ee' (test 'test': resize 256, centre crop), used by the other "
+             "rows. Loss scale: the official trainer back-propagates the SUM of the per-anchor losses "
+             "(loss.backward() on the per-anchor vector) with coupled wd 5e-4, hence average_over: sum "
+             "(tests/test_ee_protocol.py checks one step against their update)."),
     "triplet": ("_triplet", "triplet", "triplet",
-                {"margin": 0.2, "mining": "all", "average_over": "positive_pairs"}, "class", {}, {},
-                "Triplet loss over all triplets, summed and divided by |P| (EE eq. 1; with EE eq. 11: pooled "
-                "negatives, pooling 'class'). Margin 0.2: tfdml's default, not checked against the paper."),
+                {"margin": 0.2, "mining": "all", "distance": "squared_euclidean", "average_over": "positive_pairs"},
+                "class", {}, {},
+                "Triplet loss over all triplets on squared Euclidean distances, summed and divided by |P| (EE eq. "
+                "1; with EE eq. 11: pooled negatives, pooling 'class'). Margin 0.2: tfdml's default, not checked "
+                "against the paper."),
     "lifted": ("_lifted", "lifted structure", "lifted", {"margin": 1.0, "normalize": True}, "class", {}, {},
                "Lifted structure (EE eq. 2; with EE eq. 12, pooling 'class'); margin 1 (Song et al.), not "
                "checked against the EE paper."),
-    "npair": ("_npair", "N-pair", "npair", {"embedding_reg": 0.005, "normalize": False}, "class",
+    "npair": ("_npair", "N-pair", "npair", {"embedding_reg": 0.005, "normalize": False}, "anchor",
               {"normalize": False}, {"normalize": False},
               "N-pair (EE eq. 3) on unnormalised embeddings (model.normalize false) with unnormalised synthetic "
               "points (EE 3, 4.1: expansion.normalize false); L2 weight 0.005 (tfdml's default), not checked "
-              "against the EE paper."),
-    "ms": ("_ms", "multi-similarity", "multi_similarity", {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
-           "class", {}, {},
+              "against the EE paper. EE pooling 'anchor', not eq. 13's class pooling: with unnormalised points the "
+              "dot product is bilinear, so class pooling reduces to the hardest pair of original points of two "
+              "classes and collapses the embeddings on tfdml's zero-shot benchmark; anchor pooling (the official "
+              "HPHN code's) does not and beats N-pair without EE there (README, zero-shot benchmark)."),
+    "ms": ("_ms", "multi-similarity", "multi_similarity",
+           {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1, "plus_one": False}, "class", {}, {},
            "Multi-similarity (EE eqs. 4-6; with EE eqs. 14-15, pooling 'class'): alpha 2, beta 50, lambda 0.5, "
-           "epsilon 0.1 (the MS paper's values), not checked against the EE paper."),
+           "epsilon 0.1 (the MS paper's values), not checked against the EE paper. plus_one: false = the EE "
+           "paper's printed eqs. 6/15, without the '1 +' of the MS paper's eq. 4 inside the logs (plus_one: true "
+           "restores it)."),
 }
+
+
+def _ee_differences(key, with_ee):
+    """Protocol differences from the EE paper's text that apply to a Table 2 config."""
+    if key == "hphn":
+        return ["Augmentation of the official code ('ee_code': p = 1/2 plain resize to 227, else resize 255 + "
+                "random crop 227; test: plain resize 227), not the paper text's resize 256 + random crop 227.",
+                "Loss summed over anchors with coupled weight decay 5e-4, as the official trainer (the paper "
+                "states neither)."]
+    differences = ["Coupled weight decay 5e-4/128 on the mean-normalised loss, the official trainer's decay "
+                   "relative to the loss gradient (the paper gives no trainer details for this row).",
+                   "Loss hyperparameters not checked against the EE paper (the loss papers' values)."]
+    if key == "npair" and with_ee:
+        differences.append("EE pooling 'anchor' over consecutive pairs instead of eq. 13's class pooling over "
+                           "all positive pairs: class pooling collapses N-pair on unnormalised points, anchor "
+                           "pooling over all pairs loses to no EE (README, zero-shot benchmark).")
+    return differences
 
 
 def ee_configs():
@@ -111,21 +173,36 @@ def ee_configs():
                 name = f"ee_{dataset}{infix}" + ("" if with_ee else "_no_ee")
                 ee = None
                 if with_ee:
-                    ee = {"n_points": 2, "normalize": True, "pairs": "consecutive", "pooling": pooling, **expansion}
+                    pairs = "consecutive" if key in ("hphn", "npair") else "all"
+                    ee = {"n_points": 2, "normalize": True, "pairs": pairs, "pooling": pooling, **expansion}
                 header = EE_HEADER.format(row=row, dataset=dataset, with_ee="with EE (n = 2)" if with_ee else
                                           "without EE", steps=EE_STEPS[dataset], loss_note=note)
+                if with_ee and key == "npair":
+                    header += ("\nEE positive pairs: consecutive pairs (1st-2nd, 3rd-4th, ... of a class), as the "
+                               "official code, not all pairs: measured on tfdml's zero-shot benchmark (3 seeds), "
+                               "anchor pooling over all pairs loses to N-pair without EE (R@1 17.5 vs 25.6), over "
+                               "consecutive pairs it gains (33.9).")
+                if with_ee and key not in ("hphn", "npair"):
+                    header += ("\nEE positive pairs: every positive pair of the batch (expansion.pairs: all, the "
+                               "set P of eqs. 11-15), not the official HPHN code's consecutive pairs (1st-2nd, "
+                               "3rd-4th, ... of a class).")
                 if with_ee and key != "npair":
-                    header += ("\nanalysis.expansion_recall logs EE Fig. 3 (Recall@1 of synthetic vs original "
-                               "training points).\nEE Figs. 4-5: python sweep.py --config configs/" + name +
+                    header += "\nanalysis.expansion_recall logs EE Fig. 3 (Recall@1 of synthetic vs original points)."
+                if with_ee and key == "hphn":
+                    header += ("\nEE Figs. 4-5: python sweep.py --config configs/" + name +
                                ".yaml --grid expansion.n_points=2,4,8,16,32 --grid expansion.normalize=true,false "
                                "--taps fc --plot-x expansion.n_points")
-                yield name, header, _config(
+                config = _config(
                     name, dataset, 227, _model(weights=EE_WEIGHTS, **model), loss, dict(params), ee,
                     {"name": "m_per_class", "batch_size": 128, "samples_per_class": 32},
-                    ("ee", "test"), _optimizer("adam", 1.0e-4, 5.0e-4),
+                    ("ee_code", "none") if key == "hphn" else ("ee", "test"), _optimizer("adam", 1.0e-4, 5.0e-4 if key == "hphn" else EE_DECAY_PER_SAMPLE),
                     {"decay_epochs": [400, 800, 1200, 1600], "factor": 0.5},
                     _training(4000, EE_STEPS[dataset], 100, SOP_KS if dataset == "sop" else KS, ["fc", "pool"], "fc"),
                     _analysis(every=10, expansion_recall=with_ee))
+                reported = EE_REPORTED.get((key, dataset, with_ee), [])
+                config["paper"] = _paper(_ee_differences(key, with_ee), reported,
+                                         EE_REPORTED_NOTE if reported else None)
+                yield name, header, config
 
 
 # ---------------------------------------------------------------------------------------------- Roth et al.
@@ -266,7 +343,7 @@ def roth_configs():
             name = f"roth_{key}_{dataset}"
             header = ROTH_HEADER.format(what=f"Table 2 loss '{key}'", dataset=dataset, epochs=ROTH_EPOCHS[dataset],
                                         steps=ROTH_STEPS[dataset], name=name, loss_note=note)
-            yield name, header, _roth_config(name, dataset, loss, params, normalize)
+            yield name, header, {**_roth_config(name, dataset, loss, params, normalize), "paper": _paper()}
     _, params, _, _ = _roth_losses("cub200")["margin"]
     for key, (sampler, note) in ROTH_SAMPLERS.items():
         name = f"roth_sampler_{key}_cub200"
@@ -276,7 +353,7 @@ def roth_configs():
                                     "sampling. gc/ddm/frd read a memory bank of the training embeddings, filled "
                                     "before training and updated every step (tfdml.data.MemoryBank).")
         full = {"batch_size": 112, "pool_size": 1024, "candidates": 10, "ddm_cost": "paper", **sampler}
-        yield name, header, _roth_config(name, "cub200", "margin", dict(params), True, full)
+        yield name, header, {**_roth_config(name, "cub200", "margin", dict(params), True, full), "paper": _paper()}
     for dataset in DATASETS:
         name = f"sweeps/roth_samplers_{dataset}"
         header = ROTH_SAMPLER_SWEEP_HEADER.format(dataset=dataset, name=name, losses=", ".join(ROTH_SAMPLER_LOSSES))
@@ -293,7 +370,7 @@ def roth_configs():
                                              steps=ROTH_STEPS[dataset], name=name)
             config = _roth_config(name, dataset, "margin", dict(params), True)
             config["model"]["backbone"] = backbone
-            yield name, header, config
+            yield name, header, {**config, "paper": _paper()}
 
 
 # ---------------------------------------------------------------------------------------------- Vo & Hays
@@ -302,66 +379,137 @@ VO_HAYS_NETS = {
     "netb": ({"fc_names": ["fc6"], "reinitialize": ["conv5_3", "conv5_3_bn", "fc6"]},
              "NetB: NetA with conv5_3 (and its BatchNorm, as the authors' code) and fc6 re-initialised after "
              "loading the pretrained weights."),
+    "netc": ({"fc_names": ["fc6"], "weights": None},
+             "NetC: NetA with the whole network initialised from scratch (section 4.2: 'the whole network is "
+             "initialized from scratch'): model.weights null, no ImageNet weights."),
     "netd": ({"embedding_dim": None}, "NetD: no fc layer, the loss on the max-pooled conv5_3 feature (pool)."),
     "nete": ({"fc_names": ["fc6", "fc7"]}, "NetE: fc6 -> ReLU -> fc7 (512 each)."),
     "netf": ({"fc_names": ["fc6", "fc7", "fc8"]}, "NetF: fc6 -> fc7 -> fc8 (512 each, ReLU between; their code)."),
 }
+# Section 4: 20k iterations on CUB-200-2011 and CARS196, 200k on SOP; an epoch here = 1000 iterations.
+VO_HAYS_EPOCHS = {"cub200": 20, "cars196": 20, "sop": 200}
+VO_HAYS_EVERY = {"cub200": 1, "cars196": 1, "sop": 10}  # evaluation interval in epochs (SOP: every 10k)
 VO_HAYS_HEADER = """Vo & Hays, 'Generalization in Metric Learning: Should the Embedding Layer be the Embedding
 Layer?', {net_note} On {dataset}.
 Protocol of the authors' code: VGG16 with batch norm (ImageNet: torchvision's vgg16_bn-6c64b313.pth), global max pooling of conv5_3 (tap 'pool'), 224 px,
-batch 32 = 16 classes x 2, softplus triplet loss over all triplets on squared distances of unit-norm
-features x4, SGD momentum 0.9, lr 0.01 /10 after 10k and 20k iterations, coupled weight decay 5e-4 on
-all parameters (torch SGD weight_decay); an epoch here = 1000 iterations (their evaluation interval).
+batch 32 = 16 classes x 2.
+{loss_note}
+SGD momentum 0.9, coupled weight decay 5e-4 on all parameters (torch SGD weight_decay).
+Schedule (section 4): {iterations} iterations, lr 0.01 'decreasing by 10 times'; an epoch here = 1000 iterations (their evaluation interval). The paper does not say when the rate drops; the drops are the authors' code's, after 10k and 20k iterations ({drops}).
 Recall@1 of every tap, block taps included (Fig. 2), on the training and test splits over training
 (Figs. 3-7): analysis.tap_metrics [recall] on all taps, in log.csv (tap_<tap>_<train|test>_recall@1).
 Differences: their feature scale 4 is learned (weight decay 5e-5), fixed here; their first 100
 iterations train the head only; their classes are drawn in proportion to their size; their
 training crop scales the shorter side by U(1, 1.1) ('xuan' uses 1.1)."""
+VO_HAYS_TRIPLET = ("Loss: softplus triplet loss over all triplets on squared distances of unit-norm features x4 "
+                   "(the printed loss has exp(d(a,n) - d(a,p)), a sign typo; their code and tfdml use "
+                   "d(a,p) - d(a,n)).")
+VO_HAYS_SOFTMAX = ("Loss (Fig. 3 right, the classification baseline): softmax cross-entropy of an fc classifier "
+                   "(weights and bias, loss 'softmax') on the raw fc6 feature of NetA (model.normalize false), "
+                   "with the triplet runs' sampler. The classifier is loss state and, as in tfdml's other proxy "
+                   "losses, gets no weight decay.")
+
+
+VO_HAYS_DIFFERENCES = [
+    "Learning-rate drops after 10k and 20k iterations, from the authors' code (the paper gives none).",
+    "Feature scale 4 fixed (learned in the authors' code, weight decay 5e-5).",
+    "No head-only warm-up (the authors' code trains the head alone for 100 iterations).",
+    "Classes drawn uniformly (the authors' code draws them in proportion to their size).",
+    "Training crop scale 1.1 fixed (U(1, 1.1) in the authors' code).",
+]
+
+
+def _vo_hays_schedule(dataset):
+    epochs = VO_HAYS_EPOCHS[dataset]
+    drops = [e for e in (10, 20) if e < epochs]
+    text = ("one drop at 10k; the code's second, at 20k, is the end of training" if len(drops) == 1
+            else "both drops, then 180k iterations at 1e-4")
+    return epochs, drops, text
 
 
 def vo_hays_configs():
+    nets = {**VO_HAYS_NETS, "softmax": ({"fc_names": ["fc6"], "normalize": False}, VO_HAYS_SOFTMAX)}
     for dataset in DATASETS:
-        for net, (model, note) in VO_HAYS_NETS.items():
+        epochs, drops, drop_text = _vo_hays_schedule(dataset)
+        for net, (model, note) in nets.items():
             name = f"vo_hays_{net}_{dataset}"
             fc_names = model.get("fc_names") or []
             taps = ["pool"] + fc_names
-            yield name, VO_HAYS_HEADER.format(net_note=note, dataset=dataset), _config(
-                name, dataset, 224, _model(backbone="vgg16_bn", pooling="max", **model), "triplet",
-                {"mining": "all", "form": "softplus", "distance": "squared_euclidean", "normalize": True,
-                 "embedding_scale": 4.0}, None, {"name": "class_random", "batch_size": 32, "samples_per_class": 2},
+            if net == "softmax":
+                loss, params, net_note, loss_note = "softmax", {}, "classification baseline (Fig. 3 right).", note
+            else:
+                loss = "triplet"
+                params = {"mining": "all", "form": "softplus", "distance": "squared_euclidean", "normalize": True,
+                          "embedding_scale": 4.0}
+                net_note, loss_note = note, VO_HAYS_TRIPLET
+            header = VO_HAYS_HEADER.format(net_note=net_note, dataset=dataset, loss_note=loss_note,
+                                           iterations=f"{epochs}k", drops=drop_text)
+            every = VO_HAYS_EVERY[dataset]
+            config = _config(
+                name, dataset, 224, _model(backbone="vgg16_bn", pooling="max", **model), loss, params, None,
+                {"name": "class_random", "batch_size": 32, "samples_per_class": 2},
                 ("xuan", "xuan_test"), _optimizer("sgd", 0.01, 5.0e-4, momentum=0.9),
-                {"decay_epochs": [10, 20], "factor": 0.1},
-                _training(97, 1000, 1, SOP_KS if dataset == "sop" else KS, taps, taps[-1], checkpoint_every=1000),
-                _analysis(["recall"], None, every=1))
+                {"decay_epochs": drops, "factor": 0.1},
+                _training(epochs, 1000, every, SOP_KS if dataset == "sop" else KS, taps, taps[-1],
+                          checkpoint_every=1000),
+                _analysis(["recall"], None, every=every))
+            config["paper"] = _paper(VO_HAYS_DIFFERENCES)
+            yield name, header, config
 
 
 # ---------------------------------------------------------------------------------------------- Xuan et al.
 XUAN_STEPS = {"cub200": 45, "cars196": 62, "sop": 465}  # ≈ #train images // 128 per pass
 XUAN_SAMPLES = {"cub200": 16, "cars196": 16, "sop": 4}
-XUAN_HEADER = """Xuan et al., 'Improved Embeddings with Easy Positive Triplet Mining' (WACV 2020), on {dataset}:
-ResNet-18 (ImageNet: torchvision's resnet18-5c106cde.pth, their code's pretrained model), 64-d, EPSHN
-mining (easy positive, semi-hard negative) with NCA-form triplets (temperature 0.1), 256 px with their
-augmentation (shorter side 1.1 x 256, random crop, flip; test: shorter side 256, centre crop),
+XUAN_HEADER = """Xuan et al., 'Improved Embeddings with Easy Positive Triplet Mining' (WACV 2020), on {dataset},
+selection '{method}': {method_note}
+ResNet-18 (ImageNet: torchvision's resnet18-5c106cde.pth, their code's pretrained model), 64-d, NCA-form loss (temperature 0.1) on cosine similarities of unit vectors,
 batch 128 = 8 classes x 16 ({sop_note}), SGD lr 0.01 without momentum or weight decay, LR /10 at 50% and 75%
-of 100 epochs, as their code (run.sh: R18, dim 64, lr 1e-2, EPSHN, nsize 16, 100 epochs).
+of 100 epochs, as their code (run.sh: R18, dim 64, lr 1e-2, nsize 16, 100 epochs).
+Augmentation: their code's, 256 px 'xuan' (shorter side 1.1 x 256, random crop 256, flip; test 'xuan_test': shorter side 256, centre crop); the paper text's random crops of images padded by 10 px are not used.
 Train- and test-set Recall@1 of the fc and pool taps every 5 epochs (their Tables 1-2):
-analysis.tap_metrics in log.csv (tap_<tap>_<train|test>_recall@1)."""
+analysis.tap_metrics in log.csv (tap_<tap>_<train|test>_recall@1).
+Fig. 4-style yoked t-SNE of the four selections (one embedding space for train and test of all four runs):
+python -m tfdml.analysis.tsne runs/xuan_batch_all_{dataset} runs/xuan_npair_{dataset} runs/xuan_semihard_{dataset} runs/xuan_epshn_{dataset} --output runs/xuan_tsne_{dataset}.png"""
+# method: (loss, params, note)
+XUAN_METHODS = {
+    "batch_all": ("triplet", {"mining": "all", "form": "nca", "temperature": 0.1, "distance": "euclidean",
+                              "normalize": True, "average_over": "triplets"},
+                  "batch all, every (anchor, positive, negative) triplet of the batch, mean over triplets."),
+    "npair": ("npair", {"normalize": True, "temperature": 0.1, "embedding_reg": 0.0},
+              "N-pair, every anchor-positive pair against all negatives of the anchor in one softmax (NPairLoss "
+              "on unit vectors, temperature 0.1, no norm regulariser), mean over anchor-positive pairs."),
+    "semihard": ("triplet", {"mining": "semihard", "form": "nca", "temperature": 0.1, "margin": 0.2,
+                             "distance": "euclidean", "normalize": True},
+                 "semi-hard negatives as in Schroff et al. (FaceNet, which the paper cites): every anchor-positive "
+                 "pair with a random negative in d_ap < d_an < d_ap + 0.2 (else the nearest negative); the window "
+                 "0.2 is FaceNet's margin, not given by Xuan et al."),
+    "epshn": ("triplet", {"mining": "easy_positive_semihard", "form": "nca", "temperature": 0.1,
+                          "distance": "euclidean", "normalize": True},
+              "easy positive, semi-hard negative (EPSHN): each anchor's nearest positive and the nearest "
+              "negative farther than it."),
+}
 
 
 def xuan_configs():
-    for dataset in DATASETS:
-        name = f"xuan_epshn_{dataset}"
-        sop_note = ("on SOP 32 classes x 4: their SOP sampler takes all, at most 16, images of a class"
-                    if dataset == "sop" else "their balanced sampler")
-        yield name, XUAN_HEADER.format(dataset=dataset, sop_note=sop_note), _config(
-            name, dataset, 256, _model(backbone="resnet18", embedding_dim=64), "triplet",
-            {"mining": "easy_positive_semihard", "form": "nca", "temperature": 0.1, "distance": "euclidean",
-             "normalize": True}, None,
-            {"name": "m_per_class", "batch_size": 128, "samples_per_class": XUAN_SAMPLES[dataset]},
-            ("xuan", "xuan_test"), _optimizer("sgd", 0.01, 0.0, momentum=0.0),
-            {"decay_epochs": [50, 75], "factor": 0.1},
-            _training(100, XUAN_STEPS[dataset], 5, SOP_KS if dataset == "sop" else KS, ["fc", "pool"], "fc"),
-            _analysis(["recall"], ["fc", "pool"], every=5))
+    for method, (loss, params, method_note) in XUAN_METHODS.items():
+        for dataset in DATASETS:
+            name = f"xuan_{method}_{dataset}"
+            sop_note = ("on SOP 32 classes x 4: their SOP sampler takes all, at most 16, images of a class"
+                        if dataset == "sop" else "their balanced sampler")
+            header = XUAN_HEADER.format(dataset=dataset, sop_note=sop_note, method=method, method_note=method_note)
+            config = _config(
+                name, dataset, 256, _model(backbone="resnet18", embedding_dim=64), loss, dict(params), None,
+                {"name": "m_per_class", "batch_size": 128, "samples_per_class": XUAN_SAMPLES[dataset]},
+                ("xuan", "xuan_test"), _optimizer("sgd", 0.01, 0.0, momentum=0.0),
+                {"decay_epochs": [50, 75], "factor": 0.1},
+                _training(100, XUAN_STEPS[dataset], 5, SOP_KS if dataset == "sop" else KS, ["fc", "pool"], "fc"),
+                _analysis(["recall"], ["fc", "pool"], every=5))
+            differences = ["Augmentation of the authors' code ('xuan'), not the paper text's random crops of "
+                           "images padded by 10 px."]
+            if method == "semihard":
+                differences.append("Semi-hard window 0.2 (FaceNet's margin), not given by Xuan et al.")
+            config["paper"] = _paper(differences)
+            yield name, header, config
 
 
 FAMILIES = (ee_configs, roth_configs, vo_hays_configs, xuan_configs)

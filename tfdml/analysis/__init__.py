@@ -26,7 +26,7 @@ from tfdml.analysis.similarity_plots import nearest_same_and_different, same_vs_
 from tfdml.analysis.correlation import metric_table, write_correlation_report
 from tfdml.analysis.spectrum import class_singular_value_spectra, singular_value_spectrum
 from tfdml.analysis.taps import TapRecallHistory, plot_tap_metrics, plot_tap_recalls, tap_embedder
-from tfdml.analysis.tsne import joint_tsne, yoked_tsne
+from tfdml.analysis.tsne import joint_tsne, yoked_runs_tsne, yoked_tsne, yoked_tsne_maps
 
 __all__ = [
     "ExpansionMonitor",
@@ -61,4 +61,6 @@ __all__ = [
     "write_training_curves",
     "write_sharing_report",
     "yoked_tsne",
+    "yoked_tsne_maps",
+    "yoked_runs_tsne",
 ]

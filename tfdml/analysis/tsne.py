@@ -1,4 +1,8 @@
 """t-SNE views of embeddings (Xuan et al.): joint train/test maps and yoked t-SNE."""
+import argparse
+import os
+import sys
+
 import numpy as np
 from sklearn.manifold import TSNE
 
@@ -117,37 +121,162 @@ def yoked_tsne(embeddings_a, embeddings_b, yoke=0.1, perplexity=30.0, iterations
     starts), a large `yoke` makes them nearly identical. Exact O(N²) t-SNE in
     numpy (scikit-learn has no yoking) — meant for up to a few thousand points.
     Each iteration takes a momentum gradient step on the two KL terms, then the
-    exact proximal step of the yoke term (stable for any `yoke`).
+    exact proximal step of the yoke term (stable for any `yoke`). Any number of
+    maps: `yoked_tsne_maps`.
 
     Returns:
         (map_a (N, 2), map_b (N, 2)).
     """
-    a, b = np.asarray(embeddings_a, np.float64), np.asarray(embeddings_b, np.float64)
+    a, b = np.asarray(embeddings_a), np.asarray(embeddings_b)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"embeddings_a and embeddings_b must have the same number of points, got "
                          f"{a.shape[0]} and {b.shape[0]}.")
-    perplexity = min(perplexity, (len(a) - 1) / 3.0)
-    pa, pb = _affinities(a, perplexity), _affinities(b, perplexity)
+    maps = yoked_tsne_maps([a, b], yoke, perplexity, iterations, learning_rate, seed)
+    if path is not None:
+        _plot_maps(maps, titles, yoke, path, labels)
+    return maps[0], maps[1]
+
+
+def yoked_tsne_maps(embeddings, yoke=0.1, perplexity=30.0, iterations=500, learning_rate=100.0, seed=0):
+    """K ≥ 2 t-SNE maps of the same N points (one per embedding), optimised jointly and yoked.
+
+    Minimises Σ_k KL(P_k ‖ Q_k) + yoke · (1/N) Σ_{k<l} Σ_i ‖y_k,i − y_l,i‖² (for K = 2 the
+    objective of `yoked_tsne`), with the exact proximal step of the yoke term: each map's
+    deviation from the mean map shrinks by 1/(1 + 2·lr·yoke·K/N).
+
+    Args:
+        embeddings: list of K arrays (N, D_k) (dimensions may differ).
+
+    Returns:
+        list of K maps (N, 2).
+    """
+    arrays = [np.asarray(e, np.float64) for e in embeddings]
+    if len(arrays) < 2:
+        raise ValueError(f"embeddings must hold at least 2 arrays, got {len(arrays)}.")
+    if len({len(a) for a in arrays}) != 1:
+        raise ValueError(f"embeddings must have the same number of points, got {[len(a) for a in arrays]}.")
+    n, count = len(arrays[0]), len(arrays)
+    perplexity = min(perplexity, (n - 1) / 3.0)
+    affinities = [_affinities(a, perplexity) for a in arrays]
     rng = np.random.default_rng(seed)
-    ya, yb = rng.normal(scale=1e-2, size=(len(a), 2)), rng.normal(scale=1e-2, size=(len(a), 2))
-    va, vb = np.zeros_like(ya), np.zeros_like(yb)
+    maps = [rng.normal(scale=1e-2, size=(n, 2)) for _ in arrays]
+    velocities = [np.zeros_like(m) for m in maps]
+    shrink = 1.0 / (1.0 + 2.0 * learning_rate * yoke * count / n)
     for it in range(iterations):
         exaggeration, momentum = (12.0, 0.5) if it < 100 else (1.0, 0.8)
-        va = momentum * va - learning_rate * _tsne_gradient(pa * exaggeration, ya)
-        vb = momentum * vb - learning_rate * _tsne_gradient(pb * exaggeration, yb)
-        ya, yb = ya + va, yb + vb
-        # Proximal step of (yoke/N)·‖ya − yb‖²: shrinks the difference by 1/(1 + 4·lr·yoke/N).
-        pull = 0.5 * (1.0 - 1.0 / (1.0 + 4.0 * learning_rate * yoke / len(ya))) * (ya - yb)
-        ya, yb = ya - pull, yb + pull
-    if path is not None:
-        fig, axes = figure(ncols=2)
-        for ax, points, title in ((axes[0], ya, titles[0]), (axes[1], yb, titles[1])):
-            if labels is not None:
-                scatter_by_class(ax, points, np.asarray(labels))
-            else:
-                ax.scatter(points[:, 0], points[:, 1], s=8)
-            ax.set_title(f"{title} (yoked t-SNE, yoke={yoke})")
-            ax.set_xlabel("t-SNE 1")
-            ax.set_ylabel("t-SNE 2")
-        save(fig, path)
-    return ya, yb
+        for k, p in enumerate(affinities):
+            velocities[k] = momentum * velocities[k] - learning_rate * _tsne_gradient(p * exaggeration, maps[k])
+            maps[k] = maps[k] + velocities[k]
+        mean = sum(maps) / count
+        maps = [mean + shrink * (m - mean) for m in maps]
+    return maps
+
+
+def _plot_maps(maps, titles, yoke, path, labels=None, markers=None):
+    fig, axes = figure(ncols=len(maps))
+    for ax, points, title in zip(np.atleast_1d(axes), maps, titles):
+        if labels is not None and markers is not None:  # train (circles) and test (crosses) in one map
+            labels = np.asarray(labels)
+            for marker, mask in markers:
+                ax.scatter(points[mask, 0], points[mask, 1], c=labels[mask], cmap="tab20", s=8, marker=marker)
+        elif labels is not None:
+            scatter_by_class(ax, points, np.asarray(labels))
+        else:
+            ax.scatter(points[:, 0], points[:, 1], s=8)
+        ax.set_title(f"{title} (yoked t-SNE, yoke={yoke})")
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+    save(fig, path)
+
+
+def yoked_runs_tsne(run_dirs, path, points=500, yoke=1.0, tap=None, data_dir=None, seed=0, iterations=500,
+                    perplexity=30.0):
+    """The yoked joint train + test t-SNE of several trained runs (Xuan et al., Fig. 4 style).
+
+    Embeds the same `points` training and `points` test images (drawn with `seed`, the
+    test-time preprocessing of each run's config) with each run's model (`best.keras`,
+    else `final.keras`), maps all of them jointly with one t-SNE per run, yoked
+    together (`yoked_tsne_maps`), and draws one panel per run: training images as
+    circles, test images as crosses, coloured by class.
+
+    Args:
+        run_dirs: run directories (each with config.yaml) on the same dataset.
+        path: output image file.
+        points: images drawn from each split.
+        yoke: yoke weight.
+        tap: embedding tap (None: each run's `training.export_tap`).
+        data_dir: dataset folder overriding the runs' `dataset.data_dir`.
+
+    Returns:
+        list of maps (2·points, 2), train points first.
+    """
+    import yaml
+
+    from tfdml.data.pipelines import eval_pipeline
+    from tfdml.data.split import Split
+    from tfdml.metrics.evaluate import embed, tap_embedder
+    from tfdml.models.export import load_keras_model
+    from tfdml.training.runner import load_splits
+
+    run_dirs = list(run_dirs)
+    configs = []
+    for run_dir in run_dirs:
+        with open(os.path.join(run_dir, "config.yaml")) as handle:
+            configs.append(yaml.safe_load(handle))
+    datasets = {c["dataset"]["name"] for c in configs}
+    if len(datasets) != 1:
+        raise ValueError(f"run_dirs must be runs on one dataset, got {sorted(datasets)}.")
+    rng = np.random.default_rng(seed)
+    chosen, embeddings = None, []
+    for run_dir, config in zip(run_dirs, configs):
+        if data_dir is not None:
+            config["dataset"]["data_dir"] = data_dir
+        splits = load_splits(config)
+        if chosen is None:
+            chosen = [np.sort(rng.choice(s.num_images, min(points, s.num_images), replace=False)) for s in splits]
+        parts, labels = [], []
+        for split, index in zip(splits, chosen):
+            subset = Split(split.name, split.labels[index], channels=split.channels,
+                           images=(split._images[index] if isinstance(split._images, np.ndarray) else
+                                   [split._images[i] for i in index]) if split._images is not None else None,
+                           paths=[split._paths[i] for i in index] if split._paths is not None else None)
+            data = eval_pipeline(subset, config["training"]["eval_batch_size"], config["dataset"]["image_size"],
+                                 config["augmentation"]["test"])
+            best, final = os.path.join(run_dir, "best.keras"), os.path.join(run_dir, "final.keras")
+            model = load_keras_model(best if os.path.exists(best) else final)
+            values, split_labels = embed(tap_embedder(model, tap or config["training"]["export_tap"]), data)
+            parts.append(values)
+            labels.append(split_labels)
+        embeddings.append(np.concatenate(parts))
+    train_count = len(chosen[0])
+    all_labels = np.concatenate([labels[0], labels[1] + labels[0].max() + 1])  # test classes get other colours
+    maps = yoked_tsne_maps(embeddings, yoke, perplexity, iterations, seed=seed)
+    is_train = np.arange(len(all_labels)) < train_count
+    _plot_maps(maps, [os.path.basename(os.path.normpath(r)) for r in run_dirs], yoke, path, all_labels,
+               markers=[("o", is_train), ("x", ~is_train)])
+    return maps
+
+
+def main(argv=None):
+    """`python -m tfdml.analysis.tsne RUN_DIR RUN_DIR ... --output FIGURE.png`: `yoked_runs_tsne`."""
+    parser = argparse.ArgumentParser(description="Yoked joint train+test t-SNE of several run directories "
+                                                 "(Xuan et al. Fig. 4 style).")
+    parser.add_argument("run_dirs", nargs="+", help="run directories (two or more, one dataset)")
+    parser.add_argument("--output", required=True, help="figure file (.png)")
+    parser.add_argument("--points", type=int, default=500, help="images drawn from each split (default 500)")
+    parser.add_argument("--yoke", type=float, default=1.0, help="yoke weight (default 1)")
+    parser.add_argument("--tap", default=None, help="embedding tap (default: each run's export tap)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder overriding the runs' configs")
+    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if len(args.run_dirs) < 2:
+        parser.error("give at least two run directories")
+    yoked_runs_tsne(args.run_dirs, args.output, args.points, args.yoke, args.tap, args.data_dir, args.seed,
+                    args.iterations)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,9 @@ size is stored inside; `--image-size` overrides it). Prints Recall@K (1, 2, 4, 8
 writes, per tap, metrics.json (every metric of `tfdml.metrics.evaluate_embeddings`),
 the analysis plots (spectrum, same-vs-different, distance heatmap, synthetic
 queries, joint train/test t-SNE) and a report.md embedding them
-(`tfdml.analysis.write_report`), and prints where. Progress lines (embedding,
+(`tfdml.analysis.write_report`), and prints where. For a run directory whose config has a `paper`
+section (the paper configs), the "paper vs this run" table is printed, added to `--output` (key
+`paper_vs_run`) and written to `<report>/paper_vs_run.md`. Progress lines (embedding,
 neighbour search, k-means) appear on a terminal; `--quiet` turns them off. Errors in the
 command line or data print `error: <message>` (exit status 2); `--debug` shows the traceback.
 """
@@ -161,16 +163,40 @@ def main(argv=None, prog=None):
         reports.append(_sharing_report(model, data, train_data, args, ks, verbose))
     print(f"{split}")
     print(format_table(results, ks))
+    comparison = _paper_comparison(args.model, args.dataset, results)
+    if comparison is not None:
+        print(comparison["text"])
+        if args.report:
+            with open(os.path.join(args.report, "paper_vs_run.md"), "w") as handle:
+                handle.write(comparison["text"] + "\n")
+            reports.append(os.path.join(args.report, "paper_vs_run.md"))
     for report in reports:
         print(f"report: {os.path.abspath(report)}")
     if args.output:
+        from tfdml.training.paper import PAPER_KEY
+
+        written = dict(results, **({PAPER_KEY: comparison} if comparison is not None else {}))
         with open(args.output, "w") as handle:
-            json.dump(results, handle, indent=2)
+            json.dump(written, handle, indent=2)
         print(f"metrics: {os.path.abspath(args.output)}")
     return results
 
 
 MAX_GRID_IMAGES = 5000
+
+
+def _paper_comparison(model_path, dataset, results):
+    """The "paper vs this run" record (`tfdml.training.paper`) of a run directory whose config has a
+    `paper` section, for the evaluated `dataset`; None otherwise."""
+    path = os.path.join(model_path, "config.yaml")
+    if not (os.path.isdir(model_path) and os.path.exists(path)):
+        return None
+    from tfdml.training.config import load_config
+    from tfdml.training.paper import comparison_record
+
+    config = load_config(path)
+    config["dataset"]["name"] = dataset
+    return comparison_record(config, results)
 
 
 def _sharing_report(model, data, train_data, args, ks, verbose):

@@ -13,7 +13,8 @@ import argparse
 import os
 
 from tfdml.cli.common import add_common_arguments, progress_verbosity, run_cli, start_devices
-from tfdml.training.sweep import _columns, collect, execute, load_sweep, parse_grid, plan_runs, plot_against, \
+from tfdml.training.sweep import _columns, collect, execute, load_sweep, paper_comparisons, parse_grid, plan_runs, \
+    plot_against, \
     summarize, write_summary
 
 
@@ -66,7 +67,7 @@ def main(argv=None, prog=None):
     summary = summarize(rows)
     taps = args.taps.split(",") if args.taps else ()
     metrics = args.metrics.split(",")
-    print(write_summary(args.output, rows, summary, taps, metrics))
+    print(write_summary(args.output, rows, summary, taps, metrics, paper_comparisons(runs, summary)))
     if args.plot_x:
         columns = _columns(summary, taps, metrics)
         name = f"{columns[0].replace('/', '_').replace('@', '_at_')}_vs_{args.plot_x}.png"

@@ -6,8 +6,11 @@ Output images are float32 (S, S, C) in [0, 255] with the input's channel count C
 Training presets (each also as `<name>_noflip` without the horizontal flip, for
 characters, digits and other classes that a mirror image changes: b ↔ d):
 
-- "ee" (EE official code): resize to R×R, R = round(S·256/227), random crop
-  S×S, horizontal flip.
+- "ee" (EE paper text, §4): resize to R×R, R = round(S·256/227), random
+  crop S×S, horizontal flip.
+- "ee_code" (EE official code): with probability ½ a plain resize to S×S,
+  otherwise resize to R'×R', R' = round(S·255/227), and random crop S×S;
+  then horizontal flip. Its test preset is "none" (plain resize to S×S).
 - "roth" (Roth et al., "base"): random resized crop to S×S (area [0.08, 1],
   aspect ratio [3/4, 4/3]), horizontal flip.
 - "roth_red" (Roth et al., Fig. 2 "Red."): resize the shorter side to
@@ -44,7 +47,7 @@ import numbers
 
 import tensorflow as tf
 
-_FLIPPING = ("ee", "roth", "roth_adv", "roth_red", "sharing", "xuan", "pad_crop")
+_FLIPPING = ("ee", "ee_code", "roth", "roth_adv", "roth_red", "sharing", "xuan", "pad_crop")
 _TEST = ("test", "roth_test", "xuan_test", "sharing_test", "none")
 AUGMENTATIONS = _FLIPPING + tuple(f"{name}_noflip" for name in _FLIPPING) + _TEST
 """Names accepted by `make_augmentation` and the pipelines' `augmentation=`: training augmentations (`ee`, `roth`, `roth_adv`, `xuan`, `pad_crop`), their `<name>_noflip` variants and the test-time ones (`test`, `roth_test`, `xuan_test`, `none`)."""
@@ -169,6 +172,13 @@ def _ee(image, size, seed):
     return _random_crop(_resize(image, side), size, seed)
 
 
+def _ee_code(image, size, seed):
+    seeds = tf.random.experimental.stateless_split(seed, num=2)
+    cropped = _random_crop(_resize(image, int(round(size * 255 / 227))), size, seeds[0])
+    plain = tf.random.stateless_uniform([], seeds[1]) < 0.5
+    return tf.where(plain, _resize(image, size), cropped)
+
+
 def _roth(image, size, seed):
     return _random_resized_crop(image, size, seed)
 
@@ -221,6 +231,6 @@ def _none(image, size, seed):
     return _resize(image, size)
 
 
-_PRESETS = {"ee": _ee, "roth": _roth, "roth_adv": _roth_adv, "roth_red": _roth_red, "sharing": _sharing,
-            "xuan": _xuan, "pad_crop": _pad_crop, "test": _test, "roth_test": _roth_test, "xuan_test": _xuan_test,
-            "sharing_test": _sharing_test, "none": _none}
+_PRESETS = {"ee": _ee, "ee_code": _ee_code, "roth": _roth, "roth_adv": _roth_adv, "roth_red": _roth_red,
+            "sharing": _sharing, "xuan": _xuan, "pad_crop": _pad_crop, "test": _test, "roth_test": _roth_test,
+            "xuan_test": _xuan_test, "sharing_test": _sharing_test, "none": _none}

@@ -34,12 +34,13 @@ Argument vocabulary — one name per concept, the same in every loss:
 - `embedding_scale`: multiplier of the (normalised) embeddings — and proxies —
   before distances (triplet, ProxyNCA).
 - `scale`: multiplier of logits (ArcFace s, SoftTriple λ); `temperature`: divisor
-  of logits (normalised softmax T, the triplet "nca" form).
+  of logits (normalised softmax T, the triplet "nca" form, N-pair).
 - `mining`, `rho`: triplet miner name and ρ-regularisation probability;
   `average_over`: what the triplet loss divides its sum by (triplets, active
-  triplets or positive pairs).
+  triplets, positive pairs, or nothing: "sum").
 - `ee_form`: "paper" (default) or "pooled" — for the losses with their own
-  printed EE equation (lifted EE eq. 12, multi-similarity EE eqs. 14–15).
+  printed EE equation (lifted EE eq. 12, multi-similarity EE eqs. 14–15);
+  `plus_one`: multi-similarity's "1 +" inside the logs (False: EE eqs. 6, 15).
 - `lr_multiplier`: learning-rate multiplier of the loss's trainable state (β,
   proxies); `num_classes`, `proxies_per_class`: class-indexed state.
 - `expansion`: `tfdml.EmbeddingExpansion` (or None); `seed`: int seed of the
@@ -66,6 +67,7 @@ from tfdml.losses.registry import get, get_class, names
 from tfdml.losses.shared_triplets import SharedTripletLoss
 from tfdml.losses.snr import SNRLoss
 from tfdml.losses.soft_triple import SoftTripleLoss
+from tfdml.losses.softmax import SoftmaxLoss
 from tfdml.losses.state import LossStateFunctional, LossVariable, attach_loss_state
 from tfdml.losses.triplet import TripletLoss
 
@@ -90,6 +92,7 @@ __all__ = [
     "SoftTripleLoss",
     "ArcFaceLoss",
     "NormalizedSoftmaxLoss",
+    "SoftmaxLoss",
     "get",
     "get_class",
     "names",

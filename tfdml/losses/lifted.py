@@ -21,10 +21,9 @@ class LiftedStructureLoss(MetricLoss):
         J_ij = log( Σ_{k∈N_i} exp(m − d_ik) + Σ_{k∈N_j} exp(m − d_jk) ) + d_ij
         loss = 1/(2|P|) Σ_{(i,j)∈P} [J_ij]_+²
 
-    With Embedding Expansion (`ee_form="paper"`, the default: EE eq. 12 as
-    quoted in tfdml issue 11, the only source of the printed equation here),
-    with d̂_ik the EE-pooled distance of the negative pair (i, k) (minimum over
-    the pools; default pooling "class"):
+    With Embedding Expansion (`ee_form="paper"`, the default: Ko & Gu, CVPR
+    2020, eq. 12), with d̂_ik the EE-pooled distance of the negative pair
+    (i, k) (minimum over the pools; default pooling "class"):
 
         Ĵ_ij = log Σ_{k∈N_i} exp(m − d̂_ik) + d_ij
         loss = 1/|P| Σ_{(i,j)∈P} [Ĵ_ij]_+²
@@ -32,8 +31,8 @@ class LiftedStructureLoss(MetricLoss):
     (one sum, no ½: under class pooling Σ_k exp(m − d̂_ik) = Σ_k exp(m − d̂_jk),
     so eq. 2 on pooled distances would equal eq. 12 with log 2 inside the hinge
     and a factor ½). `ee_form="pooled"` keeps eq. 2 with every d_ik, d_jk
-    replaced by d̂_ik, d̂_jk (tfdml before issue 11). Without EE (or with
-    `n_points=0`) both forms are eq. 2.
+    replaced by d̂_ik, d̂_jk (the rule of the other pair-based losses).
+    Without EE (or with `n_points=0`) both forms are eq. 2.
 
     Pairs whose anchors have no negative in the batch contribute [−∞]_+ = 0.
     No positive pair → loss 0.

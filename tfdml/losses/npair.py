@@ -14,9 +14,13 @@ class NPairLoss(MetricLoss):
     On dot-product similarities s of (by default unnormalised) embeddings, for
     every ordered positive pair (i, j), i ≠ j:
 
-        ℓ_ij = log(1 + Σ_{k: y_k ≠ y_i} exp(s_ik − s_ij))
+        ℓ_ij = log(1 + Σ_{k: y_k ≠ y_i} exp((s_ik − s_ij) / T))
 
     loss = mean over ordered positive pairs of ℓ_ij + embedding_reg · mean_i ‖x_i‖².
+    T = `temperature` is 1 in Sohn's loss; with `normalize=True` and T = 0.1 it
+    is the NCA form with all negatives of one anchor–positive pair, the
+    "N-pair" selection of Xuan et al. ("Improved embeddings with easy positive
+    triplet mining", WACV 2020, eq. 2 with every negative in the denominator).
 
     With Embedding Expansion (EE eq. 13) every negative similarity s_ik is the
     pooled one (maximum over the pools; default pooling "class"). The EE paper
@@ -38,6 +42,7 @@ class NPairLoss(MetricLoss):
     Args:
         embedding_reg: weight of the squared-norm regulariser.
         normalize: L2-normalise embeddings first (default False, as in Sohn).
+        temperature: T > 0, divisor of the similarities (default 1).
         expansion: `tfdml.EmbeddingExpansion` or None.
 
     Example (both ordered positive pairs have s_ij = 1 and one negative with
@@ -49,12 +54,14 @@ class NPairLoss(MetricLoss):
     0.3133
     """
 
-    config_args = ("embedding_reg", "normalize", "expansion")
+    config_args = ("embedding_reg", "normalize", "expansion", "temperature")
     supports_expansion = True
     default_pooling = "class"
 
-    def __init__(self, embedding_reg=0.005, normalize=False, expansion=None, name="npair_loss", **kwargs):
+    def __init__(self, embedding_reg=0.005, normalize=False, expansion=None, temperature=1.0, name="npair_loss",
+                 **kwargs):
         super().__init__(name=name, expansion=expansion, **kwargs)
+        self.temperature = check_number(temperature, "temperature", greater_than=0.0)
         self.embedding_reg = check_number(embedding_reg, "embedding_reg", 0.0)
         self.normalize = bool(normalize)
         if self.expanding and self.expansion.normalize and not self.normalize:
@@ -66,8 +73,11 @@ class NPairLoss(MetricLoss):
     def compute(self, labels, embeddings):
         embeddings = normalize_if(embeddings, self.normalize)
         m = self.pair_matrices(embeddings, labels, "dot", self.normalize)
-        neg_lse = masked_logsumexp(m.negative, m.negative_mask, axis=1)  # (B,)
-        per_pair = tf.nn.softplus(neg_lse[:, None] - m.positive)
+        positive, negative = m.positive, m.negative
+        if self.temperature != 1.0:
+            positive, negative = positive / self.temperature, negative / self.temperature
+        neg_lse = masked_logsumexp(negative, m.negative_mask, axis=1)  # (B,)
+        per_pair = tf.nn.softplus(neg_lse[:, None] - positive)
         loss = masked_mean(per_pair, m.positive_mask)
         if self.embedding_reg > 0:
             loss += self.embedding_reg * mean_squared_norm(embeddings)

@@ -10,7 +10,7 @@ from tfdml.losses.registry import register
 
 FORMS = ("hinge", "softplus", "nca")
 TRIPLET_DISTANCES = ("euclidean", "squared_euclidean", "cosine_distance")
-AVERAGES = ("triplets", "active_triplets", "positive_pairs")
+AVERAGES = ("triplets", "active_triplets", "positive_pairs", "sum")
 
 
 @register("triplet")
@@ -22,7 +22,10 @@ class TripletLoss(MetricLoss):
     - `form="hinge"`: ℓ = [d_ap − d_an + margin]_+
     - `form="softplus"`: ℓ = log(1 + exp(d_ap − d_an)) (Vo & Hays use it over all
       triplets with squared distances on features scaled by 4: `mining="all",
-      distance="squared_euclidean", embedding_scale=4`)
+      distance="squared_euclidean", embedding_scale=4`). Vo & Hays print
+      exp(d(a, n) − d(a, p)), a sign typo: minimising that pushes positives
+      apart and pulls negatives together; their code and this form use
+      d_ap − d_an.
     - `form="nca"`: ℓ = −log softmax([s_ap, s_an] / temperature)[0]
       = log(1 + exp((s_an − s_ap) / temperature)) on cosine similarities s
       (Xuan et al., "Improved embeddings with easy positive triplet mining",
@@ -38,9 +41,14 @@ class TripletLoss(MetricLoss):
     - "active_triplets": the number of those with ℓ > 0 (Hermans et al.'s
       "BA≠0", pytorch-metric-learning's convention);
     - "positive_pairs": |P|, the number of ordered positive pairs (a, p),
-      a ≠ p, of the batch — the normalisation of EE eqs. 1 and 11 (as quoted
-      in tfdml issue 11): with `mining="all"`,
-      loss = 1/|P| Σ_{(a,p)∈P} Σ_{n: y_n ≠ y_a} ℓ_apn.
+      a ≠ p, of the batch — the normalisation of Ko & Gu (CVPR 2020) eqs. 1
+      and 11: with `mining="all"`,
+      loss = 1/|P| Σ_{(a,p)∈P} Σ_{n: y_n ≠ y_a} ℓ_apn;
+    - "sum": 1, the plain sum over the valid mined triplets. With
+      `mining="hard"` this is the sum of the per-anchor batch-hard (HPHN)
+      losses that the official EE code back-propagates (`loss.backward()` on
+      the per-anchor vector); with coupled weight decay its update differs
+      from the mean's (Adam is invariant to the loss scale, the decay is not).
 
     Default (None): "active_triplets" for `mining="all"` with the hinge form,
     "triplets" otherwise (for the always-positive softplus/nca forms both are
@@ -66,8 +74,8 @@ class TripletLoss(MetricLoss):
         embedding_scale: embeddings are multiplied by it (after normalisation).
         expansion: `tfdml.EmbeddingExpansion` or None.
         seed: int seed of the random miners / ρ.
-        average_over: None, "triplets", "active_triplets" or "positive_pairs"
-            (see Reduction).
+        average_over: None, "triplets", "active_triplets", "positive_pairs" or
+            "sum" (see Reduction).
 
     Example (unit circle: every anchor's farthest positive and nearest negative
     are both √2 away, so each hinge is 0.5):
@@ -124,6 +132,8 @@ class TripletLoss(MetricLoss):
                                            seed=self._seed_generator, values=similarities)
         per_triplet = self._per_triplet(mined.d_ap, mined.d_an)  # (B, B, B) for "all": inherent, one hinge each
         valid = mined.valid
+        if self.average == "sum":
+            return tf.reduce_sum(tf.where(valid, per_triplet, tf.zeros_like(per_triplet)))
         if self.average == "positive_pairs":
             total = tf.reduce_sum(tf.where(valid, per_triplet, tf.zeros_like(per_triplet)))
             return tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(matrices.positive_mask, total.dtype)))

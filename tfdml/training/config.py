@@ -31,6 +31,7 @@ from tfdml.data.samplers import EMBEDDED_SAMPLERS, SAMPLER_NAMES, check_classes_
 from tfdml.metrics.evaluate import METRIC_NAMES
 from tfdml.models.embedding_model import DEFAULT_TAP, POOLINGS
 from tfdml.training.optimizers import OPTIMIZERS, WEIGHT_DECAY_MODES
+from tfdml.training.paper import validate_paper
 from tfdml.training.strategy import STRATEGIES
 
 DEFAULT_CONFIG = {
@@ -82,6 +83,7 @@ DEFAULT_CONFIG = {
         "expansion_batches": 4,
     },
     "sharing": None,
+    "paper": {"results": [], "differences": [], "note": ""},
 }
 """The embedded default run's configuration (`configs/default.yaml`); every config is merged onto it, and its keys are the only ones a config may use."""
 
@@ -94,6 +96,10 @@ DEFAULT_CONFIG = {
 #   of the original points (leave-one-out), on `expansion_batches` fixed training batches (test-time
 #   preprocessing) every `every` epochs: columns "ee_synthetic_recall@1", "ee_original_recall@1",
 #   "ee_synthetic_negative_ratio". Uses the `expansion` section (its defaults when it is null).
+
+# `paper` (tfdml.training.paper): the numbers the paper reports for a paper config (results: {table, dataset,
+# metric, value, std, tap} in percent), the protocol differences that apply, and a note; train.py, evaluate.py
+# and sweep.py print and write a "paper vs this run" table from it.
 
 # Sharing Matters (tfdml.sharing): the `sharing` section, null (off) by default. `groups` 0 trains φ* on shared
 # triplets T*; L > 0 on k-means group ids (grouping variant T^G), re-clustered every `regroup_every` epochs, of
@@ -288,6 +294,7 @@ def validate(config):
         raise ValueError("Config key 'optimizer.weight_decay' must be >= 0.")
     _validate_model(resolved["model"])
     _validate_analysis(resolved["analysis"])
+    validate_paper(resolved["paper"])
     sampler = resolved["sampler"]
     if sampler["name"] in EMBEDDED_SAMPLERS:  # tfdml.data.EmbeddedSampler
         try:

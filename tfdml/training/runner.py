@@ -42,6 +42,7 @@ from tfdml.training.inputs import train_input
 from tfdml.training.loop import TrainingLoop
 from tfdml.weights.sources import imagenet_source
 from tfdml.training.optimizers import exclude_loss_state_from_decay, make_optimizer
+from tfdml.training.paper import PAPER_KEY, comparison_record
 from tfdml.training.run_directory import RunDirectory, RunDirectoryError
 from tfdml.training.strategy import describe, gather_over_replicas, is_chief, make_strategy
 
@@ -324,14 +325,23 @@ def best_epoch_metrics(log_path, monitor, taps):
 
 def finish(config, model, test_data, untrained=None):
     """The chief's last steps: `final.keras`, test metrics (printed beside the `untrained` baseline when
-    given, and written to `metrics.json`), SavedModel."""
+    given, and written to `metrics.json`), the "paper vs this run" table of a config with a `paper`
+    section (printed, in `metrics.json` under `paper_vs_run` and in `paper_vs_run.md`;
+    `tfdml.training.paper`), SavedModel. Returns the metrics per tap."""
     run_dir, training = config["output_dir"], config["training"]
     model.save(os.path.join(run_dir, "final.keras"))
     results = evaluate_taps(model, test_data, report_taps(model, config), training["ks"])
     print(results_table(results, training["ks"], untrained))
     best = best_epoch_metrics(os.path.join(run_dir, "log.csv"), monitored_metric(config), list(results))
+    written = {**results, BEST_EPOCH: best}
+    comparison = comparison_record(config, results)
+    if comparison is not None:  # a paper config: its reported numbers beside this run's
+        print(comparison["text"])
+        written[PAPER_KEY] = comparison
+        with open(os.path.join(run_dir, f"{PAPER_KEY}.md"), "w") as handle:
+            handle.write(comparison["text"] + "\n")
     with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
-        json.dump({**results, BEST_EPOCH: best}, handle, indent=2)
+        json.dump(written, handle, indent=2)
     export(model, os.path.join(run_dir, "saved_model"), tap=training["export_tap"])
     print(f"run directory: {run_dir}")
     return results

@@ -38,6 +38,7 @@ import re
 import numpy as np
 
 from tfdml.training.config import load_config, load_yaml, parse_override
+from tfdml.training.paper import PAPER_KEY, comparison_record
 
 
 def parse_grid(text):
@@ -188,7 +189,8 @@ def collect(runs, select="best"):
         with open(path) as handle:
             metrics = json.load(handle)
         metrics = run_metrics(metrics, select, planned["run_dir"])
-        values = {f"{tap}/{key}": float(value) for tap, result in metrics.items() for key, value in result.items()}
+        values = {f"{tap}/{key}": float(value) for tap, result in metrics.items() if tap != PAPER_KEY
+                  for key, value in result.items()}
         rows.append({"config": planned["config"], "point": planned["point"], "seed": planned["seed"],
                      "values": values})
     return rows
@@ -233,8 +235,34 @@ def format_summary(summary, taps=(), metrics=("recall@1",)):
     return "\n".join(lines)
 
 
-def write_summary(output, rows, summary, taps=(), metrics=("recall@1",)):
-    """Writes runs.csv, summary.csv (every column: mean and std) and summary.md into `output`."""
+def paper_comparisons(runs, summary):
+    """The "paper vs this run" text (`tfdml.training.paper`) of each (config, grid point) whose config has
+    a `paper` section, with the mean ± std over seeds; {"<config> <point>": text}."""
+    configs = {}
+    for planned in runs:
+        configs.setdefault(planned["config"], planned["resolved"])
+    texts = {}
+    for group in summary:
+        config = configs.get(group["config"])
+        if config is None:
+            continue
+        mean, spread = {}, {}
+        for column, value in group["mean"].items():
+            tap, metric = column.split("/", 1)
+            mean.setdefault(tap, {})[metric] = value
+            std = group["std"].get(column)
+            if std is not None and np.isfinite(std):
+                spread.setdefault(tap, {})[metric] = std
+        record = comparison_record(config, mean, spread)
+        if record is not None:
+            point = ",".join(f"{k}={v}" for k, v in group["point"].items()) or "base"
+            texts[f"{group['config']} {point} ({group['n']} seeds)"] = record["text"]
+    return texts
+
+
+def write_summary(output, rows, summary, taps=(), metrics=("recall@1",), comparisons=None):
+    """Writes runs.csv, summary.csv (every column: mean and std) and summary.md into `output`;
+    `comparisons` ({title: text}, `paper_comparisons`) are appended to summary.md."""
     os.makedirs(output, exist_ok=True)
     keys = list(dict.fromkeys(key for row in rows for key in row["point"]))
     value_keys = list(dict.fromkeys(key for row in rows for key in row["values"]))
@@ -252,6 +280,8 @@ def write_summary(output, rows, summary, taps=(), metrics=("recall@1",)):
             writer.writerow([group["config"]] + [group["point"].get(k) for k in keys] + [group["n"]]
                             + [v for c in columns for v in (group["mean"].get(c), group["std"].get(c))])
     text = format_summary(summary, taps, metrics)
+    for title, comparison in (comparisons or {}).items():
+        text += f"\n\n### {title}\n\n{comparison}"
     with open(os.path.join(output, "summary.md"), "w") as handle:
         handle.write(text + "\n")
     return text
