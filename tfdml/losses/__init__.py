@@ -51,15 +51,21 @@ Argument vocabulary — one name per concept, the same in every loss:
 from tfdml.losses.angular import AngularLoss
 from tfdml.losses.arcface import ArcFaceLoss
 from tfdml.losses.base import MetricLoss
+from tfdml.losses.circle import CircleLoss
 from tfdml.losses.contrastive import ContrastiveLoss
+from tfdml.losses.cosface import CosFaceLoss
 from tfdml.losses.generalized_lifted import GeneralizedLiftedStructureLoss
 from tfdml.losses.histogram import HistogramLoss
+from tfdml.losses.intra_pair_variance import IntraPairVarianceLoss
 from tfdml.losses.lifted import LiftedStructureLoss
 from tfdml.losses.margin import MarginLoss
 from tfdml.losses.multi_similarity import MultiSimilarityLoss
+from tfdml.losses.nca import NCALoss
 from tfdml.losses.normalized_softmax import NormalizedSoftmaxLoss
 from tfdml.losses.npair import NPairLoss
+from tfdml.losses.ntxent import NTXentLoss
 from tfdml.losses.proxies import ProxyLoss
+from tfdml.losses.proxy_anchor import ProxyAnchorLoss
 from tfdml.losses.proxy_nca import ProxyNCALoss
 from tfdml.losses.quadruplet import QuadrupletLoss
 from tfdml.losses.registry import get, get_class, names
@@ -67,7 +73,10 @@ from tfdml.losses.shared_triplets import SharedTripletLoss
 from tfdml.losses.snr import SNRLoss
 from tfdml.losses.soft_triple import SoftTripleLoss
 from tfdml.losses.state import LossStateFunctional, LossVariable, attach_loss_state
+from tfdml.losses.sub_center_arcface import SubCenterArcFaceLoss
+from tfdml.losses.supcon import SupConLoss
 from tfdml.losses.triplet import TripletLoss
+from tfdml.losses.tuplet_margin import TupletMarginLoss
 
 __all__ = [
     "MetricLoss",
@@ -90,6 +99,15 @@ __all__ = [
     "SoftTripleLoss",
     "ArcFaceLoss",
     "NormalizedSoftmaxLoss",
+    "ProxyAnchorLoss",
+    "CosFaceLoss",
+    "SubCenterArcFaceLoss",
+    "CircleLoss",
+    "SupConLoss",
+    "NTXentLoss",
+    "TupletMarginLoss",
+    "IntraPairVarianceLoss",
+    "NCALoss",
     "get",
     "get_class",
     "names",
