@@ -19,8 +19,9 @@ class IntraPairVarianceLoss(MetricLoss):
 
         ℓ⁺_ap = [(1 − ε⁺) E_p − cos θ_ap]_+²      ℓ⁻_an = [cos θ_an − (1 + ε⁻) E_n]_+²
 
-    loss = mean of the non-zero ℓ⁺ + mean of the non-zero ℓ⁻ (each 0 if it has
-    none), pytorch-metric-learning's `IntraPairVarianceLoss` reduction. Defaults
+    loss = mean of ℓ⁺ over the positive pairs + mean of ℓ⁻ over the negative
+    pairs (each 0 without a pair), pytorch-metric-learning's
+    `IntraPairVarianceLoss` reduction. Defaults
     ε⁺ = ε⁻ = 0.01 are pytorch-metric-learning's. The paper adds it to the
     tuplet margin loss (`tfdml.losses.TupletMarginLoss`) with a weight.
 
@@ -37,8 +38,8 @@ class IntraPairVarianceLoss(MetricLoss):
 
     >>> loss = tfdml.losses.IntraPairVarianceLoss()
     >>> embeddings = [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    >>> round(float(loss([0, 0, 1, 1], embeddings)), 6)  # 0.495²
-    0.245025
+    >>> round(float(loss([0, 0, 1, 1], embeddings)), 7)  # (0 + 0 + 0.495² + 0.495²) / 4
+    0.1225125
     """
 
     config_args = ("pos_margin", "neg_margin", "expansion")
@@ -56,6 +57,4 @@ class IntraPairVarianceLoss(MetricLoss):
         mean_neg = masked_mean(m.negative, m.negative_mask)
         pos_term = tf.square(tf.nn.relu((1.0 - self.pos_margin) * mean_pos - m.positive))
         neg_term = tf.square(tf.nn.relu(m.negative - (1.0 + self.neg_margin) * mean_neg))
-        active_pos = tf.logical_and(m.positive_mask, tf.stop_gradient(pos_term) > 0)
-        active_neg = tf.logical_and(m.negative_mask, tf.stop_gradient(neg_term) > 0)
-        return masked_mean(pos_term, active_pos) + masked_mean(neg_term, active_neg)
+        return masked_mean(pos_term, m.positive_mask) + masked_mean(neg_term, m.negative_mask)
