@@ -15,6 +15,9 @@ REQUIRED_ARGS = {
     "arcface": {"num_classes": 4},
     "normalized_softmax": {"num_classes": 4},
     "margin": {"num_classes": 4},
+    "proxy_anchor": {"num_classes": 4},
+    "cosface": {"num_classes": 4},
+    "sub_center_arcface": {"num_classes": 4},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}
 
