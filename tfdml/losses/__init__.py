@@ -25,26 +25,32 @@ are computed without overflow, see `tfdml.distances` and
 Argument vocabulary — one name per concept, the same in every loss:
 
 - `margin`: the loss's (first) hinge margin (triplet m, margin-loss α,
-  quadruplet γ1, SNR, lifted m, ArcFace m in radians, SoftTriple δ);
-  `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`: contrastive.
+  quadruplet γ1, SNR, lifted m, ArcFace and sub-center ArcFace m in radians,
+  SoftTriple δ, Proxy-Anchor δ, CosFace m, Circle m, tuplet-margin β in
+  radians); `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`:
+  contrastive, intra-pair variance ε⁺ / ε⁻.
 - `normalize`: L2-normalise the embeddings before the loss (defaults follow
   each paper); the L2 normalisation is `tfdml.distances.l2_normalize`.
 - `embedding_reg`: weight of the loss's embedding regulariser (N-pair, angular,
   generalized lifted: mean ‖x‖²; SNR: mean |Σ_m x_m|).
 - `embedding_scale`: multiplier of the (normalised) embeddings — and proxies —
   before distances (triplet, ProxyNCA).
-- `scale`: multiplier of logits (ArcFace s, SoftTriple λ); `temperature`: divisor
-  of logits (normalised softmax T, the triplet "nca" form).
+- `scale`: multiplier of logits (ArcFace, CosFace, tuplet-margin s, SoftTriple λ,
+  Circle γ, NCA's softmax scale); `temperature`: divisor of logits (normalised
+  softmax T, the triplet "nca" form, SupCon and NT-Xent τ).
 - `mining`, `rho`: triplet miner name and ρ-regularisation probability;
   `average_over`: what the triplet loss divides its sum by (triplets, active
-  triplets or positive pairs).
+  triplets or positive pairs), and SupCon's (anchors or active anchors).
+- Where pytorch-metric-learning's form differs from the paper's, a named option
+  selects it: SupCon `average_over="active_anchors"`, NT-Xent
+  `denominator="negatives"`, sub-center ArcFace `monotonic=True`.
 - `ee_form`: "paper" (default) or "pooled" — for the losses with their own
   printed EE equation (lifted EE eq. 12, multi-similarity EE eqs. 14–15).
 - `lr_multiplier`: learning-rate multiplier of the loss's trainable state (β,
   proxies); `num_classes`, `proxies_per_class`: class-indexed state.
 - `expansion`: `tfdml.EmbeddingExpansion` (or None); `seed`: int seed of the
   loss's random draws or of its state's initialisation.
-- Paper symbols where they are the concept: multi-similarity `alpha`, `beta`,
+- Paper symbols where they are the concept: Proxy-Anchor `alpha`; multi-similarity `alpha`, `beta`,
   `base` (λ), `epsilon`; margin-loss `beta`, `nu`; SoftTriple `gamma`, `tau`;
   angular `alpha_degrees`, `angular_weight`; histogram `bins`.
 """
