@@ -144,6 +144,7 @@ NO_TUPLE_ARGS = {
     "triplet": {}, "lifted": {}, "multi_similarity": {}, "histogram": {}, "quadruplet": {}, "margin": {},
     "npair": {"embedding_reg": 0.0}, "angular": {"embedding_reg": 0.0}, "generalized_lifted": {"embedding_reg": 0.0},
     "snr": {"embedding_reg": 0.0},
+    "circle": {}, "supcon": {}, "ntxent": {}, "tuplet_margin": {}, "nca": {},
 }
 
 
