@@ -19,6 +19,9 @@ LAYOUTS = {
     "one_class": np.array([2, 2, 2, 2, 2]),
     "pair_and_singletons": np.array([1, 0, 1, 3]),
 }
+# Labels outside [0, NUM_CLASSES): pair-based losses only.
+PAIR_LAYOUTS = {**LAYOUTS, "instances": np.array([0, 1, 2, 3, 4, 5]),
+                "unsorted_sparse_labels": np.array([7, 2, 9, 2, 7, 4])}
 TOLERANCE = 1e-6
 
 
@@ -68,17 +71,20 @@ PAIR_CASES = {
         lambda: tfdml.losses.IntraPairVarianceLoss(pos_margin=0.2, neg_margin=0.3, dtype="float64"),
         lambda: pml_losses.IntraPairVarianceLoss(pos_eps=0.2, neg_eps=0.3)),
     "nca": (lambda: tfdml.losses.NCALoss(dtype="float64"), lambda: pml_losses.NCALoss()),
+    "instance": (lambda: tfdml.losses.InstanceLoss(dtype="float64"), lambda: pml_losses.InstanceLoss()),
+    "instance_scale": (lambda: tfdml.losses.InstanceLoss(scale=3.0, dtype="float64"),
+                       lambda: pml_losses.InstanceLoss(gamma=3.0)),
     "nca_scale": (lambda: tfdml.losses.NCALoss(scale=3.0, dtype="float64"),
                   lambda: pml_losses.NCALoss(softmax_scale=3.0)),
 }
 
 
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("layout", sorted(PAIR_LAYOUTS))
 @pytest.mark.parametrize("case", sorted(PAIR_CASES))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_pair_losses_equal_pml(case, layout, seed):
     ours, theirs = PAIR_CASES[case]
-    labels = LAYOUTS[layout]
+    labels = PAIR_LAYOUTS[layout]
     x = np.random.default_rng(seed).normal(size=(len(labels), DIM))
     assert_matches(loss_and_gradient(ours(), labels, x), pml_value_and_gradient(theirs(), labels, x))
 

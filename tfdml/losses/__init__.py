@@ -62,6 +62,7 @@ from tfdml.losses.contrastive import ContrastiveLoss
 from tfdml.losses.cosface import CosFaceLoss
 from tfdml.losses.generalized_lifted import GeneralizedLiftedStructureLoss
 from tfdml.losses.histogram import HistogramLoss
+from tfdml.losses.instance import InstanceLoss
 from tfdml.losses.intra_pair_variance import IntraPairVarianceLoss
 from tfdml.losses.lifted import LiftedStructureLoss
 from tfdml.losses.margin import MarginLoss
@@ -114,6 +115,7 @@ __all__ = [
     "TupletMarginLoss",
     "IntraPairVarianceLoss",
     "NCALoss",
+    "InstanceLoss",
     "get",
     "get_class",
     "names",
