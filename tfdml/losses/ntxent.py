@@ -32,8 +32,8 @@ class NTXentLoss(MetricLoss):
     SimCLR batch) both forms are eq. 1; they differ when a class has more than
     two samples (other positives in the denominator or not).
 
-    The default τ = 0.1 is the paper's best (Table 5; the official code's
-    default); pytorch-metric-learning defaults to 0.07.
+    The default τ = 0.1 is the official SimCLR code's (google-research/simclr,
+    `run.py`); pytorch-metric-learning defaults to 0.07.
 
     Embedding Expansion: every negative similarity s_ik is the EE-pooled one
     (maximum over the pools; default pooling "class").
