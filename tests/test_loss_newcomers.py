@@ -194,3 +194,13 @@ def test_mixed_precision_training(name):
         assert all(np.isfinite(np.asarray(v)).all() for v in model.trainable_variables)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_instance_label_ranks_equal_numpy_unique_inverse(jit):
+    from tfdml.losses.instance import label_ranks
+
+    ranks = tf.function(label_ranks, jit_compile=jit)
+    for labels in ([7, 2, 9, 2, 7, 4], [0, 1, 2, 3], [5, 5, 5], [3, -1, 3, 0, -1]):
+        expected = np.unique(labels, return_inverse=True)[1]
+        np.testing.assert_array_equal(ranks(tf.constant(labels, tf.int32)).numpy(), expected)
