@@ -21,7 +21,7 @@ HUB = ["keras-hub>=0.32"]
 DOCS = ["mkdocs>=1.6", "mkdocs-material>=9", "mkdocstrings[python]>=0.24"]
 # The published PyTorch definitions the tests compare the backbones with (users never need torch): the CPU
 # wheel of torch and the torchvision release built for it; pretrainedmodels for BN-Inception / ResNet-50.
-REFERENCE_NETWORKS = ["torch==2.13.0", "torchvision==0.28.0", "pretrainedmodels==0.7.4"]
+REFERENCE_NETWORKS = ["torch==2.13.0", "torchvision==0.28.0", "pretrainedmodels==0.7.4", "pytorch-metric-learning==2.9.0"]
 
 setup(
     name="tfdml",

@@ -16,6 +16,9 @@ REQUIRED_ARGS = {
     "normalized_softmax": {"num_classes": 4},
     "softmax": {"num_classes": 4},
     "margin": {"num_classes": 4},
+    "proxy_anchor": {"num_classes": 4},
+    "cosface": {"num_classes": 4},
+    "sub_center_arcface": {"num_classes": 4},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}
 
@@ -142,6 +145,7 @@ NO_TUPLE_ARGS = {
     "triplet": {}, "lifted": {}, "multi_similarity": {}, "histogram": {}, "quadruplet": {}, "margin": {},
     "npair": {"embedding_reg": 0.0}, "angular": {"embedding_reg": 0.0}, "generalized_lifted": {"embedding_reg": 0.0},
     "snr": {"embedding_reg": 0.0},
+    "circle": {}, "supcon": {}, "ntxent": {}, "tuplet_margin": {}, "nca": {},
 }
 
 

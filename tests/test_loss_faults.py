@@ -12,7 +12,8 @@ import tensorflow as tf
 
 import tfdml
 
-NEEDS_CLASSES = {"proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax"}
+NEEDS_CLASSES = {"proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
+                 "sub_center_arcface"}
 ALL = tfdml.losses.names()
 MODES = ("eager", "graph", "xla")
 LABELS = np.array([0, 0, 1, 1, 2, 2, 3, 3], np.int32)

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 import tfdml
 
-PROXY_LOSSES = ["proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax"]
+PROXY_LOSSES = ["proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
+                "sub_center_arcface"]
 
 
 @pytest.mark.parametrize("name", PROXY_LOSSES)
@@ -144,6 +145,9 @@ STATEFUL = {
     "soft_triple": {"num_classes": 4, "seed": 0},
     "arcface": {"num_classes": 4, "seed": 0},
     "normalized_softmax": {"num_classes": 4, "seed": 0, "lr_multiplier": 3.0},
+    "proxy_anchor": {"num_classes": 4, "seed": 0, "lr_multiplier": 100.0},
+    "cosface": {"num_classes": 4, "seed": 0},
+    "sub_center_arcface": {"num_classes": 4, "seed": 0},
 }
 
 

@@ -25,19 +25,25 @@ are computed without overflow, see `tfdml.distances` and
 Argument vocabulary — one name per concept, the same in every loss:
 
 - `margin`: the loss's (first) hinge margin (triplet m, margin-loss α,
-  quadruplet γ1, SNR, lifted m, ArcFace m in radians, SoftTriple δ);
-  `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`: contrastive.
+  quadruplet γ1, SNR, lifted m, ArcFace and sub-center ArcFace m in radians,
+  SoftTriple δ, Proxy-Anchor δ, CosFace m, Circle m, tuplet-margin β in
+  radians); `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`:
+  contrastive, intra-pair variance ε⁺ / ε⁻.
 - `normalize`: L2-normalise the embeddings before the loss (defaults follow
   each paper); the L2 normalisation is `tfdml.distances.l2_normalize`.
 - `embedding_reg`: weight of the loss's embedding regulariser (N-pair, angular,
   generalized lifted: mean ‖x‖²; SNR: mean |Σ_m x_m|).
 - `embedding_scale`: multiplier of the (normalised) embeddings — and proxies —
   before distances (triplet, ProxyNCA).
-- `scale`: multiplier of logits (ArcFace s, SoftTriple λ); `temperature`: divisor
-  of logits (normalised softmax T, the triplet "nca" form, N-pair).
+- `scale`: multiplier of logits (ArcFace, CosFace, tuplet-margin s, SoftTriple λ,
+  Circle γ, NCA's softmax scale); `temperature`: divisor of logits (normalised
+  softmax T, the triplet "nca" form, SupCon and NT-Xent τ).
 - `mining`, `rho`: triplet miner name and ρ-regularisation probability;
   `average_over`: what the triplet loss divides its sum by (triplets, active
-  triplets, positive pairs, or nothing: "sum").
+  triplets, positive pairs, or nothing: "sum"), and SupCon's (anchors or active anchors).
+- Where pytorch-metric-learning's form differs from the paper's, a named option
+  selects it: SupCon `average_over="active_anchors"`, NT-Xent
+  `denominator="negatives"`, sub-center ArcFace `monotonic=True`.
 - `ee_form`: "paper" (default) or "pooled" — for the losses with their own
   printed EE equation (lifted EE eq. 12, multi-similarity EE eqs. 14–15);
   `plus_one`: multi-similarity's "1 +" inside the logs (False: EE eqs. 6, 15).
@@ -45,22 +51,29 @@ Argument vocabulary — one name per concept, the same in every loss:
   proxies); `num_classes`, `proxies_per_class`: class-indexed state.
 - `expansion`: `tfdml.EmbeddingExpansion` (or None); `seed`: int seed of the
   loss's random draws or of its state's initialisation.
-- Paper symbols where they are the concept: multi-similarity `alpha`, `beta`,
+- Paper symbols where they are the concept: Proxy-Anchor `alpha`; multi-similarity `alpha`, `beta`,
   `base` (λ), `epsilon`; margin-loss `beta`, `nu`; SoftTriple `gamma`, `tau`;
   angular `alpha_degrees`, `angular_weight`; histogram `bins`.
 """
 from tfdml.losses.angular import AngularLoss
 from tfdml.losses.arcface import ArcFaceLoss
 from tfdml.losses.base import MetricLoss
+from tfdml.losses.circle import CircleLoss
 from tfdml.losses.contrastive import ContrastiveLoss
+from tfdml.losses.cosface import CosFaceLoss
 from tfdml.losses.generalized_lifted import GeneralizedLiftedStructureLoss
 from tfdml.losses.histogram import HistogramLoss
+from tfdml.losses.instance import InstanceLoss
+from tfdml.losses.intra_pair_variance import IntraPairVarianceLoss
 from tfdml.losses.lifted import LiftedStructureLoss
 from tfdml.losses.margin import MarginLoss
 from tfdml.losses.multi_similarity import MultiSimilarityLoss
+from tfdml.losses.nca import NCALoss
 from tfdml.losses.normalized_softmax import NormalizedSoftmaxLoss
 from tfdml.losses.npair import NPairLoss
+from tfdml.losses.ntxent import NTXentLoss
 from tfdml.losses.proxies import ProxyLoss
+from tfdml.losses.proxy_anchor import ProxyAnchorLoss
 from tfdml.losses.proxy_nca import ProxyNCALoss
 from tfdml.losses.quadruplet import QuadrupletLoss
 from tfdml.losses.registry import get, get_class, names
@@ -69,7 +82,10 @@ from tfdml.losses.snr import SNRLoss
 from tfdml.losses.soft_triple import SoftTripleLoss
 from tfdml.losses.softmax import SoftmaxLoss
 from tfdml.losses.state import LossStateFunctional, LossVariable, attach_loss_state
+from tfdml.losses.sub_center_arcface import SubCenterArcFaceLoss
+from tfdml.losses.supcon import SupConLoss
 from tfdml.losses.triplet import TripletLoss
+from tfdml.losses.tuplet_margin import TupletMarginLoss
 
 __all__ = [
     "MetricLoss",
@@ -93,6 +109,16 @@ __all__ = [
     "ArcFaceLoss",
     "NormalizedSoftmaxLoss",
     "SoftmaxLoss",
+    "ProxyAnchorLoss",
+    "CosFaceLoss",
+    "SubCenterArcFaceLoss",
+    "CircleLoss",
+    "SupConLoss",
+    "NTXentLoss",
+    "TupletMarginLoss",
+    "IntraPairVarianceLoss",
+    "NCALoss",
+    "InstanceLoss",
     "get",
     "get_class",
     "names",
