@@ -82,3 +82,26 @@ def test_callback_writes_every_k_epochs_and_after_the_last(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["epoch_0002", "epoch_0003"]
     config, tensors, rows, sprite = read_projector(str(tmp_path / "epoch_0003"))
     assert tensors["fc/.ATTRIBUTES/VARIABLE_VALUE"].shape == (20, 8) and len(rows) == 21 and sprite is not None
+
+
+def test_training_config_key_writes_the_projector_every_k_epochs(tmp_path):
+    from tfdml.training import load_config, run
+
+    config = load_config(None, ["dataset.image_size=16", "model.embedding_dim=8", "sampler.batch_size=20",
+                                "sampler.samples_per_class=4", "training.epochs=2", "training.steps_per_epoch=1",
+                                "training.eval_every=2", "training.tensorboard=false",
+                                "training.evaluate_untrained=false", "analysis.projector_every=1",
+                                "analysis.projector_points=30", f"output_dir={tmp_path / 'run'}"])
+    run(config, verbose=0)
+    root = tmp_path / "run" / "tensorboard" / "projector"
+    assert sorted(os.listdir(root)) == ["epoch_0001", "epoch_0002"]
+    config_proto, tensors, rows, _ = read_projector(str(root / "epoch_0002"))
+    taps = tfdml.training.DEFAULT_CONFIG["training"]["taps"]
+    assert [e.tensor_name.split("/")[0] for e in config_proto.embeddings] == taps and len(rows) == 31
+
+
+@pytest.mark.parametrize("override, match", [("analysis.projector_every=-1", "analysis.projector_every"),
+                                             ("analysis.projector_points=0", "analysis.projector_points")])
+def test_projector_config_keys_are_validated(override, match):
+    with pytest.raises(ValueError, match=match):
+        tfdml.training.load_config(None, [override])

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfdml import losses
 from tfdml.analysis import ExpansionMonitor, TapRecallHistory
+from tfdml.analysis.projector import EmbeddingProjector
 from tfdml.data import EMBEDDED_SAMPLERS, EmbeddedSampler, MemoryBank, eval_pipeline, load_split, train_pipeline
 from tfdml.expansion import EmbeddingExpansion
 from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings, format_table
@@ -135,7 +136,7 @@ def load_splits(config):
             for split in ("train", "test")]
 
 
-def analysis_callbacks(config, train_split, test_data):
+def analysis_callbacks(config, train_split, test_data, test_split=None, run_dir=None):
     """The chief's callbacks of the `analysis` section (see `tfdml.training.config`); [] when it is off.
 
     - `analysis.tap_metrics`: a `tfdml.analysis.TapRecallHistory` over the whole
@@ -144,9 +145,19 @@ def analysis_callbacks(config, train_split, test_data):
       on `analysis.expansion_batches` fixed batches of the training split drawn
       by the "m_per_class" sampler (`sampler.batch_size`, `sampler.samples_per_class`)
       with test-time preprocessing.
+    - `analysis.projector_every`: a `tfdml.analysis.projector.EmbeddingProjector` on
+      `test_split` writing into `<run_dir>/tensorboard/projector`.
     """
     analysis, data = config["analysis"], config["dataset"]
     callbacks = []
+    if analysis["projector_every"]:
+        if test_split is None or run_dir is None:
+            raise ValueError("Config key 'analysis.projector_every' needs the test split and the run directory.")
+        callbacks.append(EmbeddingProjector(test_split, os.path.join(run_dir, "tensorboard", "projector"),
+                                           data["image_size"], every=analysis["projector_every"],
+                                           taps=config["training"]["taps"], max_points=analysis["projector_points"],
+                                           seed=config["seed"], augmentation=config["augmentation"]["test"],
+                                           batch_size=config["training"]["eval_batch_size"]))
     if analysis["tap_metrics"]:
         train_data = eval_pipeline(train_split, config["training"]["eval_batch_size"], data["image_size"],
                                    config["augmentation"]["test"])
@@ -350,7 +361,7 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
         loop.fit(train_data if config["sharing"] is not None else make_train_input(config, train_split, bank),
                  epochs=training["epochs"], steps_per_epoch=training["steps_per_epoch"],
                  callbacks=(make_callbacks(config, run_dir, test_data,
-                                           analysis_callbacks(config, train_split, test_data))
+                                           analysis_callbacks(config, train_split, test_data, test_split, run_dir))
                             if chief else []) + list(callbacks) + extra,
                  verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
                  checkpoint_every=training["checkpoint_every"])
