@@ -288,6 +288,7 @@ def test_sweep_runs_a_grid_and_summarises_it(tmp_path, capsys):
             assert json.load(handle)["fc"]["recall@1"] == pytest.approx(summary[n // 2]["mean"]["fc/recall@1"])
     assert "| default | 0 | 1 |" in (output / "summary.md").read_text()
     assert os.path.getsize(output / "fc_recall_at_1_vs_expansion.n_points.png") > 0
+    assert glob.glob(str(output / "hparams" / "default" / "expansion.n_points=2" / "seed0" / "events.out.tfevents.*"))
     with open(output / "runs.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2
 
