@@ -44,6 +44,9 @@ def test_evaluate_projector_files_load_with_the_projector_reader(model_path, tmp
     evaluate.main(["--model", model_path, "--dataset", "digits", "--taps", "pool,fc", "--quiet",
                    "--projector", out, "--projector-points", "40"])
     config, tensors, rows, sprite = read_projector(out)
+    from test_tensorboard_summaries import image_summaries
+
+    assert sorted(image_summaries(out)) == [("retrieval/fc", 0), ("retrieval/pool", 0)]
     assert [e.tensor_name for e in config.embeddings] == ["pool/.ATTRIBUTES/VARIABLE_VALUE",
                                                           "fc/.ATTRIBUTES/VARIABLE_VALUE"]
     split = tfdml.data.load_split("digits", "test", image_size=16)

@@ -17,7 +17,9 @@ queries, joint train/test t-SNE) and a report.md embedding them
 (`tfdml.analysis.write_report`), and prints where. `--projector DIR` writes TensorBoard
 Embedding Projector files for a uniform sample of at most `--projector-points` test images
 (`tfdml.analysis.projector`: one checkpoint variable per tap, metadata.tsv, sprite.png,
-projector_config.pbtxt); open them with `tensorboard --logdir DIR`. Progress lines (embedding,
+projector_config.pbtxt) and, as image summaries, a grid of 6 fixed test queries and their 5
+nearest neighbours per tap (green/red frames: same/other class; `tfdml.analysis.retrieval_examples`);
+open them with `tensorboard --logdir DIR`. Progress lines (embedding,
 neighbour search, k-means) appear on a terminal; `--quiet` turns them off. Errors in the
 command line or data print `error: <message>` (exit status 2); `--debug` shows the traceback.
 """
@@ -152,8 +154,15 @@ def main(argv=None, prog=None):
                                             channels=channels)
         train_data = tfdml.data.eval_pipeline(train_split, args.batch_size, image_size)
     reports = []
+    examples = None
+    if args.projector:
+        from tfdml.analysis.retrieval_examples import RetrievalExamples
+
+        examples = RetrievalExamples(split, args.projector)
     for tap, embedder in embedders.items():
         embeddings, labels = tfdml.metrics.embed(embedder, data, verbose=verbose)
+        if examples is not None:
+            examples.log(tap, embeddings, labels, step=0)
         if args.report:
             train_embeddings, train_labels = tfdml.metrics.embed(embedder, train_data, verbose=verbose)
             directory = os.path.join(args.report, tap) if len(embedders) > 1 else args.report
