@@ -108,3 +108,14 @@ def test_evaluation_callback_logs_retrieval_examples_each_evaluation(tmp_path):
     model.fit(np.zeros((4, 16, 16, 3), np.float32), np.zeros((4, 8), np.float32), epochs=3, verbose=0,
               callbacks=[evaluation])
     assert sorted(image_summaries(str(tmp_path))) == [("retrieval/fc", 1), ("retrieval/fc", 2), ("retrieval/fc", 3)]
+
+
+def test_training_logs_retrieval_examples_under_tensorboard(tmp_path):
+    from tfdml.training import load_config, run
+
+    config = load_config(None, ["dataset.image_size=16", "model.embedding_dim=8", "sampler.batch_size=20",
+                                "sampler.samples_per_class=4", "training.epochs=1", "training.steps_per_epoch=1",
+                                "training.evaluate_untrained=false", "training.taps=[fc]",
+                                f"output_dir={tmp_path / 'run'}"])
+    run(config, verbose=0)
+    assert sorted(image_summaries(str(tmp_path / "run" / "tensorboard" / "retrieval"))) == [("retrieval/fc", 1)]
