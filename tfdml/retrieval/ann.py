@@ -71,8 +71,10 @@ def resolve_params(kind, n, dim, params):
         nlist = int(given.get("nlist", max(1, min(n // 39, int(4 * math.sqrt(n))))))
         if nlist < 1:
             raise ValueError(f"nlist must be {_PARAMS['nlist'][1]}, got {nlist}.")
-        default_train = min(n, max(64 * nlist, 256 * 2 ** min(int(given.get("nbits", 8)), 12)
-                                   if kind == "ivf_pq" else 0))
+        # 8-bit codes, fewer when N is too small to train 2**8 centroids per sub-quantizer
+        default_nbits = max(1, min(8, int(math.log2(max(n, 2)))))
+        given_nbits = given.get("nbits", default_nbits) if kind == "ivf_pq" else 0
+        default_train = min(n, max(64 * nlist, 256 * 2 ** min(int(given_nbits), 12) if kind == "ivf_pq" else 0))
         resolved["train_size"] = int(given.get("train_size", default_train))
         if resolved["train_size"] < 1:
             raise ValueError(f"train_size must be {_PARAMS['train_size'][1]}, got {resolved['train_size']}.")
@@ -88,7 +90,7 @@ def resolve_params(kind, n, dim, params):
         m = int(given.get("m", _default_m(dim)))
         if m < 1 or dim % m:
             raise ValueError(f"m must be {_PARAMS['m'][1]} ({dim}), got {m}.")
-        nbits = int(given.get("nbits", 8))
+        nbits = int(given.get("nbits", default_nbits))
         if not 1 <= nbits <= 16:
             raise ValueError(f"nbits must be {_PARAMS['nbits'][1]}, got {nbits}.")
         if resolved["train_size"] < 2 ** nbits:
@@ -170,6 +172,11 @@ def set_search_params(index, kind, params):
 
 def search(index, kind, params, embeddings, queries, k):
     """Approximate k nearest rows of each query, re-ranked by exact distance.
+
+    Args:
+        index: faiss index from `build`; kind, params: its kind and `resolve_params` parameters.
+        embeddings: (N, D) float32 embeddings of the index rows (for the exact distances).
+        queries: (Q, D) float32 queries; k: results per query (≤ N).
 
     Returns:
         (squared distances float64 (Q, k), indices int64 (Q, k)), nearest first, ties by the lower

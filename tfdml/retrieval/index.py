@@ -87,7 +87,7 @@ class Index:
         nlist: IVF lists (default 4·√N, at most N / 39).
         nprobe: IVF lists searched per query (default max(8, nlist / 16), at most nlist).
         m: IVF-PQ sub-quantizers, dividing D (default: the largest divisor ≤ D / 4).
-        nbits: IVF-PQ bits per code (default 8).
+        nbits: IVF-PQ bits per code (default 8; fewer when N < 256).
         refine: IVF-PQ candidates per result re-ranked with exact distances (default 4).
         train_size: embeddings sampled to train IVF/PQ (default max(64·nlist, 256·2^nbits), at most N).
         hnsw_m: HNSW neighbours per node (default 32).
