@@ -9,7 +9,9 @@ from tfdml.analysis.expansion_analysis import (
     synthetic_test_queries,
 )
 from tfdml.analysis.plotting import line_plot
+from tfdml.analysis.projector import EmbeddingProjector, write_projector, write_split_projector
 from tfdml.analysis.report import write_report, write_training_curves
+from tfdml.analysis.retrieval_examples import RetrievalExamples, retrieval_grid
 from tfdml.analysis.sharing import (
     cross_class_label_agreement,
     cross_class_neighbors,
@@ -27,7 +29,9 @@ from tfdml.analysis.taps import TapRecallHistory, plot_tap_metrics, plot_tap_rec
 from tfdml.analysis.tsne import joint_tsne, yoked_tsne
 
 __all__ = [
+    "EmbeddingProjector",
     "ExpansionMonitor",
+    "RetrievalExamples",
     "TapRecallHistory",
     "cross_class_label_agreement",
     "cross_class_neighbors",
@@ -38,6 +42,7 @@ __all__ = [
     "hard_negative_ratio",
     "joint_tsne",
     "line_plot",
+    "retrieval_grid",
     "nearest_same_and_different",
     "occlusion_robustness",
     "plot_cross_class_neighbors",
@@ -51,7 +56,9 @@ __all__ = [
     "synthetic_query_recall",
     "synthetic_test_queries",
     "tap_embedder",
+    "write_projector",
     "write_report",
+    "write_split_projector",
     "write_training_curves",
     "write_sharing_report",
     "yoked_tsne",
