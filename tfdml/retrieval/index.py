@@ -257,7 +257,8 @@ class Index:
         queries = self.embed_queries(queries)
         if self._ann is not None and not exact:
             k = max(0, min(int(k), len(self)))
-            parts = [ann.search(self._ann, self.kind, self.params, self.embeddings, queries[start:start + batch_size], k)
+            parts = [ann.search(self._ann, self.kind, self.params, self.embeddings,
+                                queries[start:start + batch_size], k)
                      for start in range(0, len(queries), batch_size)] if k else []
             squared = np.concatenate([p[0] for p in parts]) if parts else np.zeros((len(queries), k))
             idx = np.concatenate([p[1] for p in parts]) if parts else np.zeros((len(queries), k), np.int64)
