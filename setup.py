@@ -6,7 +6,7 @@ as package data `tfdml/configs/*.yaml` (one source: `package_dir` maps
 `tfdml-evaluate`, `tfdml-sweep` (also `python -m tfdml`). Extras: `datasets`
 (tensorflow-datasets, for CUB-200 / CARS196 without a local copy), `faiss`
 (faiss-cpu search backend), `safetensors` (reading `.safetensors` checkpoints), `hub` (KerasHub
-backbones: ViT, DINOv2, CLIP / SigLIP image towers), `test` (pytest, the datasets, safetensors and hub
+backbones: ViT, DINOv2, CLIP / SigLIP image towers), `test` (pytest, faiss-cpu, the datasets, safetensors and hub
 extras, and torch / torchvision / pretrainedmodels: the reference networks the
 tests compare the backbones with), `docs` (MkDocs, Material and mkdocstrings: `mkdocs build`
 builds the documentation site; in the test extra too).
@@ -45,7 +45,7 @@ setup(
     ],
     extras_require={"datasets": DATASETS, "safetensors": SAFETENSORS, "faiss": ["faiss-cpu"], "hub": HUB,
                     "docs": DOCS,
-                    "test": ["pytest"] + DATASETS + SAFETENSORS + HUB + REFERENCE_NETWORKS + DOCS},
+                    "test": ["pytest", "faiss-cpu"] + DATASETS + SAFETENSORS + HUB + REFERENCE_NETWORKS + DOCS},
     entry_points={
         "console_scripts": [
             "tfdml-train=tfdml.cli.train:cli",

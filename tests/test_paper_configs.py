@@ -441,6 +441,7 @@ def test_sweep_runs_a_grid_and_summarises_it(tmp_path, capsys):
     assert "### default expansion.n_points=0 (1 seeds)" in text
     assert f"| Table 2 | digits | fc | recall@1 | 50.00 ± 1.00 | {100 * summary[0]['mean']['fc/recall@1']:.2f} |" in text
     assert os.path.getsize(output / "fc_recall_at_1_vs_expansion.n_points.png") > 0
+    assert glob.glob(str(output / "hparams" / "default" / "expansion.n_points=2" / "seed0" / "events.out.tfevents.*"))
     with open(output / "runs.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2
 

@@ -9,7 +9,9 @@ from tfdml.analysis.expansion_analysis import (
     synthetic_test_queries,
 )
 from tfdml.analysis.plotting import line_plot
+from tfdml.analysis.projector import EmbeddingProjector, write_projector, write_split_projector
 from tfdml.analysis.report import write_report, write_training_curves
+from tfdml.analysis.retrieval_examples import RetrievalExamples, retrieval_grid
 from tfdml.analysis.sharing import (
     cross_class_label_agreement,
     cross_class_neighbors,
@@ -29,7 +31,9 @@ from tfdml.analysis.taps import TapRecallHistory, plot_tap_metrics, plot_tap_rec
 from tfdml.analysis.tsne import joint_tsne, yoked_runs_tsne, yoked_tsne, yoked_tsne_maps
 
 __all__ = [
+    "EmbeddingProjector",
     "ExpansionMonitor",
+    "RetrievalExamples",
     "TapRecallHistory",
     "class_singular_value_spectra",
     "cross_class_label_agreement",
@@ -42,6 +46,7 @@ __all__ = [
     "joint_tsne",
     "line_plot",
     "metric_table",
+    "retrieval_grid",
     "nearest_same_and_different",
     "occlusion_robustness",
     "plot_cross_class_neighbors",
@@ -57,7 +62,9 @@ __all__ = [
     "synthetic_test_queries",
     "tap_embedder",
     "write_correlation_report",
+    "write_projector",
     "write_report",
+    "write_split_projector",
     "write_training_curves",
     "write_sharing_report",
     "yoked_tsne",

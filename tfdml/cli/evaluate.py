@@ -16,7 +16,12 @@ the analysis plots (spectrum, same-vs-different, distance heatmap, synthetic
 queries, joint train/test t-SNE) and a report.md embedding them
 (`tfdml.analysis.write_report`), and prints where. For a run directory whose config has a `paper`
 section (the paper configs), the "paper vs this run" table is printed, added to `--output` (key
-`paper_vs_run`) and written to `<report>/paper_vs_run.md`. Progress lines (embedding,
+`paper_vs_run`) and written to `<report>/paper_vs_run.md`. `--projector DIR` writes TensorBoard
+Embedding Projector files for a uniform sample of at most `--projector-points` test images
+(`tfdml.analysis.projector`: one checkpoint variable per tap, metadata.tsv, sprite.png,
+projector_config.pbtxt) and, as image summaries, a grid of 6 fixed test queries and their 5
+nearest neighbours per tap (green/red frames: same/other class; `tfdml.analysis.retrieval_examples`);
+open them with `tensorboard --logdir DIR`. Progress lines (embedding,
 neighbour search, k-means) appear on a terminal; `--quiet` turns them off. Errors in the
 command line or data print `error: <message>` (exit status 2); `--debug` shows the traceback.
 """
@@ -101,6 +106,10 @@ def build_parser(prog=None):
     parser.add_argument("--report", default=None, help="write metrics.json and report.md into this directory")
     parser.add_argument("--tsne-points", type=int, default=2000,
                         help="--report: points per split in the joint t-SNE (t-SNE time grows with them)")
+    parser.add_argument("--projector", default=None,
+                        help="write TensorBoard Embedding Projector files (every evaluated tap) into this directory")
+    parser.add_argument("--projector-points", type=int, default=1000,
+                        help="--projector: test images in the projector (a uniform sample)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_common_arguments(parser, progress=False)
     return parser
@@ -111,6 +120,8 @@ def main(argv=None, prog=None):
     args = build_parser(prog).parse_args(argv)
     if args.tsne_points < 2:
         raise ValueError(f"--tsne-points must be >= 2, got {args.tsne_points}.")
+    if args.projector_points < 1:
+        raise ValueError(f"--projector-points must be >= 1, got {args.projector_points}.")
     start_devices(args.debug)
 
     import tfdml
@@ -145,8 +156,15 @@ def main(argv=None, prog=None):
                                             channels=channels)
         train_data = tfdml.data.eval_pipeline(train_split, args.batch_size, image_size)
     reports = []
+    examples = None
+    if args.projector:
+        from tfdml.analysis.retrieval_examples import RetrievalExamples
+
+        examples = RetrievalExamples(split, args.projector)
     for tap, embedder in embedders.items():
         embeddings, labels = tfdml.metrics.embed(embedder, data, verbose=verbose)
+        if examples is not None:
+            examples.log(tap, embeddings, labels, step=0)
         if args.report:
             train_embeddings, train_labels = tfdml.metrics.embed(embedder, train_data, verbose=verbose)
             directory = os.path.join(args.report, tap) if len(embedders) > 1 else args.report
@@ -161,6 +179,12 @@ def main(argv=None, prog=None):
                                                              verbose=verbose)
     if args.report and model is not None and getattr(model, "heads", None):
         reports.append(_sharing_report(model, data, train_data, args, ks, verbose))
+    projector = None
+    if args.projector:
+        from tfdml.analysis.projector import write_split_projector
+
+        projector = write_split_projector(args.projector, embedders, split, image_size, args.projector_points,
+                                          batch_size=args.batch_size, verbose=verbose)
     print(f"{split}")
     print(format_table(results, ks))
     comparison = _paper_comparison(args.model, args.dataset, results)
@@ -170,6 +194,8 @@ def main(argv=None, prog=None):
             with open(os.path.join(args.report, "paper_vs_run.md"), "w") as handle:
                 handle.write(comparison["text"] + "\n")
             reports.append(os.path.join(args.report, "paper_vs_run.md"))
+    if projector:
+        print(f"projector: {os.path.abspath(projector)} (tensorboard --logdir {args.projector})")
     for report in reports:
         print(f"report: {os.path.abspath(report)}")
     if args.output:

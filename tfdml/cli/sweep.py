@@ -14,8 +14,7 @@ import os
 
 from tfdml.cli.common import add_common_arguments, progress_verbosity, run_cli, start_devices
 from tfdml.training.sweep import _columns, collect, execute, load_sweep, paper_comparisons, parse_grid, plan_runs, \
-    plot_against, \
-    summarize, write_summary
+    plot_against, summarize, write_hparams, write_summary
 
 
 def build_parser(prog=None):
@@ -68,6 +67,8 @@ def main(argv=None, prog=None):
     taps = args.taps.split(",") if args.taps else ()
     metrics = args.metrics.split(",")
     print(write_summary(args.output, rows, summary, taps, metrics, paper_comparisons(runs, summary)))
+    hparams = os.path.abspath(write_hparams(args.output, rows))
+    print(f"hparams: {hparams} (tensorboard --logdir {hparams})")
     if args.plot_x:
         columns = _columns(summary, taps, metrics)
         name = f"{columns[0].replace('/', '_').replace('@', '_at_')}_vs_{args.plot_x}.png"

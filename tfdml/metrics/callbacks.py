@@ -32,10 +32,13 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             separately via `model.embedder(tap)`.
         prefix: key prefix.
         verbose: progress lines while evaluating (None: only on a terminal).
+        examples: optional `tfdml.analysis.retrieval_examples.RetrievalExamples` of the
+            dataset's split: each evaluation logs its query/top-k grid per tap to TensorBoard
+            (step: the epoch, 1-based).
     """
 
     def __init__(self, dataset, every=1, ks=(1, 2, 4, 8), metrics=("recall", "nmi"), embedder=None,
-                 taps=None, prefix="val_", verbose=False):
+                 taps=None, prefix="val_", verbose=False, examples=None):
         super().__init__()
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}.")
@@ -47,7 +50,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.taps = tuple(taps) if taps else None
         self.prefix = prefix
         self.verbose = verbose
+        self.examples = examples
         self.last = {}
+        self._step = 0
 
     def _embedders(self):
         if self.taps:  # one embedder per tap, compiled once (shared with other evaluations of the model)
@@ -62,6 +67,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
                 embeddings, labels = embed(embedder, self.dataset, verbose=self.verbose)
                 finite = np.isfinite(embeddings).all()
                 measured = evaluate_embeddings(embeddings, labels, self.ks, self.metrics) if finite else None
+                if finite and self.examples is not None:
+                    self.examples.log(name[:-1] or "embedding", embeddings, labels, self._step)
             if measured is None:
                 warnings.warn(f"RetrievalEvaluation: embeddings{' of tap ' + name[:-1] if name else ''} contain "
                               "NaN or infinite values (the model diverged); metrics are NaN.")
@@ -85,6 +92,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         last_epoch = self.params.get("epochs") if self.params else None
         if (epoch + 1) % self.every == 0 or (last_epoch is not None and epoch + 1 == last_epoch) or not self.last:
+            self._step = epoch + 1
             self.last = self.evaluate()
             logs.update(self.last)
         else:

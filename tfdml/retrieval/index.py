@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdml import distances
-from tfdml.retrieval import search
+from tfdml.retrieval import ann, search
 
 BACKENDS = ("tf", "faiss")
 """Candidate-search backends of `Index`: TensorFlow blocks (`"tf"`) or faiss (`"faiss"`); both re-rank exactly."""
@@ -33,14 +33,43 @@ def _faiss():
     return faiss
 
 
-class Index:
-    """Exact k-nearest-neighbour search over a fixed set of embeddings.
+def _check_embeddings(embeddings, name, dim=None):
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0 or (dim is not None and embeddings.shape[1] != dim):
+        raise ValueError(f"{name} must be a non-empty (n, {dim or 'd'}) array, got shape {embeddings.shape}.")
+    if not np.isfinite(embeddings).all():
+        raise ValueError(f"{name} contain NaN or infinite values.")
+    return embeddings
 
-    Results equal an exact float64 brute force on the stored float32 embeddings
-    (ties by the lower row), also for embeddings squeezed close together:
-    float32 matmul candidates are re-ranked with exact distances and certified
-    (`tfdml.retrieval.search`). Queries can be embeddings or, when the index has
-    an `embedder`, raw images.
+
+def _check_labels(labels, n):
+    if labels is None:
+        return None
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != n or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be {n} integers, got {labels.shape[0]} of dtype {labels.dtype}.")
+    return labels.astype(np.int64)
+
+
+def _check_ids(ids, n):
+    ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids).reshape(-1)
+    if ids.shape[0] != n:
+        raise ValueError(f"ids must have {n} entries, got {ids.shape[0]}.")
+    return ids.astype(np.int64) if np.issubdtype(ids.dtype, np.integer) else ids.astype(str)
+
+
+class Index:
+    """k-nearest-neighbour search over embeddings: exact, or approximate with faiss.
+
+    With `kind="exact"` results equal an exact float64 brute force on the stored
+    float32 embeddings (ties by the lower row), also for embeddings squeezed
+    close together: float32 matmul candidates are re-ranked with exact distances
+    and certified (`tfdml.retrieval.search`). The approximate kinds (faiss,
+    `tfdml.retrieval.ann`) find candidates with "ivf_flat", "ivf_pq" or "hnsw"
+    and return them by exact distance; they trade recall for speed and (IVF-PQ)
+    memory. The float32 embeddings are kept in every kind: `search(exact=True)`
+    and exported SavedModels search them exactly. Queries can be embeddings or,
+    when the index has an `embedder`, raw images.
 
     Args:
         embeddings: (N, D) reference embeddings.
@@ -55,34 +84,116 @@ class Index:
             `faiss.IndexFlatL2`, then the same exact re-ranking; needs faiss).
         block_size: references per matmul block.
         margin: extra candidates re-ranked exactly per query.
+        kind: "exact", "ivf_flat", "ivf_pq" or "hnsw" (the last three need faiss).
+        nlist: IVF lists (default 4·√N, at most N / 39).
+        nprobe: IVF lists searched per query (default max(8, nlist / 16), at most nlist).
+        m: IVF-PQ sub-quantizers, dividing D (default: the largest divisor ≤ D / 4).
+        nbits: IVF-PQ bits per code (default 8; fewer when N < 256).
+        refine: IVF-PQ candidates per result re-ranked with exact distances (default 4).
+        train_size: embeddings sampled to train IVF/PQ (default max(64·nlist, 256·2^nbits), at most N).
+        hnsw_m: HNSW neighbours per node (default 32).
+        ef_construction: HNSW build breadth (default 40).
+        ef_search: HNSW search breadth (default 128).
+        train_embeddings: optional sample to train IVF/PQ on instead of `train_size` random rows.
+        seed: seed of the training sample and k-means.
+        verbose: progress lines while training and adding (None: only on a terminal).
     """
 
     def __init__(self, embeddings, labels=None, ids=None, embedder=None, normalize=False, backend="tf",
-                 block_size=8192, margin=16):
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
-            raise ValueError(f"embeddings must be a non-empty (n, d) array, got shape {embeddings.shape}.")
-        if not np.isfinite(embeddings).all():
-            raise ValueError("embeddings contain NaN or infinite values.")
+                 block_size=8192, margin=16, kind="exact", nlist=None, nprobe=None, m=None, nbits=None,
+                 refine=None, train_size=None, hnsw_m=None, ef_construction=None, ef_search=None,
+                 train_embeddings=None, seed=0, verbose=None):
+        embeddings = _check_embeddings(embeddings, "embeddings")
         n = embeddings.shape[0]
-        if labels is not None:
-            labels = np.asarray(labels).reshape(-1)
-            if labels.shape[0] != n or not np.issubdtype(labels.dtype, np.integer):
-                raise ValueError(f"labels must be {n} integers, got {labels.shape[0]} of dtype {labels.dtype}.")
-            labels = labels.astype(np.int64)
-        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids).reshape(-1)
-        if ids.shape[0] != n:
-            raise ValueError(f"ids must have {n} entries, got {ids.shape[0]}.")
-        ids = ids.astype(np.int64) if np.issubdtype(ids.dtype, np.integer) else ids.astype(str)
+        labels = _check_labels(labels, n)
+        ids = _check_ids(ids, n)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+        if kind not in ann.KINDS:
+            raise ValueError(f"kind must be one of {ann.KINDS}, got {kind!r}.")
         if backend == "faiss":
             _faiss()
         self.embeddings, self.labels, self.ids = embeddings, labels, ids
         self.embedder, self.normalize, self.backend = embedder, bool(normalize), backend
         self.block_size, self.margin = int(block_size), int(margin)
-        self.searcher = search.Searcher(embeddings, self.block_size, self.margin)
+        self._searcher = None
         self._faiss_index = None
+        self.kind, self.params, self._ann = "exact", {}, None
+        params = dict(nlist=nlist, nprobe=nprobe, m=m, nbits=nbits, refine=refine, train_size=train_size,
+                      hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
+        given = sorted(key for key, value in params.items() if value is not None)
+        if kind == "exact":
+            if given or train_embeddings is not None:
+                raise ValueError(f"{given or ['train_embeddings']} apply to the approximate kinds "
+                                 f"{ann.ANN_KINDS}, not to kind='exact'.")
+        else:
+            self._setup_ann(kind, ann.resolve_params(kind, n, self.dim, params), seed=seed, verbose=verbose,
+                            train_embeddings=train_embeddings)
+
+    def _setup_ann(self, kind, params, prebuilt=None, seed=0, verbose=None, train_embeddings=None):
+        """Builds (or takes `prebuilt`) the faiss index of an approximate `kind`."""
+        self.kind, self.params = kind, dict(params)
+        if prebuilt is None:
+            prebuilt = ann.build(kind, self.embeddings, self.params, seed=seed, verbose=verbose,
+                                 train_embeddings=train_embeddings)
+        elif prebuilt.ntotal != len(self) or prebuilt.d != self.dim:
+            raise ValueError(f"The faiss index holds {prebuilt.ntotal} vectors of dimension {prebuilt.d}, the "
+                             f"index {len(self)} of dimension {self.dim}: the saved index is corrupt.")
+        ann.set_search_params(prebuilt, kind, self.params)
+        self._ann = prebuilt
+
+    @property
+    def searcher(self):
+        """The exact `tfdml.retrieval.Searcher` over the embeddings (built on first use; exported models use it)."""
+        if self._searcher is None:
+            self._searcher = search.Searcher(self.embeddings, self.block_size, self.margin)
+        return self._searcher
+
+    def set_search_params(self, nprobe=None, ef_search=None):
+        """Changes the search-time parameters of an approximate index (`nprobe` for IVF, `ef_search` for HNSW)."""
+        changes = {key: value for key, value in (("nprobe", nprobe), ("ef_search", ef_search)) if value is not None}
+        if self._ann is None and changes:
+            raise ValueError(f"{sorted(changes)} apply to the approximate kinds {ann.ANN_KINDS}, not to "
+                             "kind='exact'.")
+        params = ann.resolve_params(self.kind, len(self), self.dim, {**self.params, **changes})
+        self.params.update({key: params[key] for key in changes})
+        ann.set_search_params(self._ann, self.kind, self.params)
+
+    def memory_bytes(self):
+        """Bytes of the search structure: the float32 embeddings for "exact", the faiss index otherwise."""
+        return self.embeddings.nbytes if self._ann is None else ann.index_bytes(self._ann)
+
+    def add(self, embeddings, labels=None, ids=None, verbose=None):
+        """Appends entries; approximate kinds add them to their trained index (no retraining).
+
+        Args:
+            embeddings: (n, D) embeddings.
+            labels: (n,) integer labels; required when the index has labels, refused otherwise.
+            ids: (n,) ids; default: continues the row numbers (required when the ids are strings).
+            verbose: progress line while adding (None: only on a terminal).
+        """
+        embeddings = _check_embeddings(embeddings, "embeddings", self.dim)
+        n = embeddings.shape[0]
+        if (labels is None) != (self.labels is None):
+            raise ValueError("labels must be given exactly when the index has labels "
+                             f"(it has {'none' if self.labels is None else 'labels'}).")
+        labels = _check_labels(labels, n)
+        if ids is None:
+            if not np.issubdtype(self.ids.dtype, np.integer):
+                raise ValueError("ids must be given: the index has string ids.")
+            ids = np.arange(len(self), len(self) + n, dtype=np.int64)
+        ids = _check_ids(ids, n)
+        if np.issubdtype(ids.dtype, np.integer) != np.issubdtype(self.ids.dtype, np.integer):
+            raise ValueError(f"ids must be {'integers' if np.issubdtype(self.ids.dtype, np.integer) else 'strings'} "
+                             f"like the index's, got {ids.dtype}.")
+        self.embeddings = np.concatenate([self.embeddings, embeddings])
+        self.ids = np.concatenate([self.ids, ids])
+        if labels is not None:
+            self.labels = np.concatenate([self.labels, labels])
+        self._searcher, self._faiss_index = None, None
+        if self._ann is not None:
+            ann.add(self._ann, embeddings, verbose, self.kind)
+        return self
 
     @classmethod
     def from_dataset(cls, embedder, dataset, ids=None, verbose=None, **kwargs):
@@ -128,25 +239,40 @@ class Index:
             queries = distances.l2_normalize(queries).numpy()
         return queries
 
-    def search(self, queries, k=5, batch_size=1024):
-        """Exact k nearest entries of each query.
+    def search(self, queries, k=5, batch_size=1024, exact=False):
+        """The k nearest entries of each query: exact, or approximate for the approximate kinds.
 
         Args:
             queries: (Q, D) embeddings, (Q, H, W, C) raw images or a dataset of
                 image batches (images need an embedder).
             k: results per query (clipped to the index size).
             batch_size: queries per search call.
+            exact: search exactly even when the index is approximate.
 
         Returns:
-            `SearchResults` of (Q, k) arrays.
+            `SearchResults` of (Q, k) arrays; distances are exact for the entries
+            found. An approximate search that finds fewer than k entries for a
+            query (e.g. too few IVF lists probed) fills the rest with index -1,
+            id -1 (or ""), label -1 and distance +inf.
         """
         queries = self.embed_queries(queries)
-        if self.backend == "faiss":
+        if self._ann is not None and not exact:
+            k = max(0, min(int(k), len(self)))
+            parts = [ann.search(self._ann, self.kind, self.params, self.embeddings,
+                                queries[start:start + batch_size], k)
+                     for start in range(0, len(queries), batch_size)] if k else []
+            squared = np.concatenate([p[0] for p in parts]) if parts else np.zeros((len(queries), k))
+            idx = np.concatenate([p[1] for p in parts]) if parts else np.zeros((len(queries), k), np.int64)
+        elif self.backend == "faiss":
             squared, idx = self._faiss_search(queries, k, batch_size)
         else:
             squared, idx = self.searcher(queries, k, chunk_size=batch_size)
-        return SearchResults(self.ids[idx], None if self.labels is None else self.labels[idx],
-                             np.sqrt(squared).astype(np.float32), idx)
+        found = idx >= 0
+        safe = np.where(found, idx, 0)
+        ids = np.where(found, self.ids[safe], np.array(-1 if np.issubdtype(self.ids.dtype, np.integer) else "",
+                                                        self.ids.dtype))
+        labels = None if self.labels is None else np.where(found, self.labels[safe], -1)
+        return SearchResults(ids, labels, np.sqrt(squared).astype(np.float32), idx)
 
     def _faiss_search(self, queries, k, batch_size):
         references = self.searcher.references
@@ -174,7 +300,8 @@ class Index:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def save(self, directory):
-        """Writes `index.npz`, `index.json` and (with an embedder) `embedder.keras` into `directory`."""
+        """Writes `index.npz`, `index.json`, (approximate kinds) `index.faiss` (readable with
+        `faiss.read_index`) and (with an embedder) `embedder.keras` into `directory`; returns `directory`."""
         os.makedirs(directory, exist_ok=True)
         arrays = {"embeddings": self.embeddings, "ids": self.ids}
         if self.labels is not None:
@@ -182,7 +309,9 @@ class Index:
         np.savez(os.path.join(directory, "index.npz"), **arrays)
         config = {"format": _FORMAT, "size": len(self), "dim": self.dim, "normalize": self.normalize,
                   "backend": self.backend, "block_size": self.block_size, "margin": self.margin,
-                  "embedder": self.embedder is not None}
+                  "embedder": self.embedder is not None, "kind": self.kind, "params": self.params}
+        if self._ann is not None:
+            ann.faiss_module(f"kind={self.kind!r}").write_index(self._ann, os.path.join(directory, "index.faiss"))
         with open(os.path.join(directory, "index.json"), "w") as handle:
             json.dump(config, handle, indent=2)
         if self.embedder is not None:
@@ -191,7 +320,8 @@ class Index:
 
     @classmethod
     def load(cls, directory, embedder=None, backend=None):
-        """Loads an index written by `save` (its embedder too, unless one is given)."""
+        """Loads an index written by `save` (its embedder and approximate faiss index too; `embedder` replaces
+        the saved one, `backend` the exact search's backend)."""
         config_path, arrays_path = os.path.join(directory, "index.json"), os.path.join(directory, "index.npz")
         for path in (config_path, arrays_path):
             if not os.path.exists(path):
@@ -212,6 +342,18 @@ class Index:
             from tfdml.models.export import load_keras_model
 
             embedder = load_keras_model(os.path.join(directory, "embedder.keras"))
-        return cls(arrays["embeddings"], arrays.get("labels"), arrays["ids"], embedder=embedder,
-                   normalize=config["normalize"], backend=backend or config["backend"],
-                   block_size=config["block_size"], margin=config["margin"])
+        index = cls(arrays["embeddings"], arrays.get("labels"), arrays["ids"], embedder=embedder,
+                    normalize=config["normalize"], backend=backend or config["backend"],
+                    block_size=config["block_size"], margin=config["margin"])
+        kind = config.get("kind", "exact")
+        if kind != "exact":
+            faiss_path = os.path.join(directory, "index.faiss")
+            if not os.path.exists(faiss_path):
+                raise FileNotFoundError(f"{faiss_path!r} not found: index.json says kind={kind!r}; save the index "
+                                        "again with Index.save.")
+            try:
+                prebuilt = ann.faiss_module(f"kind={kind!r}").read_index(faiss_path)
+            except RuntimeError as error:
+                raise ValueError(f"{faiss_path!r} is corrupt or truncated ({error}); save the index again.") from error
+            index._setup_ann(kind, config["params"], prebuilt=prebuilt)
+        return index

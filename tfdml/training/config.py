@@ -81,6 +81,8 @@ DEFAULT_CONFIG = {
         "every": 1,
         "expansion_recall": False,
         "expansion_batches": 4,
+        "projector_every": 0,
+        "projector_points": 1000,
     },
     "sharing": None,
     "paper": {"results": [], "differences": [], "note": ""},
@@ -96,6 +98,8 @@ DEFAULT_CONFIG = {
 #   of the original points (leave-one-out), on `expansion_batches` fixed training batches (test-time
 #   preprocessing) every `every` epochs: columns "ee_synthetic_recall@1", "ee_original_recall@1",
 #   "ee_synthetic_negative_ratio". Uses the `expansion` section (its defaults when it is null).
+# - projector_every: k > 0 writes TensorBoard Embedding Projector files of `projector_points` sampled test images
+#   (every `training.taps`) every k epochs and after the last, into tensorboard/projector/epoch_NNNN; 0: off.
 
 # `paper` (tfdml.training.paper): the numbers the paper reports for a paper config (results: {table, dataset,
 # metric, value, std, tap} in percent), the protocol differences that apply, and a note; train.py, evaluate.py
@@ -345,9 +349,13 @@ def _validate_analysis(analysis):
     if unknown:
         raise ValueError(f"Config key 'analysis.tap_metrics' has unknown metrics {unknown}; valid: {METRIC_NAMES}.")
     _names_list(analysis["taps"], "analysis.taps", allow_null=True)
-    for key in ("every", "expansion_batches"):
+    for key in ("every", "expansion_batches", "projector_points"):
         if analysis[key] < 1:
             raise ValueError(f"Config key 'analysis.{key}' must be >= 1, got {analysis[key]}.")
+    if isinstance(analysis["projector_every"], bool) or not isinstance(analysis["projector_every"], int) \
+            or analysis["projector_every"] < 0:
+        raise ValueError("Config key 'analysis.projector_every' must be an integer >= 0 (0: off), got "
+                         f"{analysis['projector_every']!r}.")
 
 
 def _validate_sharing(config):

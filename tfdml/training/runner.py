@@ -27,6 +27,8 @@ import tensorflow as tf
 
 from tfdml import losses
 from tfdml.analysis import ExpansionMonitor, TapRecallHistory
+from tfdml.analysis.projector import EmbeddingProjector
+from tfdml.analysis.retrieval_examples import RetrievalExamples
 from tfdml.data import EMBEDDED_SAMPLERS, EmbeddedSampler, MemoryBank, eval_pipeline, load_split, train_pipeline
 from tfdml.expansion import EmbeddingExpansion
 from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings, format_table
@@ -138,7 +140,7 @@ def load_splits(config):
             for split in ("train", "test")]
 
 
-def analysis_callbacks(config, train_split, test_data):
+def analysis_callbacks(config, train_split, test_data, test_split=None, run_dir=None):
     """The chief's callbacks of the `analysis` section (see `tfdml.training.config`); [] when it is off.
 
     - `analysis.tap_metrics`: a `tfdml.analysis.TapRecallHistory` over the whole
@@ -147,9 +149,19 @@ def analysis_callbacks(config, train_split, test_data):
       on `analysis.expansion_batches` fixed batches of the training split drawn
       by the "m_per_class" sampler (`sampler.batch_size`, `sampler.samples_per_class`)
       with test-time preprocessing.
+    - `analysis.projector_every`: a `tfdml.analysis.projector.EmbeddingProjector` on
+      `test_split` writing into `<run_dir>/tensorboard/projector`.
     """
     analysis, data = config["analysis"], config["dataset"]
     callbacks = []
+    if analysis["projector_every"]:
+        if test_split is None or run_dir is None:
+            raise ValueError("Config key 'analysis.projector_every' needs the test split and the run directory.")
+        callbacks.append(EmbeddingProjector(test_split, os.path.join(run_dir, "tensorboard", "projector"),
+                                           data["image_size"], every=analysis["projector_every"],
+                                           taps=config["training"]["taps"], max_points=analysis["projector_points"],
+                                           seed=config["seed"], augmentation=config["augmentation"]["test"],
+                                           batch_size=config["training"]["eval_batch_size"]))
     if analysis["tap_metrics"]:
         train_data = eval_pipeline(train_split, config["training"]["eval_batch_size"], data["image_size"],
                                    config["augmentation"]["test"])
@@ -215,12 +227,15 @@ def monitored_metric(config):
     return f"val_{taps[0]}_recall@1" if taps else "val_recall@1"
 
 
-def make_callbacks(config, run_dir, test_data, analysis=()):
+def make_callbacks(config, run_dir, test_data, analysis=(), test_split=None):
     """The chief's callbacks: evaluation, best model, `analysis` (their values reach log.csv), log.csv,
-    TensorBoard."""
+    TensorBoard (with `test_split`, each evaluation also logs retrieval examples to tensorboard/retrieval)."""
     training = config["training"]
+    examples = None
+    if training["tensorboard"] and test_split is not None and importlib.util.find_spec("tensorboard") is not None:
+        examples = RetrievalExamples(test_split, os.path.join(run_dir, "tensorboard", "retrieval"))
     evaluation = RetrievalEvaluation(test_data, every=training["eval_every"], ks=training["ks"],
-                                     metrics=("recall", "nmi"), taps=training["taps"])
+                                     metrics=("recall", "nmi"), taps=training["taps"], examples=examples)
     callbacks = [
         evaluation,
         BestModelCheckpoint(os.path.join(run_dir, "best.keras"), monitored_metric(config), mode="max",
@@ -404,7 +419,8 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
         loop.fit(train_data if config["sharing"] is not None else make_train_input(config, train_split, bank),
                  epochs=training["epochs"], steps_per_epoch=training["steps_per_epoch"],
                  callbacks=(make_callbacks(config, run_dir, test_data,
-                                           analysis_callbacks(config, train_split, test_data))
+                                           analysis_callbacks(config, train_split, test_data, test_split, run_dir),
+                                           test_split)
                             if chief else []) + list(callbacks) + extra,
                  verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
                  checkpoint_every=training["checkpoint_every"])

@@ -20,7 +20,9 @@ Recall@1), or with `--select final` those after the last epoch), `runs.csv` (eve
 values) and with `--plot-x KEY` `<metric>_vs_<KEY>.png`: the mean (± std bars)
 against the values of that grid key, one line per config and value of the other
 grid keys (EE Figs. 4–5: Recall@1 against n with and without L2 on synthetic
-points).
+points), and `hparams/` for TensorBoard's HParams dashboard (`write_hparams`:
+one trial per run with its config, grid values and seed, and every tap/metric of
+its `metrics.json`): `tensorboard --logdir <output>/hparams`.
 
 A sweep file (`--sweep FILE`, `load_sweep`) holds a whole sweep: `config` (a list of
 config files or shipped config names), `grid` ({key: list of values, or {label:
@@ -314,3 +316,48 @@ def plot_against(summary, x_key, column, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save(fig, path)
+
+
+def _hparam_value(value):
+    """A grid value as an HParams value (bool, int, float or str; anything else as JSON)."""
+    return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+
+def write_hparams(output, rows):
+    """Writes the HParams plugin's summaries of a sweep into `<output>/hparams`.
+
+    The experiment (`hparams_config`: the hyperparameters "config", every grid key
+    and "seed"; the metrics "tap/metric") goes to `<output>/hparams`, each run's
+    trial (`hparams` + its metric values as scalars) to `<output>/hparams/<config>/<point>/seed<s>`.
+
+    Args:
+        output: sweep directory.
+        rows: `collect` results.
+
+    Returns:
+        the `hparams` directory.
+    """
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    root = os.path.join(output, "hparams")
+    keys = list(dict.fromkeys(key for row in rows for key in row["point"]))
+    metrics = list(dict.fromkeys(key for row in rows for key in row["values"]))
+    domains = {"config": sorted({row["config"] for row in rows}), "seed": sorted({row["seed"] for row in rows})}
+    for key in keys:
+        domains[key] = sorted({_hparam_value(row["point"].get(key)) for row in rows if key in row["point"]},
+                              key=lambda v: (str(type(v)), v))
+    hparams = {name: hp.HParam(name, hp.Discrete(values) if len({type(v) for v in values}) == 1 else None)
+               for name, values in domains.items()}
+    with tf.summary.create_file_writer(root).as_default():
+        hp.hparams_config(hparams=list(hparams.values()), metrics=[hp.Metric(name) for name in metrics])
+    for row in rows:
+        point = ",".join(f"{key}={_label(value)}" for key, value in row["point"].items()) or "base"
+        trial = os.path.join(row["config"], point, f"seed{row['seed']}")
+        values = {hparams["config"]: row["config"], hparams["seed"]: row["seed"],
+                  **{hparams[key]: _hparam_value(value) for key, value in row["point"].items()}}
+        with tf.summary.create_file_writer(os.path.join(root, trial)).as_default():
+            hp.hparams(values, trial_id=trial)
+            for name, value in row["values"].items():
+                tf.summary.scalar(name, value, step=0)
+    return root
