@@ -14,6 +14,7 @@ import numpy as np
 from tfdml.metrics.progress import Progress
 
 KINDS = ("exact", "ivf_flat", "ivf_pq", "hnsw")
+"""Index kinds: exact search, and faiss's IVF-Flat, IVF-PQ and HNSW approximate indexes."""
 ANN_KINDS = KINDS[1:]
 # parameter: (kinds it applies to, check, meaning) — validated in `resolve_params`
 _PARAMS = {
