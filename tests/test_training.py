@@ -76,7 +76,7 @@ def test_ee_paper_config_numbers():
     assert config["model"]["backbone"] == "googlenet" and config["model"]["embedding_dim"] == 512
     assert config["dataset"]["image_size"] == 227
     assert (config["sampler"]["batch_size"], config["sampler"]["samples_per_class"]) == (128, 32)
-    assert config["loss"]["params"] == {"margin": 1e-5, "mining": "hard"}
+    assert config["loss"]["params"] == {"margin": 1e-5, "mining": "hard", "average_over": "sum"}
     assert config["optimizer"]["learning_rate"] == 1e-4 and config["optimizer"]["weight_decay"] == 5e-4
     assert config["schedule"] == {"decay_epochs": [400, 800, 1200, 1600], "factor": 0.5}
     assert config["training"]["epochs"] == 4000 and config["training"]["steps_per_epoch"] == 100 * 32 // 128
@@ -116,7 +116,7 @@ def test_a_dotted_loss_params_override_changes_one_key_and_a_mapping_replaces_th
     assert load_config(None, ["loss.name=margin", "loss.params.beta=1.0"])["loss"] == {"name": "margin",
                                                                                        "params": {"beta": 1.0}}
     ee = load_config(os.path.join(ROOT, "configs", "ee_cub200.yaml"), ["loss.params.margin=0.1"])
-    assert ee["loss"]["params"] == {"margin": 0.1, "mining": "hard"}  # a file's params replace the defaults
+    assert ee["loss"]["params"] == {"margin": 0.1, "mining": "hard", "average_over": "sum"}  # a file's params replace the defaults
     shared = load_config(os.path.join(ROOT, "configs", "sharing_cub200.yaml"),
                          ["sharing.shared_loss.params.margin=0.3"])["sharing"]["shared_loss"]["params"]
     assert shared["margin"] == 0.3 and shared["sampling"] == "distance"
