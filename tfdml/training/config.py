@@ -36,7 +36,8 @@ from tfdml.training.strategy import STRATEGIES
 DEFAULT_CONFIG = {
     "seed": 0,
     "output_dir": "runs/default",
-    "dataset": {"name": "digits", "data_dir": None, "image_size": 32, "strict": False, "channels": 3},
+    "dataset": {"name": "digits", "data_dir": None, "image_size": 32, "strict": False, "channels": 3,
+                "skip_corrupt": False},
     "model": {
         "backbone": "small_cnn",
         "embedding_dim": 64,
@@ -69,6 +70,7 @@ DEFAULT_CONFIG = {
         "mixed_precision": False,
         "jit_compile": "auto",
         "strategy": "auto",
+        "cluster_timeout": 300.0,
         "checkpoint_every": 100,
         "evaluate_untrained": True,
         "tensorboard": True,
@@ -138,9 +140,26 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load_yaml(stream):
-    """Parses YAML text or a file object with YAML 1.2 numbers (`1e-4` is a float, not a string)."""
-    return yaml.load(stream, Loader=_Loader)
+def load_yaml(stream, source=None):
+    """Parses YAML text or a file object with YAML 1.2 numbers (`1e-4` is a float, not a string).
+
+    Args:
+        stream: YAML text or a file object.
+        source: what the text is, for errors (default: the file's name, or "YAML text").
+
+    Raises:
+        ValueError: one line naming `source`, the line and column, and the problem.
+    """
+    try:
+        return yaml.load(stream, Loader=_Loader)
+    except yaml.YAMLError as error:
+        source = source or getattr(stream, "name", None) or "YAML text"
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        context = getattr(error, "context", None)
+        detail = f"{context}: {problem}" if context else problem
+        raise ValueError(f"{source!s} is not valid YAML ({detail} at{where}).".replace("at).", ").")) from None
 
 
 def _configs_directories():
@@ -262,7 +281,7 @@ def parse_override(text):
     if "=" not in text:
         raise ValueError(f"Override {text!r} must look like key.path=value.")
     key, raw = text.split("=", 1)
-    return key.strip(), load_yaml(raw)
+    return key.strip(), load_yaml(raw, source=f"--set {text!r}")
 
 
 def validate(config):
@@ -275,6 +294,9 @@ def validate(config):
     if training["checkpoint_every"] < 0:
         raise ValueError(f"Config key 'training.checkpoint_every' must be >= 0 (0: at epoch ends only), "
                          f"got {training['checkpoint_every']}.")
+    if training["cluster_timeout"] <= 0:
+        raise ValueError(f"Config key 'training.cluster_timeout' must be > 0 (seconds a multi-worker start waits for "
+                         f"the other workers), got {training['cluster_timeout']}.")
     if resolved["optimizer"]["learning_rate"] <= 0:
         raise ValueError("Config key 'optimizer.learning_rate' must be > 0.")
     if resolved["optimizer"]["weight_decay"] < 0:

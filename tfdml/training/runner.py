@@ -325,7 +325,7 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
         keras.mixed_precision.set_global_policy("mixed_float16")
     directory, failed = None, True
     try:
-        strategy = make_strategy(training["strategy"])
+        strategy = make_strategy(training["strategy"], cluster_timeout=training["cluster_timeout"])
         chief = is_chief(strategy)
         directory = take_run_directory(strategy, run_dir, overwrite) if chief else take_run_directory(strategy)
         if chief:
