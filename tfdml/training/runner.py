@@ -131,8 +131,20 @@ def load_splits(config):
     """(train split, test split) of the configured dataset (`dataset.channels`: 3 RGB, 1 gray)."""
     data = config["dataset"]
     return [load_split(data["name"], split, data["data_dir"], strict=data["strict"], image_size=data["image_size"],
-                       channels=data["channels"])
+                       channels=data["channels"], skip_corrupt=data["skip_corrupt"])
             for split in ("train", "test")]
+
+
+def write_skipped(run_dir, splits):
+    """Writes `skipped_files.txt` (tab-separated split, path, reason) when the loader left files out."""
+    rows = [(name, path, reason) for name, split in splits.items() for path, reason in split.skipped]
+    if not rows:
+        return None
+    path = os.path.join(run_dir, "skipped_files.txt")
+    with open(path, "w") as handle:
+        handle.writelines(f"{name}\t{file}\t{reason}\n" for name, file, reason in rows)
+    print(f"skipped {len(rows)} files or folders of the dataset (listed in {path}).")
+    return path
 
 
 def analysis_callbacks(config, train_split, test_data):
@@ -331,6 +343,8 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
         if chief:
             save_config(config, os.path.join(run_dir, "config.yaml"))
         train_split, test_split = load_splits(config)
+        if chief:
+            write_skipped(run_dir, {"train": train_split, "test": test_split})
         test_data = eval_pipeline(test_split, training["eval_batch_size"], config["dataset"]["image_size"],
                                   config["augmentation"]["test"])
         if chief and verbose:
