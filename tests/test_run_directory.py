@@ -77,10 +77,21 @@ def test_finished_run_is_kept_unless_overwrite_and_a_resumed_run_says_so(tmp_pat
     assert [row["epoch"] for row in _rows(run_dir)] == ["0"]  # trained again, log.csv not appended to
 
     os.remove(run_dir / "metrics.json")  # as if killed after the checkpoint of epoch 1
+    config = (run_dir / "config.yaml").read_text()
+    with pytest.raises(RunDirectoryError, match=r"another config \(resuming at epoch 1\); changed keys: "
+                                                 r"optimizer\.learning_rate: 0\.001 -> 0\.01; training\.epochs: 1 -> 2\."):
+        _train(run_dir, overrides=["training.epochs=2", "optimizer.learning_rate=0.01"])
+    assert (run_dir / "config.yaml").read_text() == config and not (run_dir / ".lock").exists()
     capsys.readouterr()
-    _train(run_dir, overrides=["training.epochs=2"], quiet=False)
+    with pytest.warns(UserWarning, match="resuming at epoch 1 with a changed config"):
+        _train(run_dir, "--allow-config-change", overrides=["training.epochs=2"], quiet=False)
     assert "Resuming from epoch 2/2 (step 2)" in capsys.readouterr().out
     assert [row["epoch"] for row in _rows(run_dir)] == ["0", "1"]
+    assert (run_dir / "config.before_epoch1.yaml").read_text() == config
+    assert "epochs: 2" in (run_dir / "config.yaml").read_text()
+    changes = json.loads((run_dir / "config_changes.json").read_text())
+    assert changes == [{"epoch": 1, "step": 2, "previous_config": "config.before_epoch1.yaml",
+                        "changed": {"training.epochs": {"from": 1, "to": 2}}}]
 
 
 def test_deterministic_runs_give_identical_logs(tmp_path):

@@ -305,7 +305,7 @@ def finish(config, model, test_data, untrained=None):
     return results
 
 
-def run(config, callbacks=(), verbose=2, overwrite=False):
+def run(config, callbacks=(), verbose=2, overwrite=False, allow_config_change=False):
     """Trains and evaluates as configured; returns the final metrics per tap.
 
     Under `MultiWorkerMirroredStrategy` every worker runs this with the same
@@ -320,13 +320,17 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
         callbacks: extra Keras callbacks (run on every worker).
         verbose: progress verbosity (0, 1, 2), printed by the chief.
         overwrite: delete a finished run in `output_dir` and train again.
+        allow_config_change: resume a killed run although `config` differs
+            from its `config.yaml` (recorded in the run directory; see
+            `tfdml.training.RunDirectory`).
 
     Returns:
         dict {tap: {"recall@K": ..., "nmi": ...}} (None on non-chief workers).
 
     Raises:
-        RunDirectoryError: `output_dir` is in use by another run, or holds a
-            finished run and `overwrite` is False.
+        RunDirectoryError: `output_dir` is in use by another run, holds a
+            finished run and `overwrite` is False, or holds a killed run of
+            another config and `allow_config_change` is False.
     """
     config = validate(config)
     run_dir = config["output_dir"]
@@ -339,7 +343,8 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
     try:
         strategy = make_strategy(training["strategy"], cluster_timeout=training["cluster_timeout"])
         chief = is_chief(strategy)
-        directory = take_run_directory(strategy, run_dir, overwrite) if chief else take_run_directory(strategy)
+        directory = (take_run_directory(strategy, run_dir, overwrite, config, allow_config_change) if chief
+                     else take_run_directory(strategy))
         if chief:
             save_config(config, os.path.join(run_dir, "config.yaml"))
         train_split, test_split = load_splits(config)
@@ -382,7 +387,7 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
             determinism()
 
 
-def take_run_directory(strategy, run_dir=None, overwrite=False):
+def take_run_directory(strategy, run_dir=None, overwrite=False, config=None, allow_config_change=False):
     """The chief's `RunDirectory` hold on `run_dir` (None on other workers).
 
     Call on every worker (the chief with `run_dir`): under
@@ -392,7 +397,7 @@ def take_run_directory(strategy, run_dir=None, overwrite=False):
     directory, error = None, None
     if run_dir is not None:
         try:
-            directory = RunDirectory(run_dir, overwrite).acquire()
+            directory = RunDirectory(run_dir, overwrite, config, allow_config_change).acquire()
         except RunDirectoryError as caught:
             error = caught
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
