@@ -79,6 +79,7 @@ def user_error_message(error):
         if isinstance(error, (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError)) or \
                 re.search(r"No space left|Read-only file system|Permission denied", text):
             first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+            first = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", first).strip()
             return f"cannot write: {first}. Choose another --output or free space."
     return None
 

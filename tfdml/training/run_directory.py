@@ -116,11 +116,17 @@ class RunDirectory:
         `overwrite`).
 
         Raises:
-            RunDirectoryError: another live process holds the lock, or the run finished and `overwrite` is off.
+            RunDirectoryError: the directory cannot be created or written, another live process holds the
+                lock, the run finished and `overwrite` is off, or it holds a killed run of another config
+                (see the module docstring).
         """
         self.created = not os.path.exists(self.path)
-        os.makedirs(self.path, exist_ok=True)
-        self._lock()
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            self._lock()
+        except OSError as error:
+            raise RunDirectoryError(f"Cannot create or write the run directory {self.path!r} "
+                                    f"({error.strerror or error}); choose another --output.") from None
         try:
             finished = os.path.exists(os.path.join(self.path, "metrics.json"))
             if finished and not self.overwrite:

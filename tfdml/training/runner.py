@@ -8,9 +8,12 @@ config), `log.csv` (per-epoch losses and validation metrics), `tensorboard/`
 (`tf.train` checkpoints every `training.checkpoint_every` steps and at each
 epoch end: a killed run, restarted with the same command, resumes from the
 latest one with the same batches; `best.json` there records the best score),
-`best.keras` (best validation Recall@1 of the first tap, never replaced by a
-worse epoch, also across resumes), `final.keras`, `metrics.json` (final test
-metrics per tap), `saved_model/` (serving export of `training.export_tap`)
+`best.keras` (best Recall@1 of the first tap on the validation split — the
+training classes held out by `dataset.validation_classes` — or, without one, on
+the test split; never replaced by a worse epoch, also across resumes),
+`final.keras`, `metrics.json` (test metrics of the final weights per tap, with
+"weights", "split" and "best.keras" saying what they are), `skipped_files.txt`
+(files the dataset loader left out, when any), `saved_model/` (serving export of `training.export_tap`)
 and, while the run lives, `.lock` (see `tfdml.training.run_directory`). A
 `backup/` directory left by an interrupted run of an older tfdml
 (`keras.callbacks.BackupAndRestore`) is migrated into `checkpoints/`.
@@ -135,6 +138,35 @@ def load_splits(config):
             for split in ("train", "test")]
 
 
+def validation_split(config, train_split):
+    """(training split, validation split or None): the last classes of the training split held out.
+
+    `dataset.validation_classes`: 0 — no validation split; a fraction in (0, 1)
+    of the training classes (rounded, at least 2); or a count. The held-out
+    classes are the last ones of the training split (by class id), so the
+    validation split is class-disjoint from the training and the test classes.
+
+    Raises:
+        ValueError: naming the key, when fewer than 2 training classes would remain.
+    """
+    amount = config["dataset"]["validation_classes"]
+    if not amount:
+        return train_split, None
+    classes = train_split.num_classes
+    count = max(2, int(round(amount * classes))) if amount < 1 else int(amount)
+    if classes - count < 2:
+        raise ValueError(f"Config key 'dataset.validation_classes' ({amount}) holds out {count} of the "
+                         f"{classes} training classes, leaving fewer than 2 to train on; lower it (0: no "
+                         "validation split).")
+    held_out = train_split.labels >= classes - count
+    return train_split.subset(~held_out), train_split.subset(held_out, name=f"{train_split.name} validation")
+
+
+def model_selection(validation):
+    """What best.keras (the best epoch) is selected on: "best-by-validation" or "best-on-test"."""
+    return "best-by-validation" if validation is not None else "best-on-test"
+
+
 def write_skipped(run_dir, splits):
     """Writes `skipped_files.txt` (tab-separated split, path, reason) when the loader left files out."""
     rows = [(name, path, reason) for name, split in splits.items() for path, reason in split.skipped]
@@ -224,11 +256,11 @@ def monitored_metric(config):
     return f"val_{taps[0]}_recall@1" if taps else "val_recall@1"
 
 
-def make_callbacks(config, run_dir, test_data, analysis=()):
-    """The chief's callbacks: evaluation, best model, `analysis` (their values reach log.csv), log.csv,
-    TensorBoard."""
+def make_callbacks(config, run_dir, eval_data, analysis=()):
+    """The chief's callbacks: evaluation on `eval_data` (the validation split, or the test split without one:
+    log.csv's "val_*" columns), best model, `analysis` (their values reach log.csv), log.csv, TensorBoard."""
     training = config["training"]
-    evaluation = RetrievalEvaluation(test_data, every=training["eval_every"], ks=training["ks"],
+    evaluation = RetrievalEvaluation(eval_data, every=training["eval_every"], ks=training["ks"],
                                      metrics=("recall", "nmi"), taps=training["taps"])
     callbacks = [
         evaluation,
@@ -291,15 +323,28 @@ def results_table(results, ks, untrained=None):
     return format_table(rows, ks)
 
 
-def finish(config, model, test_data, untrained=None):
-    """The chief's last steps: `final.keras`, test metrics (printed beside the `untrained` baseline when
-    given, and written to `metrics.json`), SavedModel."""
+def describe_weights(config, selection):
+    """{"weights", "split", "best.keras"}: what the final table and `metrics.json` report."""
+    if selection == "best-by-validation":
+        best = (f"best-by-validation: the epoch with the best validation {monitored_metric(config)[4:]} "
+                f"(dataset.validation_classes: {config['dataset']['validation_classes']})")
+    else:
+        best = (f"best-on-test: the epoch with the best test {monitored_metric(config)[4:]} (no validation split; "
+                "the papers' protocol, optimistic for unseen classes)")
+    return {"weights": "final (last epoch)", "split": "test", "best.keras": best}
+
+
+def finish(config, model, test_data, untrained=None, selection="best-on-test"):
+    """The chief's last steps: `final.keras`, test metrics of the final weights (printed beside the `untrained`
+    baseline when given, and written to `metrics.json` with what they are, see `describe_weights`), SavedModel."""
     run_dir, training = config["output_dir"], config["training"]
     model.save(os.path.join(run_dir, "final.keras"))
     results = evaluate_taps(model, test_data, report_taps(model, config), training["ks"])
+    about = describe_weights(config, selection)
+    print(f"Test split, final weights (last epoch); best.keras is {about['best.keras']}.")
     print(results_table(results, training["ks"], untrained))
     with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
+        json.dump({**about, **results}, handle, indent=2)
     export(model, os.path.join(run_dir, "saved_model"), tap=training["export_tap"])
     print(f"run directory: {run_dir}")
     return results
@@ -350,10 +395,16 @@ def run(config, callbacks=(), verbose=2, overwrite=False, allow_config_change=Fa
         train_split, test_split = load_splits(config)
         if chief:
             write_skipped(run_dir, {"train": train_split, "test": test_split})
+        train_split, validation = validation_split(config, train_split)
         test_data = eval_pipeline(test_split, training["eval_batch_size"], config["dataset"]["image_size"],
                                   config["augmentation"]["test"])
+        selection_data = test_data if validation is None else eval_pipeline(
+            validation, training["eval_batch_size"], config["dataset"]["image_size"], config["augmentation"]["test"])
         if chief and verbose:
-            print(f"train: {train_split}  test: {test_split}  strategy: {describe(strategy)}")
+            held_out = f"validation: {validation}  " if validation is not None else ""
+            print(f"train: {train_split}  {held_out}test: {test_split}  strategy: {describe(strategy)}")
+            print(f"val_* metrics and best.keras: {'validation' if validation is not None else 'test'} split "
+                  f"({model_selection(validation)})")
         with strategy.scope():
             model = build_model(config)
             loss = build_loss(config, train_split.num_classes)
@@ -368,12 +419,12 @@ def run(config, callbacks=(), verbose=2, overwrite=False, allow_config_change=Fa
         migrate_backup(run_dir, loop, training["steps_per_epoch"], monitored_metric(config))
         loop.fit(train_data if config["sharing"] is not None else make_train_input(config, train_split, bank),
                  epochs=training["epochs"], steps_per_epoch=training["steps_per_epoch"],
-                 callbacks=(make_callbacks(config, run_dir, test_data,
+                 callbacks=(make_callbacks(config, run_dir, selection_data,
                                            analysis_callbacks(config, train_split, test_data))
                             if chief else []) + list(callbacks) + extra,
                  verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
                  checkpoint_every=training["checkpoint_every"])
-        results = finish(config, model, test_data, untrained) if chief else None
+        results = finish(config, model, test_data, untrained, model_selection(validation)) if chief else None
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             gather_over_replicas(strategy, 0)  # the workers exit together, after the chief's files are written
         failed = False

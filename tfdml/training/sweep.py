@@ -108,7 +108,8 @@ def collect(runs):
             raise FileNotFoundError(f"No metrics.json in {planned['run_dir']}: the run has not finished.")
         with open(path) as handle:
             metrics = json.load(handle)
-        values = {f"{tap}/{key}": float(value) for tap, result in metrics.items() for key, value in result.items()}
+        values = {f"{tap}/{key}": float(value) for tap, result in metrics.items() if isinstance(result, dict)
+                  for key, value in result.items()}
         rows.append({"config": planned["config"], "point": planned["point"], "seed": planned["seed"],
                      "values": values})
     return rows
