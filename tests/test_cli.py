@@ -11,8 +11,8 @@ from tfdml.cli.common import progress_verbosity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["dataset.image_size=16", "model.embedding_dim=8", "sampler.batch_size=20", "sampler.samples_per_class=4",
-        "training.epochs=1", "training.steps_per_epoch=2", "training.eval_every=1", "training.tensorboard=false",
-        "training.taps=[fc]"]
+        "dataset.validation_classes=0", "training.epochs=1", "training.steps_per_epoch=2", "training.eval_every=1",
+        "training.tensorboard=false", "training.taps=[fc]"]
 
 
 def _sets(overrides):

@@ -191,7 +191,8 @@ def test_non_image_and_missing_files_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"a/gone\.jpg': file not found"):
         load_split("sop", "train", str(tmp_path))
     with pytest.warns(UserWarning, match="sop train"):
-        sop = tfdml.data.Split("sop", [1, 1, 2], paths=[str(tmp_path / p) for p in ("a/0.jpg", "a/1.jpg", "a/gone.jpg")])
+        paths = [str(tmp_path / p) for p in ("a/0.jpg", "a/1.jpg", "a/gone.jpg")]
+        sop = tfdml.data.Split("sop", [1, 1, 2], paths=paths)
         tfdml.data.datasets.check_counts(sop, "sop", "train")
     with pytest.raises(tf.errors.OpError, match=r"Image file not found: .*a/gone\.jpg"):
         list(sop.image_dataset())

@@ -161,7 +161,8 @@ def run_cli(main, argv=None, prog=None):
     """Runs `main(argv, prog=prog)` as a console command and returns its exit status.
 
     User errors (see `user_error_message`) print `error: <message>` to stderr
-    and return 2; Ctrl-C returns 130, SIGTERM 143 (see `ending_on_signals`). With `--debug` in `argv`, errors raise with their traceback
+    and return 2; Ctrl-C returns 130, SIGTERM 143 (see `ending_on_signals`).
+    With `--debug` in `argv`, errors raise with their traceback
     and warnings keep Python's format (file and line).
     """
     argv = sys.argv[1:] if argv is None else list(argv)

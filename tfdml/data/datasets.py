@@ -258,8 +258,8 @@ def check_files(split_obj, split, skip_corrupt=False):
     if not skip_corrupt:
         raise ValueError(f"Cannot decode image {first!r}: {reason}" +
                          (f" and {len(bad) - 1} more image files of the {split} split" if len(bad) > 1 else "") +
-                         ". Replace or delete them, or set dataset.skip_corrupt: true (--set dataset.skip_corrupt=true) "
-                         "to leave them out.")
+                         ". Replace or delete them, or set dataset.skip_corrupt: true "
+                         "(--set dataset.skip_corrupt=true) to leave them out.")
     bad_paths = {path for path, _ in bad}
     kept = split_obj.subset([i for i, path in enumerate(paths) if path not in bad_paths])
     kept.skipped = list(split_obj.skipped) + bad
