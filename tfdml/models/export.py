@@ -55,7 +55,10 @@ class _EmbeddingServer(tf.Module):
 
         if self.index.normalize:
             embeddings = distances.l2_normalize(embeddings)
-        squared, idx = search.top_k(embeddings, self.references, self.k, self.margin, self.block_size)
+        # Tensors, not the variables: module-level tf.functions of `search` would otherwise keep a trace that
+        # captures this server's variables and fail for the next export in the same process.
+        references = search.References(*(tf.convert_to_tensor(v) for v in self.references))
+        squared, idx = search.top_k(embeddings, references, self.k, self.margin, self.block_size)
         return {"ids": tf.gather(self.ids, idx), "labels": tf.gather(self.labels, idx),
                 "distances": tf.cast(tf.sqrt(squared), tf.float32), "indices": idx}
 
