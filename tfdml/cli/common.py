@@ -152,6 +152,10 @@ def ending_on_signals(grace=SIGNAL_GRACE_SECONDS):
     finally:
         done.set()
         signal.set_wakeup_fd(previous_fd)
+        try:
+            reader.shutdown(socket.SHUT_RDWR)  # wakes the watcher, which then returns
+        except OSError:
+            pass
         signal.signal(signal.SIGTERM, previous_term)
         writer.close()
         reader.close()
@@ -173,6 +177,9 @@ def run_cli(main, argv=None, prog=None):
     try:
         with ending_on_signals():
             main(argv, prog=prog)
+    except BrokenPipeError:  # e.g. `tfdml-train --list-configs | head`
+        sys.stderr.close()
+        return 0
     except Exception as error:  # noqa: BLE001  (user errors become one line; others keep their traceback)
         message = user_error_message(error)
         if debug or message is None:
@@ -183,9 +190,6 @@ def run_cli(main, argv=None, prog=None):
             sys.stdout.flush()
             os._exit(USAGE_ERROR_STATUS)
         return USAGE_ERROR_STATUS
-    except BrokenPipeError:  # e.g. `tfdml-train --list-configs | head`
-        sys.stderr.close()
-        return 0
     except KeyboardInterrupt as interrupt:
         if debug:
             traceback.print_exc()
