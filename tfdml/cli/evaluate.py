@@ -165,7 +165,7 @@ def main(argv=None, prog=None):
             directory = os.path.join(args.report, tap) if len(embedders) > 1 else args.report
             results[tap] = tfdml.analysis.write_report(
                 directory, embeddings, labels, train_embeddings, train_labels, ks=ks,
-                title=f"{args.model} on {args.dataset} (test split), tap {tap}", run_log=_run_log(args.model),
+                title=f"{weights} on {args.dataset} (test split), tap {tap}", run_log=_run_log(args.model),
                 max_tsne_points=args.tsne_points,
                 class_names=split.class_names, train_class_names=train_split.class_names)
             reports.append(os.path.join(directory, "report.md"))

@@ -23,9 +23,13 @@ changed config is refused with the differing keys listed, unless
 (`metrics.json`) is not trained again unless `--overwrite`.
 
 Console: a progress bar over the steps on a terminal, one line per epoch
-otherwise; `--verbose` always the bar, `--quiet` only the final table. Errors in
-the command line, config or data print `error: <message>` (exit status 2);
-`--debug` shows the traceback and TensorFlow's start-up messages.
+otherwise; `--verbose` always the bar, `--quiet` only the final table (its title
+names the weights and split it reports). Errors in the command line, config or
+data, and an output directory that cannot be written, print `error: <message>`
+(exit status 2); `--debug` shows the traceback and TensorFlow's start-up
+messages. Ctrl-C (status 130) and SIGTERM (143) end the run at any time; the
+last checkpoint stays usable and the same command resumes from it. Several
+workers wait at most `training.cluster_timeout` seconds for each other.
 """
 import argparse
 
