@@ -120,7 +120,8 @@ def _corrupt(root):
     return [root / "class0" / "0.jpg", root / "class1" / "empty.jpg", root / "class2" / "text.jpg"]
 
 
-FOLDER = ["--set", "dataset.name=folder", "--set", "sampler.batch_size=8", "--set", "sampler.samples_per_class=4"]
+FOLDER = ["--set", "dataset.name=folder", "--set", "sampler.batch_size=8", "--set", "sampler.samples_per_class=4",
+          "--set", "dataset.validation_classes=0"]  # 2 training classes: none to hold out
 
 
 def _train_on(tmp_path, data, *extra, timeout=240):

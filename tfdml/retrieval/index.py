@@ -90,6 +90,10 @@ class Index:
     def from_dataset(cls, embedder, dataset, ids=None, verbose=None, **kwargs):
         """Embeds a dataset of `(images, labels)` batches with `embedder` and indexes the result.
 
+        The labels are stored as the dataset yields them; a `tfdml.data` pipeline
+        of a split yields the split's 0-based class ids — `from_split` stores the
+        dataset's own labels and class names instead.
+
         Args:
             embedder: Keras model mapping raw images to embeddings (kept for image queries).
             dataset: finite dataset of `(images, labels)` batches.
