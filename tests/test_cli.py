@@ -11,8 +11,8 @@ from tfdml.cli.common import progress_verbosity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["dataset.image_size=16", "model.embedding_dim=8", "sampler.batch_size=20", "sampler.samples_per_class=4",
-        "training.epochs=1", "training.steps_per_epoch=2", "training.eval_every=1", "training.tensorboard=false",
-        "training.taps=[fc]"]
+        "dataset.validation_classes=0", "training.epochs=1", "training.steps_per_epoch=2", "training.eval_every=1",
+        "training.tensorboard=false", "training.taps=[fc]"]
 
 
 def _sets(overrides):
@@ -63,7 +63,8 @@ def test_train_quiet_prints_only_the_table_and_no_tensorflow_start_up_lines(tmp_
     run_dir = tmp_path / "run"
     result = _tool("-m", "tfdml", "train", "--quiet", "--output", str(run_dir), *_sets(TINY), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    title, *lines = result.stdout.splitlines()
+    assert title.startswith("Test split, final weights (last epoch); best.keras is best-on-test"), result.stdout
     assert lines[0].split() == ["tap", "|", "R@1", "|", "R@2", "|", "R@4", "|", "R@8", "|", "NMI"], result.stdout
     assert lines[1].lstrip().startswith("untrained fc |") and lines[2].lstrip().startswith("trained fc |")
     assert lines[3:] == [f"run directory: {run_dir}"]

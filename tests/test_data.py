@@ -164,25 +164,35 @@ def test_corrupt_image_stops_training_with_an_error_naming_the_file(tmp_path):
     _image_tree(tmp_path)
     bad = tmp_path / "b" / "1.jpg"
     bad.write_bytes(bad.read_bytes()[:200])  # a truncated JPEG: valid header, broken data
-    train = load_split("folder", "train", str(tmp_path))  # classes a, b: every batch holds all of b
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*truncated JPEG"):
+        load_split("folder", "train", str(tmp_path))  # found by the header check before training
+    listed = tfdml.data.datasets.image_folder(str(tmp_path), "train")  # unchecked: decoding finds it
+    train = tfdml.data.Split("folder", listed.labels, paths=listed.paths)  # classes a, b: every batch holds all of b
     data = tfdml.data.train_pipeline(train, batch_size=6, samples_per_class=3, augmentation="ee", image_size=16)
     model = tfdml.models.EmbeddingModel("small_cnn", embedding_dim=4, input_shape=(16, 16, 3))
     model.compile(optimizer="adam", loss=tfdml.losses.TripletLoss())
     with pytest.raises(tf.errors.OpError, match=re.escape(str(bad))) as error:
         model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
-    assert "corrupt, truncated or not a JPEG/PNG/GIF/BMP image. Delete or replace it" in str(error.value)
+    assert "corrupt, truncated or not a JPEG/PNG/GIF/BMP/WebP image. Delete or replace it" in str(error.value)
 
 
 def test_non_image_and_missing_files_are_named(tmp_path):
     _image_tree(tmp_path, per_class=2)
     fake = tmp_path / "c" / "2.png"
     fake.write_text("<html>404 not found</html>")
-    test = load_split("folder", "test", str(tmp_path))
+    with pytest.raises(ValueError, match=re.escape(str(fake)) + ".*not a JPEG"):
+        load_split("folder", "test", str(tmp_path))
+    listed = tfdml.data.datasets.image_folder(str(tmp_path), "test")  # unchecked: decoding finds it
+    test = tfdml.data.Split("folder", listed.labels, paths=listed.paths)
     with pytest.raises(tf.errors.OpError, match=re.escape(str(fake))):
         list(tfdml.data.eval_pipeline(test, batch_size=4, image_size=8))
     (tmp_path / "Ebay_train.txt").write_text(
         "image_id class_id super_class_id path\n1 1 1 a/0.jpg\n2 1 1 a/1.jpg\n3 2 1 a/gone.jpg\n")
+    with pytest.raises(ValueError, match=r"a/gone\.jpg': file not found"):
+        load_split("sop", "train", str(tmp_path))
     with pytest.warns(UserWarning, match="sop train"):
-        sop = load_split("sop", "train", str(tmp_path))
+        paths = [str(tmp_path / p) for p in ("a/0.jpg", "a/1.jpg", "a/gone.jpg")]
+        sop = tfdml.data.Split("sop", [1, 1, 2], paths=paths)
+        tfdml.data.datasets.check_counts(sop, "sop", "train")
     with pytest.raises(tf.errors.OpError, match=r"Image file not found: .*a/gone\.jpg"):
         list(sop.image_dataset())

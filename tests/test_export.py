@@ -165,3 +165,25 @@ def test_evaluate_saved_model_without_image_size_and_report_path(tmp_path, capsy
     printed = capsys.readouterr().out
     assert f"report: {report_dir / 'report.md'}" in printed
     assert f"metrics: {tmp_path / 'metrics.json'}" in printed
+
+
+def test_signatures_name_the_pixel_range_and_take_encoded_image_bytes(tmp_path):
+    model = _model()
+    images = _images(4, seed=3)
+    references = model.embedder("fc")(_images(6).astype(np.float32)).numpy()
+    tfdml.export(model, str(tmp_path / "m"), tap="fc", index=Index(references, np.arange(6) % 3), k=2)
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    assert {"serving_float_0_255", "serving_encoded", "retrieve_float_0_255", "retrieve_encoded"} <= set(
+        loaded.signatures)
+    assert "[0, 255] (not [0, 1]" in loaded.expected_input.numpy().decode()
+    expected = loaded.signatures["serving_uint8"](images=tf.constant(images))["embeddings"].numpy()
+    floats = loaded.signatures["serving_float_0_255"](images=tf.constant(images.astype(np.float32)))
+    np.testing.assert_allclose(floats["embeddings"].numpy(), expected, atol=1e-6)
+    encoded = tf.constant([tf.io.encode_png(image).numpy() for image in images])  # lossless
+    served = loaded.signatures["serving_encoded"](encoded=encoded)["embeddings"].numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    found = loaded.signatures["retrieve_encoded"](encoded=encoded)
+    by_pixels = loaded.signatures["retrieve_uint8"](images=tf.constant(images))
+    np.testing.assert_array_equal(found["indices"].numpy(), by_pixels["indices"].numpy())
+    larger = tf.constant([tf.io.encode_png(np.repeat(np.repeat(images[0], 2, 0), 2, 1)).numpy()])
+    assert loaded.signatures["serving_encoded"](encoded=larger)["embeddings"].shape == (1, 8)  # resized inside

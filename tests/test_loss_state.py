@@ -201,3 +201,19 @@ def test_subclassed_model_that_cannot_reattach_its_loss_state_is_warned_about():
         warnings.simplefilter("error")
         tfdml.models.EmbeddingModel("small_cnn", 8, input_shape=(16, 16, 3)).compile(
             loss=tfdml.losses.ArcFaceLoss(num_classes=4))
+
+
+def test_learnable_beta_not_tracked_by_the_model_warns_once():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))  # plain functional model, β not attached
+    loss = tfdml.losses.MarginLoss(mining="hard", seed=0)
+    x, y = np.random.default_rng(0).normal(size=(8, 4)).astype("float32"), np.repeat(np.arange(4), 2)
+    with pytest.warns(UserWarning, match="beta is not tracked by a model.*attach_loss_state"):
+        loss(y, model(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(y, model(x))  # said once
+        tfdml.losses.MarginLoss(learn_beta=False, mining="hard")(y, model(x))  # fixed β: nothing to train
+        attached = tfdml.losses.MarginLoss(mining="hard", seed=0)
+        tfdml.losses.attach_loss_state(model, attached)
+        attached(y, model(x))

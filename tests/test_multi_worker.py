@@ -20,7 +20,7 @@ from tfdml.training.local_cluster import start_local_workers, stop_workers, wait
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = ["dataset.image_size=16", "model.embedding_dim=8", "model.freeze_batchnorm=true", "sampler.batch_size=20",
-        "sampler.samples_per_class=4", "augmentation.train=test", "optimizer.name=sgd",
+        "sampler.samples_per_class=4", "dataset.validation_classes=0", "augmentation.train=test", "optimizer.name=sgd",
         "optimizer.learning_rate=0.05", "optimizer.momentum=0.0", "training.tensorboard=false",
         "training.eval_batch_size=512"]
 LOSSES = {

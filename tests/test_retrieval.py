@@ -166,3 +166,17 @@ def test_truncated_index_file_gives_a_clear_error(tmp_path):
     os.remove(path)
     with pytest.raises(FileNotFoundError, match="index.npz"):
         Index.load(str(tmp_path))
+
+
+def test_index_from_a_split_returns_the_datasets_own_labels_and_class_names(tmp_path):
+    split = tfdml.data.load_split("digits", "test", image_size=8)  # digits 5-9, split ids 0-4
+    model = tfdml.models.EmbeddingModel("small_cnn", embedding_dim=4, input_shape=(8, 8, 3))
+    index = Index.from_split(model.embedder("fc"), split, verbose=False)
+    assert sorted(set(index.labels.tolist())) == [5, 6, 7, 8, 9]
+    found = index.search(index.embeddings[:3], k=1)
+    np.testing.assert_array_equal(found.labels[:, 0], split.original_labels[split.labels[:3]])
+    assert index.names(found.labels[:, 0]).tolist() == [str(label) for label in found.labels[:, 0]]
+    named = Index(np.eye(2, dtype=np.float32), [101, 102], class_names={101: "Acura", 102: "BMW"})
+    assert named.names(named.search(np.eye(2, dtype=np.float32), k=1).labels).tolist() == [["Acura"], ["BMW"]]
+    restored = Index.load(named.save(str(tmp_path / "index")))
+    assert restored.class_names == {101: "Acura", 102: "BMW"}

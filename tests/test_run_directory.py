@@ -12,8 +12,8 @@ from tfdml.training import RunDirectory, RunDirectoryError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["dataset.image_size=16", "model.embedding_dim=8", "sampler.batch_size=20", "sampler.samples_per_class=4",
-        "training.epochs=1", "training.steps_per_epoch=2", "training.eval_every=1", "training.tensorboard=false",
-        "training.taps=[fc]", "training.evaluate_untrained=false"]
+        "dataset.validation_classes=0", "training.epochs=1", "training.steps_per_epoch=2", "training.eval_every=1",
+        "training.tensorboard=false", "training.taps=[fc]", "training.evaluate_untrained=false"]
 HOLDER = ("import sys, time; from tfdml.training.run_directory import RunDirectory; "
           "held = RunDirectory(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)")
 
@@ -77,10 +77,21 @@ def test_finished_run_is_kept_unless_overwrite_and_a_resumed_run_says_so(tmp_pat
     assert [row["epoch"] for row in _rows(run_dir)] == ["0"]  # trained again, log.csv not appended to
 
     os.remove(run_dir / "metrics.json")  # as if killed after the checkpoint of epoch 1
+    config = (run_dir / "config.yaml").read_text()
+    changed = r"optimizer\.learning_rate: 0\.001 -> 0\.01; training\.epochs: 1 -> 2\."
+    with pytest.raises(RunDirectoryError, match=r"another config \(resuming at epoch 1\); changed keys: " + changed):
+        _train(run_dir, overrides=["training.epochs=2", "optimizer.learning_rate=0.01"])
+    assert (run_dir / "config.yaml").read_text() == config and not (run_dir / ".lock").exists()
     capsys.readouterr()
-    _train(run_dir, overrides=["training.epochs=2"], quiet=False)
+    with pytest.warns(UserWarning, match="resuming at epoch 1 with a changed config"):
+        _train(run_dir, "--allow-config-change", overrides=["training.epochs=2"], quiet=False)
     assert "Resuming from epoch 2/2 (step 2)" in capsys.readouterr().out
     assert [row["epoch"] for row in _rows(run_dir)] == ["0", "1"]
+    assert (run_dir / "config.before_epoch1.yaml").read_text() == config
+    assert "epochs: 2" in (run_dir / "config.yaml").read_text()
+    changes = json.loads((run_dir / "config_changes.json").read_text())
+    assert changes == [{"epoch": 1, "step": 2, "previous_config": "config.before_epoch1.yaml",
+                        "changed": {"training.epochs": {"from": 1, "to": 2}}}]
 
 
 def test_deterministic_runs_give_identical_logs(tmp_path):

@@ -233,7 +233,8 @@ def test_train_py_runs_sharing_matters_end_to_end(tmp_path):
         f"output_dir={tmp_path / 'run'}", "dataset.image_size=12", "model.embedding_dim=null",
         "model.heads={class: 8, shared: 8}", "model.freeze_batchnorm=true", "loss.name=margin", "expansion=null",
         "sharing={gamma: 10.0, regressor_units: 16}", "sampler.batch_size=20", "sampler.samples_per_class=4",
-        "training.epochs=2", "training.steps_per_epoch=2", "training.eval_every=1", "training.tensorboard=false", "training.evaluate_untrained=false",
+        "dataset.validation_classes=0", "training.epochs=2", "training.steps_per_epoch=2", "training.eval_every=1",
+        "training.tensorboard=false", "training.evaluate_untrained=false",
         "training.taps=[shared]", "training.export_tap=shared", "schedule.decay_epochs=[1]",
         "training.strategy=default"])
     results = run(config, verbose=0)

@@ -22,8 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _tiny_config(tmp_path, **training):
     overrides = [f"output_dir={tmp_path / 'run'}", "dataset.image_size=16", "model.embedding_dim=8",
                  "sampler.batch_size=20", "sampler.samples_per_class=4", "training.epochs=2",
-                 "training.steps_per_epoch=3", "training.eval_every=1", "training.tensorboard=false",
-                 "training.evaluate_untrained=false"]
+                 "dataset.validation_classes=0", "training.steps_per_epoch=3", "training.eval_every=1",
+                 "training.tensorboard=false", "training.evaluate_untrained=false"]
     overrides += [f"training.{k}={v}" for k, v in training.items()]
     return load_config(None, overrides)
 
@@ -290,6 +290,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     def config(name):
         return load_config(None, [f"output_dir={tmp_path / name}", "dataset.image_size=16",
                                   "model.embedding_dim=8", "sampler.batch_size=20", "sampler.samples_per_class=4",
+                                  "dataset.validation_classes=0",
                                   "augmentation.train=test", "training.epochs=2", "training.steps_per_epoch=4",
                                   "training.checkpoint_every=3", "training.eval_every=1",
                                   "training.tensorboard=false"])

@@ -7,7 +7,8 @@
 
 `--model` is a run directory (uses best.keras — falling back to final.keras with a
 warning when best.keras is missing or corrupt — and the run's config.yaml for the
-image size), a `.keras` file, or a SavedModel exported by `tfdml.export` (its input
+image size; the first output line names the weights: best-by-validation or
+best-on-test, and the epoch), a `.keras` file, or a SavedModel exported by `tfdml.export` (its input
 size is stored inside; `--image-size` overrides it). Prints Recall@K (1, 2, 4, 8;
 1, 10, 100, 1000 for sop) and NMI; `--taps all` prints every tap side by side
 (Vo & Hays Table 3 style). `--output FILE` writes the metrics as JSON; `--report DIR`
@@ -33,46 +34,60 @@ import warnings
 from tfdml.cli.common import add_common_arguments, run_cli, start_devices
 
 
+def describe_best(run_dir, config):
+    """What a run directory's best.keras is: "best-by-validation …" or "best-on-test …", with its epoch."""
+    selection = "best-by-validation" if (config.get("dataset") or {}).get("validation_classes") else "best-on-test"
+    try:
+        with open(os.path.join(run_dir, "checkpoints", "best.json")) as handle:
+            record = json.load(handle)
+        selection += f", epoch {int(record['best_epoch']) + 1} ({record['monitor']} {float(record['best']):.4f})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return selection
+
+
 def _run_directory_model(run_dir):
-    """(loaded Keras model, image size from config.yaml) of a run directory."""
+    """(loaded Keras model, image size from config.yaml, which weights: e.g. "best.keras (best-by-validation, …)")
+    of a run directory."""
     import yaml
 
     from tfdml.models.export import load_keras_model
 
     with open(os.path.join(run_dir, "config.yaml")) as handle:
-        image_size = yaml.safe_load(handle)["dataset"]["image_size"]
+        config = yaml.safe_load(handle)
+    image_size = config["dataset"]["image_size"]
     best, final = os.path.join(run_dir, "best.keras"), os.path.join(run_dir, "final.keras")
     if os.path.exists(best):
         try:
-            return load_keras_model(best), image_size
+            return load_keras_model(best), image_size, f"{best} ({describe_best(run_dir, config)})"
         except ValueError as error:
             if not os.path.exists(final):
                 raise
             warnings.warn(f"{error} Falling back to {final!r}.", stacklevel=2)
     if os.path.exists(final):
-        return load_keras_model(final), image_size
+        return load_keras_model(final), image_size, f"{final} (final, last epoch)"
     raise FileNotFoundError(f"No best.keras or final.keras in run directory {run_dir!r}.")
 
 
 def _load(model_path):
-    """(keras model or None, serving function or None, image size or None, channels or None)."""
+    """(keras model or None, serving function or None, image size or None, channels or None, weights description)."""
     import tensorflow as tf
 
     from tfdml.models.export import load_exported, load_keras_model
 
     if os.path.isdir(model_path) and os.path.exists(os.path.join(model_path, "config.yaml")):
-        model, image_size = _run_directory_model(model_path)
-        return model, None, image_size, int(model.inputs[0].shape[-1])
+        model, image_size, weights = _run_directory_model(model_path)
+        return model, None, image_size, int(model.inputs[0].shape[-1]), weights
     if model_path.endswith(".keras"):
         model = load_keras_model(model_path)
-        return model, None, int(model.inputs[0].shape[1]), int(model.inputs[0].shape[-1])
+        return model, None, int(model.inputs[0].shape[1]), int(model.inputs[0].shape[-1]), model_path
     if os.path.isdir(model_path) and os.path.exists(os.path.join(model_path, "saved_model.pb")):
         loaded = load_exported(model_path)
         serving = loaded.signatures["serving_default"]
         stored = loaded.input_shape.numpy() if hasattr(loaded, "input_shape") else None
         image_size, channels = (int(stored[0]), int(stored[2])) if stored is not None else (None, None)
         return None, lambda images, training=False: serving(images=tf.cast(images, tf.float32))["embeddings"], \
-            image_size, channels
+            image_size, channels, f"{model_path} (SavedModel)"
     raise FileNotFoundError(f"{model_path!r} is not a run directory, .keras file or SavedModel.")
 
 
@@ -128,7 +143,7 @@ def main(argv=None, prog=None):
     from tfdml.metrics import format_table
 
     verbose = False if args.quiet else None
-    model, serving, image_size, channels = _load(args.model)
+    model, serving, image_size, channels, weights = _load(args.model)
     image_size = args.image_size or image_size
     if image_size is None:
         raise ValueError(f"{args.model!r} does not record its input size (exported before tfdml stored it): "
@@ -170,7 +185,7 @@ def main(argv=None, prog=None):
             directory = os.path.join(args.report, tap) if len(embedders) > 1 else args.report
             results[tap] = tfdml.analysis.write_report(
                 directory, embeddings, labels, train_embeddings, train_labels, ks=ks,
-                title=f"{args.model} on {args.dataset} (test split), tap {tap}", run_log=_run_log(args.model),
+                title=f"{weights} on {args.dataset} (test split), tap {tap}", run_log=_run_log(args.model),
                 max_tsne_points=args.tsne_points,
                 class_names=split.class_names, train_class_names=train_split.class_names)
             reports.append(os.path.join(directory, "report.md"))
@@ -185,7 +200,8 @@ def main(argv=None, prog=None):
 
         projector = write_split_projector(args.projector, embedders, split, image_size, args.projector_points,
                                           batch_size=args.batch_size, verbose=verbose)
-    print(f"{split}")
+    print(f"weights: {weights}")
+    print(f"{split} (test split)")
     print(format_table(results, ks))
     comparison = _paper_comparison(args.model, args.dataset, results)
     if comparison is not None:

@@ -17,13 +17,19 @@ own `TF_CONFIG`, or under Slurm with `--set training.strategy=multi_worker`).
 
 Run directory (`--output`): one run at a time (a `.lock` file names the
 running process); rerunning the command of a killed run resumes it from its last
-checkpoint ("Resuming from epoch N (step S)"); a finished run (`metrics.json`) is
-not trained again unless `--overwrite`.
+checkpoint ("Resuming from epoch N (step S)") if the config is unchanged (a
+changed config is refused with the differing keys listed, unless
+`--allow-config-change`, which records both configs); a finished run
+(`metrics.json`) is not trained again unless `--overwrite`.
 
 Console: a progress bar over the steps on a terminal, one line per epoch
-otherwise; `--verbose` always the bar, `--quiet` only the final table. Errors in
-the command line, config or data print `error: <message>` (exit status 2);
-`--debug` shows the traceback and TensorFlow's start-up messages.
+otherwise; `--verbose` always the bar, `--quiet` only the final table (its title
+names the weights and split it reports). Errors in the command line, config or
+data, and an output directory that cannot be written, print `error: <message>`
+(exit status 2); `--debug` shows the traceback and TensorFlow's start-up
+messages. Ctrl-C (status 130) and SIGTERM (143) end the run at any time; the
+last checkpoint stays usable and the same command resumes from it. Several
+workers wait at most `training.cluster_timeout` seconds for each other.
 """
 import argparse
 
@@ -39,6 +45,9 @@ def build_parser(prog=None):
     parser.add_argument("--output", help="run directory (overrides output_dir)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a finished run in the run directory and train again")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume a killed run although the config differs from its config.yaml (both configs "
+                             "and the epoch of the change are recorded in the run directory)")
     parser.add_argument("--list-configs", action="store_true", help="list the shipped configs and exit")
     add_common_arguments(parser)
     return parser
@@ -61,7 +70,8 @@ def main(argv=None, prog=None):
     start_devices(args.debug)
     from tfdml.training.runner import run
 
-    return run(config, verbose=progress_verbosity(args), overwrite=args.overwrite)
+    return run(config, verbose=progress_verbosity(args), overwrite=args.overwrite,
+               allow_config_change=args.allow_config_change)
 
 
 def cli(argv=None, prog=None):

@@ -16,10 +16,17 @@ links rot), and CUB-200-2011 / CARS196 also through tensorflow-datasets:
   `Ebay_test.txt` (its own split files: `image_id class_id super_class_id path`);
   11,318 / 11,316 classes, 59,551 / 60,502 images. Not in tensorflow-datasets.
 - folder: any `<data_dir>/<class_name>/<image>` tree; sorted class names, the
-  first half train; `channels=1` loads gray images.
+  first half train; `channels=1` loads gray images. Every format TensorFlow
+  decodes is loaded (JPEG, PNG, GIF, BMP, WebP, JPEG XL); other files and empty
+  class folders are left out with a warning and listed in `Split.skipped`.
 
-Files are decoded when the pipeline reads them; a corrupt or missing file stops
-training with an error naming the file (nothing is skipped silently).
+Before training, `load_split` checks every image file's header and end
+(`tfdml.data.split.image_file_problem`: a few kilobytes per file), so a
+missing, empty, truncated or non-image file is found at the start: an error
+naming it, or with `skip_corrupt=True` (config `dataset.skip_corrupt`) the
+file is left out, counted in a warning and listed in `Split.skipped`. A file
+that passes the check but still fails to decode stops training with an error
+naming it (nothing is skipped silently).
 """
 import os
 import warnings
@@ -27,7 +34,7 @@ import warnings
 import numpy as np
 
 from tfdml.data.digits import digits_split
-from tfdml.data.split import Split
+from tfdml.data.split import Split, find_unreadable_images
 
 EXPECTED_COUNTS = {  # (classes, images) per split
     "cub200": {"train": (100, 5864), "test": (100, 5924)},
@@ -38,7 +45,8 @@ EXPECTED_COUNTS = {  # (classes, images) per split
 TFDS_NAMES = {"cub200": "caltech_birds2011", "cars196": "cars196"}
 DATASETS = ("digits", "cub200", "cars196", "sop", "folder")
 """Dataset names accepted by `load_split`."""
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".jxl")
+"""File name endings the folder loader reads (the formats `tf.io.decode_image` decodes)."""
 
 
 def _require(path, what):
@@ -111,22 +119,43 @@ def sop_folder(data_dir, split, channels=3):
 def image_folder(data_dir, split, name="folder", channels=3):
     """A `<data_dir>/<class>/<image>` tree, split by sorted class name (first half train).
 
-    Images are decoded to `channels` (3: RGB, 1: gray) when loaded; a file that
-    cannot be decoded stops loading with an error naming it.
+    Files ending in one of `IMAGE_EXTENSIONS` are loaded; other files and
+    class folders without images are left out with a warning and listed in the
+    split's `skipped` as (path, reason). Images are decoded to `channels`
+    (3: RGB, 1: gray) when loaded.
     """
     _require(data_dir, "dataset folder")
-    classes = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+    folders = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+    paths, labels, classes, skipped, empty = [], [], [], [], []
+    for folder in folders:
+        images = []
+        for file in sorted(os.listdir(os.path.join(data_dir, folder))):
+            path = os.path.join(data_dir, folder, file)
+            if file.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(path):
+                images.append(path)
+            else:
+                skipped.append((path, "not an image file (name ending)" if os.path.isfile(path) else "a folder"))
+        if not images:
+            empty.append(folder)
+            skipped.append((os.path.join(data_dir, folder), "class folder without images"))
+            continue
+        paths += images
+        labels += [len(classes)] * len(images)
+        classes.append(folder)
     if len(classes) < 2:
-        raise FileNotFoundError(f"{data_dir!r} must contain at least two class sub-folders, found {classes}.")
-    paths, labels = [], []
-    for index, cls in enumerate(classes):
-        for file in sorted(os.listdir(os.path.join(data_dir, cls))):
-            if file.lower().endswith(_IMAGE_EXTENSIONS):
-                paths.append(os.path.join(data_dir, cls, file))
-                labels.append(index)
+        raise FileNotFoundError(f"{data_dir!r} must contain at least two class sub-folders with images, found "
+                                f"{classes}" + (f" (without images: {empty})." if empty else "."))
     result = _half_split(paths, labels, split, name, channels)
     half = len(classes) // 2
     result.class_names = classes[:half] if split == "train" else classes[half:]
+    if skipped and split == "train":  # said once per folder, with the train split
+        files = len(skipped) - len(empty)
+        parts = ([f"{files} files that are not images (e.g. {skipped[0][0]!r})"] if files else []) + \
+            ([f"{len(empty)} class folders without images ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''})"]
+             if empty else [])
+        warnings.warn(f"{name} {data_dir!r}: left out {' and '.join(parts)}; loaded files end in "
+                      f"{', '.join(IMAGE_EXTENSIONS)}.", stacklevel=2)
+    result.skipped = list(skipped) if split == "train" else []
     return result
 
 
@@ -164,7 +193,8 @@ def tfds_split(name, split, data_dir=None, download=False, channels=3):
     return Split(name, labels[keep], images=[e for e, k in zip(encoded, keep) if k], channels=channels)
 
 
-def load_split(name, split, data_dir=None, strict=False, image_size=32, download=False, channels=3):
+def load_split(name, split, data_dir=None, strict=False, image_size=32, download=False, channels=3,
+               skip_corrupt=False):
     """Loads one split of a dataset.
 
     Args:
@@ -178,9 +208,15 @@ def load_split(name, split, data_dir=None, strict=False, image_size=32, download
         image_size: image side for "digits".
         download: allow tensorflow-datasets to download.
         channels: 3 (RGB) or 1 (gray: decoded as gray, digits not repeated).
+        skip_corrupt: leave out image files that fail the header check (see
+            the module docstring) instead of raising; they are counted in a
+            warning and listed in the split's `skipped`.
 
     Returns:
         A `Split`.
+
+    Raises:
+        ValueError: an image file fails the header check (without `skip_corrupt`).
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset={name!r}; expected one of {DATASETS}.")
@@ -193,7 +229,7 @@ def load_split(name, split, data_dir=None, strict=False, image_size=32, download
     if name in ("folder", "sop") and data_dir is None:
         raise ValueError(f"dataset {name!r} needs data_dir.")
     if name == "folder":
-        return image_folder(data_dir, split, channels=channels)
+        return check_files(image_folder(data_dir, split, channels=channels), split, skip_corrupt)
     if name == "sop":
         result = sop_folder(data_dir, split, channels)
     elif data_dir is not None and _has_original_layout(name, data_dir):
@@ -201,8 +237,37 @@ def load_split(name, split, data_dir=None, strict=False, image_size=32, download
         result = loader(data_dir, split, channels)
     else:
         result = tfds_split(name, split, data_dir, download, channels)
+    result = check_files(result, split, skip_corrupt)
     check_counts(result, name, split, strict)
     return result
+
+
+def check_files(split_obj, split, skip_corrupt=False):
+    """`split_obj` after the header check of its image files (in-memory splits pass unchanged).
+
+    Raises:
+        ValueError: one line naming the first bad file and the count, unless
+            `skip_corrupt` (then the split without them, a warning, and the
+            files added to `skipped`).
+    """
+    paths = split_obj.paths
+    if not paths:
+        return split_obj
+    bad = find_unreadable_images(paths)
+    if not bad:
+        return split_obj
+    first, reason = bad[0]
+    if not skip_corrupt:
+        raise ValueError(f"Cannot decode image {first!r}: {reason}" +
+                         (f" and {len(bad) - 1} more image files of the {split} split" if len(bad) > 1 else "") +
+                         ". Replace or delete them, or set dataset.skip_corrupt: true "
+                         "(--set dataset.skip_corrupt=true) to leave them out.")
+    bad_paths = {path for path, _ in bad}
+    kept = split_obj.subset([i for i, path in enumerate(paths) if path not in bad_paths])
+    kept.skipped = list(split_obj.skipped) + bad
+    warnings.warn(f"{split_obj.name} {split}: skipped {len(bad)} image files that cannot be decoded (e.g. {first!r}: "
+                  f"{reason}).", stacklevel=2)
+    return kept
 
 
 def _has_original_layout(name, data_dir):

@@ -1,10 +1,11 @@
 """`Split`: one split (train or test) of an image-retrieval dataset."""
+import os
 import re
 
 import numpy as np
 import tensorflow as tf
 
-_DECODE_HINT = ("it is corrupt, truncated or not a JPEG/PNG/GIF/BMP image. Delete or replace it (or drop it "
+_DECODE_HINT = ("it is corrupt, truncated or not a JPEG/PNG/GIF/BMP/WebP image. Delete or replace it (or drop it "
                 "from the dataset's listing) and run again")
 
 
@@ -48,6 +49,7 @@ class Split:
         self.labels = remapped.astype(np.int32)
         self.original_labels = classes
         self.class_names = list(class_names) if class_names is not None else [str(c) for c in classes]
+        self.skipped = []  # [(path, reason)] of files the loader left out (see `tfdml.data.load_split`)
         if isinstance(images, np.ndarray):
             images = to_uint8_images(images, value_range)
         elif value_range is not None:
@@ -108,6 +110,34 @@ class Split:
         return tf.data.Dataset.range(self.num_images).map(
             lambda i: (load(i), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
+    @property
+    def paths(self):
+        """The image file paths (None for in-memory images)."""
+        return list(self._paths) if self._paths is not None else None
+
+    def subset(self, indices, name=None):
+        """A `Split` of the images at `indices` (their original labels and class names kept).
+
+        Args:
+            indices: int positions (or a boolean mask) of the images to keep.
+            name: the new split's name (default: this split's).
+
+        Returns:
+            A `Split`; its labels are remapped to 0-based ids of the kept classes.
+        """
+        indices = np.asarray(indices)
+        if indices.dtype == bool:
+            indices = np.flatnonzero(indices)
+        kept_classes = np.unique(self.labels[indices])
+        images = None
+        if isinstance(self._images, np.ndarray):
+            images = self._images[indices]
+        elif self._images is not None:
+            images = [self._images[i] for i in indices]
+        paths = [self._paths[i] for i in indices] if self._paths is not None else None
+        return Split(name or self.name, self.original_labels[self.labels[indices]], images=images, paths=paths,
+                     class_names=[self.class_names[c] for c in kept_classes], channels=self._channels)
+
     def __repr__(self):
         return f"Split({self.name!r}, images={self.num_images}, classes={self.num_classes})"
 
@@ -142,6 +172,58 @@ def _value_summary(images):
         return "(empty)"
     values = images.astype(np.float64)
     return f"in [{np.nanmin(values):g}, {np.nanmax(values):g}]"
+
+
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+               (b"BM", "BMP"), (b"RIFF", "WebP"), (b"\xff\x0a", "JPEG XL"), (b"\x00\x00\x00\x0cJXL ", "JPEG XL"))
+_TAIL_BYTES = 4096
+
+
+def image_file_problem(path):
+    """Why the image file at `path` cannot be decoded, from its header and its end, or None when it looks whole.
+
+    Reads at most a few kilobytes: the format signature (JPEG, PNG, GIF, BMP,
+    WebP, JPEG XL) and the end marker or declared size (a truncated file misses
+    it). A file that passes can still hold corrupt data in between.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(32)
+            handle.seek(max(size - _TAIL_BYTES, 0))
+            tail = handle.read()
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as error:
+        return f"cannot read ({error.strerror or error})"
+    if size == 0:
+        return "empty file"
+    kind = next((name for signature, name in _SIGNATURES if head.startswith(signature)), None)
+    if kind is None:
+        return "not a JPEG/PNG/GIF/BMP/WebP image (unknown header)"
+    if kind == "JPEG" and b"\xff\xd9" not in tail:
+        return "truncated JPEG (no end-of-image marker)"
+    if kind == "PNG" and b"IEND" not in tail:
+        return "truncated PNG (no IEND chunk)"
+    if kind == "GIF" and b";" not in tail[-64:]:
+        return "truncated GIF (no trailer)"
+    if kind == "BMP" and (len(head) < 6 or int.from_bytes(head[2:6], "little") > size):
+        return "truncated BMP (shorter than its declared size)"
+    if kind == "WebP":
+        if head[8:12] != b"WEBP":
+            return "not a JPEG/PNG/GIF/BMP/WebP image (RIFF, not WebP)"
+        if int.from_bytes(head[4:8], "little") + 8 > size:
+            return "truncated WebP (shorter than its declared size)"
+    return None
+
+
+def find_unreadable_images(paths, workers=8):
+    """[(path, problem)] of the files among `paths` that `image_file_problem` rejects, in `paths` order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        problems = list(pool.map(image_file_problem, paths, chunksize=256))
+    return [(path, problem) for path, problem in zip(paths, problems) if problem is not None]
 
 
 def decode_or_explain(data, channels, source):

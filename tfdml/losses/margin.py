@@ -1,4 +1,6 @@
 """Margin loss with a learnable boundary β (Wu et al. 2017, "Sampling matters")."""
+import warnings
+
 import tensorflow as tf
 
 from tfdml.checks import check_int, check_number
@@ -26,7 +28,7 @@ class MarginLoss(MetricLoss):
     `model.fit` trains it and saves it:
     `tfdml.models.EmbeddingModel.compile` does that automatically; for other
     Keras models call `tfdml.losses.attach_loss_state(model, loss)` before
-    `compile`. β uses the model's optimizer with its learning rate multiplied by
+    `compile` (the first call warns when β is not attached). β uses the model's optimizer with its learning rate multiplied by
     `lr_multiplier` (Roth et al. train β with 5e-4 while the network uses
     1e-5: multiplier 50 with Adam; see `LossVariable`).
 
@@ -88,6 +90,17 @@ class MarginLoss(MetricLoss):
     def build_state(self, embedding_dim=None):
         """β does not depend on the embedding size; it exists from construction."""
         return self.state_layer
+
+    def prepare(self, embeddings):
+        """Warns once when a learnable β is used by a model that does not track it (β would not be trained)."""
+        super().prepare(embeddings)
+        layer = self.state_layer
+        if layer is not None and not getattr(layer, "attached_to_model", False) and not getattr(self, "_warned", 0):
+            self._warned = 1
+            warnings.warn(
+                "MarginLoss's learnable beta is not tracked by a model, so it is not trained or saved: use "
+                "tfdml.models.EmbeddingModel, or call tfdml.losses.attach_loss_state(model, loss) before compile "
+                "(or pass learn_beta=False for a fixed beta).", stacklevel=3)
 
     def _betas(self, anchor_labels):
         if self.state_layer is None:

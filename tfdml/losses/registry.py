@@ -34,13 +34,15 @@ def get(name, **kwargs):
 
     Raises:
         ValueError: unknown name (the message lists the valid names) or unknown
-            keyword arguments.
+            keyword arguments (the message lists the loss's parameters).
     """
     cls = get_class(name)
+    valid = tuple(getattr(cls, "config_args", ()) or ())
     try:
         return cls(**kwargs)
     except TypeError as error:
-        raise ValueError(f"Bad arguments for loss {name!r}: {error}") from error
+        raise ValueError(f"Bad arguments for loss {name!r}: {error}; its parameters are: "
+                         f"{', '.join(valid) or 'see its docstring'}.") from error
 
 
 def get_class(name):

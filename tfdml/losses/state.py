@@ -169,6 +169,7 @@ def attach_loss_state(model, loss, embedding_dim=None):
         raise ValueError("embedding_dim is needed to build the loss state of this model.")
     loss.build_state(int(embedding_dim))
     model.tfdml_loss_state = loss.state_layer
+    loss.state_layer.attached_to_model = True  # read by losses that warn when their state is not trained
     tracked = {id(v) for v in model.trainable_variables}
     if not all(id(v) in tracked for v in loss.state_layer.trainable_variables):
         raise ValueError(

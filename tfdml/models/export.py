@@ -10,6 +10,13 @@ from tfdml import distances
 from tfdml.models.embedding_model import DEFAULT_TAP
 
 
+#: What the exported signatures take (stored in the SavedModel as the string variable `expected_input`).
+EXPECTED_INPUT = ("serving_default / serving_float_0_255 / retrieve / retrieve_float_0_255: float32 pixels in "
+                  "[0, 255] (not [0, 1]; no mean/std normalisation, it happens inside), any size; serving_uint8 / "
+                  "retrieve_uint8: uint8 pixels; serving_encoded / retrieve_encoded: encoded image file bytes "
+                  "(JPEG, PNG, GIF, BMP, WebP), one string per image.")
+
+
 class _EmbeddingServer(tf.Module):
     """tf.Module wrapping an embedder: images (any batch, any size) → L2-normalised embeddings,
     plus exact retrieval against an index when one is given."""
@@ -21,6 +28,7 @@ class _EmbeddingServer(tf.Module):
         self.channels = channels
         # Read by `evaluate.py` (input size of the exported model) — not an input of any signature.
         self.input_shape = tf.Variable([self.height, self.width, channels], dtype=tf.int32, trainable=False)
+        self.expected_input = tf.Variable(EXPECTED_INPUT, trainable=False)
         self.index = index
         if index is not None:
             from tfdml.retrieval import search
@@ -47,25 +55,51 @@ class _EmbeddingServer(tf.Module):
 
         if self.index.normalize:
             embeddings = distances.l2_normalize(embeddings)
-        squared, idx = search.top_k(embeddings, self.references, self.k, self.margin, self.block_size)
+        # Tensors, not the variables: module-level tf.functions of `search` would otherwise keep a trace that
+        # captures this server's variables and fail for the next export in the same process.
+        references = search.References(*(tf.convert_to_tensor(v) for v in self.references))
+        squared, idx = search.top_k(embeddings, references, self.k, self.margin, self.block_size)
         return {"ids": tf.gather(self.ids, idx), "labels": tf.gather(self.labels, idx),
                 "distances": tf.cast(tf.sqrt(squared), tf.float32), "indices": idx}
 
     def _retrieve(self, images):
         return self._search(self._embeddings(images))
 
+    def _decode(self, encoded):
+        """(N,) encoded image bytes → float32 (N, H, W, C) in [0, 255] at the model's input size."""
+        def one(data):
+            image = tf.io.decode_image(data, channels=self.channels, expand_animations=False)
+            image.set_shape([None, None, self.channels])
+            return tf.image.resize(tf.cast(image, tf.float32), (self.height, self.width))
+
+        return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([self.height, self.width, self.channels],
+                                                                          tf.float32))
+
+    def _embed_encoded(self, encoded):
+        return self._embed(self._decode(encoded))
+
+    def _retrieve_encoded(self, encoded):
+        return self._retrieve(self._decode(encoded))
+
     def signatures(self):
         image = tf.TensorSpec([None, None, None, self.channels], tf.float32, name="images")
         image_u8 = tf.TensorSpec([None, None, None, self.channels], tf.uint8, name="images")
+        encoded = tf.TensorSpec([None], tf.string, name="encoded")
+        embed = tf.function(self._embed, input_signature=[image])
         signatures = {
-            "serving_default": tf.function(self._embed, input_signature=[image]),
+            "serving_default": embed,
+            "serving_float_0_255": embed,
             "serving_uint8": tf.function(self._embed, input_signature=[image_u8]),
+            "serving_encoded": tf.function(self._embed_encoded, input_signature=[encoded]),
         }
         if self.index is not None:
             embeddings = tf.TensorSpec([None, self.index.dim], tf.float32, name="embeddings")
+            retrieve = tf.function(self._retrieve, input_signature=[image])
             signatures.update({
-                "retrieve": tf.function(self._retrieve, input_signature=[image]),
+                "retrieve": retrieve,
+                "retrieve_float_0_255": retrieve,
                 "retrieve_uint8": tf.function(self._retrieve, input_signature=[image_u8]),
+                "retrieve_encoded": tf.function(self._retrieve_encoded, input_signature=[encoded]),
                 "search": tf.function(self._search, input_signature=[embeddings]),
             })
         return signatures
@@ -77,16 +111,22 @@ def export(model, path, tap=DEFAULT_TAP, index=None, k=10):
     Signatures (any batch size; any spatial size, resized bilinearly to the
     model's input size when different; the channel count is the model's):
 
-    - `serving_default` (float32 images in [0, 255]) and `serving_uint8`:
-      `{"embeddings": (N, D) float32}`, L2-normalised;
-    - with `index`: `retrieve` (float32 images), `retrieve_uint8` and `search`
-      (query embeddings): `{"ids", "labels", "distances", "indices"}`, each
-      (N, k), the exact k nearest index entries (same search code as
-      `tfdml.retrieval.Index.search`; labels are -1 for an index without labels).
+    - `serving_default` = `serving_float_0_255` (float32 pixels in [0, 255],
+      not [0, 1]: images scaled to [0, 1] give wrong embeddings without an
+      error), `serving_uint8` (uint8 pixels) and `serving_encoded` (`encoded`:
+      a (N,) string tensor of image file bytes — JPEG, PNG, GIF, BMP, WebP —
+      what a serving client has): `{"embeddings": (N, D) float32}`,
+      L2-normalised;
+    - with `index`: `retrieve` = `retrieve_float_0_255`, `retrieve_uint8`,
+      `retrieve_encoded` and `search` (query embeddings): `{"ids", "labels",
+      "distances", "indices"}`, each (N, k), the exact k nearest index entries
+      (same search code as `tfdml.retrieval.Index.search`; labels are -1 for
+      an index without labels).
 
     Pixel preprocessing happens inside. The loss's trainable state (proxies, β)
     is not part of the export. The input shape is stored as the variable
-    `input_shape` ([height, width, channels]).
+    `input_shape` ([height, width, channels]) and this description of the
+    inputs as the string variable `expected_input`.
 
     Args:
         model: a `tfdml.models.EmbeddingModel` (its `embedder(tap)` is exported)

@@ -73,7 +73,8 @@ class Index:
 
     Args:
         embeddings: (N, D) reference embeddings.
-        labels: optional (N,) integer labels returned with the results.
+        labels: optional (N,) integer labels returned with the results (the
+            dataset's own labels: `from_split` maps a split's 0-based ids back).
         ids: optional (N,) ids (integers or strings; default: row numbers).
         embedder: optional Keras model mapping raw images to embeddings.
         normalize: L2-normalise query embeddings (from images or given) before
@@ -97,12 +98,13 @@ class Index:
         train_embeddings: optional sample to train IVF/PQ on instead of `train_size` random rows.
         seed: seed of the training sample and k-means.
         verbose: progress lines while training and adding (None: only on a terminal).
+        class_names: optional {label: class name} (`names` reads it).
     """
 
     def __init__(self, embeddings, labels=None, ids=None, embedder=None, normalize=False, backend="tf",
                  block_size=8192, margin=16, kind="exact", nlist=None, nprobe=None, m=None, nbits=None,
                  refine=None, train_size=None, hnsw_m=None, ef_construction=None, ef_search=None,
-                 train_embeddings=None, seed=0, verbose=None):
+                 train_embeddings=None, seed=0, verbose=None, class_names=None):
         embeddings = _check_embeddings(embeddings, "embeddings")
         n = embeddings.shape[0]
         labels = _check_labels(labels, n)
@@ -118,6 +120,7 @@ class Index:
         self.block_size, self.margin = int(block_size), int(margin)
         self._searcher = None
         self._faiss_index = None
+        self.class_names = {int(label): str(name) for label, name in dict(class_names or {}).items()}
         self.kind, self.params, self._ann = "exact", {}, None
         params = dict(nlist=nlist, nprobe=nprobe, m=m, nbits=nbits, refine=refine, train_size=train_size,
                       hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
@@ -199,6 +202,10 @@ class Index:
     def from_dataset(cls, embedder, dataset, ids=None, verbose=None, **kwargs):
         """Embeds a dataset of `(images, labels)` batches with `embedder` and indexes the result.
 
+        The labels are stored as the dataset yields them; a `tfdml.data` pipeline
+        of a split yields the split's 0-based class ids — `from_split` stores the
+        dataset's own labels and class names instead.
+
         Args:
             embedder: Keras model mapping raw images to embeddings (kept for image queries).
             dataset: finite dataset of `(images, labels)` batches.
@@ -210,6 +217,40 @@ class Index:
 
         embeddings, labels = embed(embedder, dataset, verbose=verbose)
         return cls(embeddings, labels, ids, embedder=embedder, **kwargs)
+
+    @classmethod
+    def from_split(cls, embedder, split, batch_size=256, image_size=None, augmentation="test", ids=None,
+                   verbose=None, **kwargs):
+        """Embeds a `tfdml.data.Split` and indexes it with the dataset's own labels and class names.
+
+        A split numbers its classes 0, 1, … internally; the index stores
+        `split.original_labels` (e.g. digits 5–9, CUB classes 101–200) and
+        `split.class_names`, so search results name the dataset's classes.
+
+        Args:
+            embedder: Keras model mapping raw images to embeddings.
+            split: the gallery split.
+            batch_size: images per embedding batch.
+            image_size: side the images are resized to (default: the embedder's input size).
+            augmentation: test-time preprocessing name (`tfdml.data.eval_pipeline`).
+            ids: optional ids (default: the split's file paths, else row numbers).
+            verbose: progress line while embedding (None: only on a terminal).
+            **kwargs: other `Index` arguments.
+        """
+        from tfdml.data import eval_pipeline
+
+        size = image_size or int(embedder.inputs[0].shape[1])
+        index = cls.from_dataset(embedder, eval_pipeline(split, batch_size, size, augmentation),
+                                 ids=ids if ids is not None else split.paths, verbose=verbose, **kwargs)
+        index.labels = np.asarray(split.original_labels)[index.labels].astype(np.int64)
+        index.class_names = {int(label): str(name) for label, name in zip(split.original_labels, split.class_names)}
+        return index
+
+    def names(self, labels):
+        """The class names of `labels` (any shape; a label without a name gives its number as text)."""
+        labels = np.asarray(labels)
+        return np.vectorize(lambda label: self.class_names.get(int(label), str(int(label))), otypes=[object])(
+            labels) if labels.size else labels.astype(object)
 
     def __len__(self):
         return self.embeddings.shape[0]
@@ -309,7 +350,8 @@ class Index:
         np.savez(os.path.join(directory, "index.npz"), **arrays)
         config = {"format": _FORMAT, "size": len(self), "dim": self.dim, "normalize": self.normalize,
                   "backend": self.backend, "block_size": self.block_size, "margin": self.margin,
-                  "embedder": self.embedder is not None, "kind": self.kind, "params": self.params}
+                  "embedder": self.embedder is not None, "kind": self.kind, "params": self.params,
+                  "class_names": [[label, name] for label, name in sorted(self.class_names.items())]}
         if self._ann is not None:
             ann.faiss_module(f"kind={self.kind!r}").write_index(self._ann, os.path.join(directory, "index.faiss"))
         with open(os.path.join(directory, "index.json"), "w") as handle:
@@ -344,7 +386,8 @@ class Index:
             embedder = load_keras_model(os.path.join(directory, "embedder.keras"))
         index = cls(arrays["embeddings"], arrays.get("labels"), arrays["ids"], embedder=embedder,
                     normalize=config["normalize"], backend=backend or config["backend"],
-                    block_size=config["block_size"], margin=config["margin"])
+                    block_size=config["block_size"], margin=config["margin"],
+                    class_names={label: name for label, name in config.get("class_names", [])})
         kind = config.get("kind", "exact")
         if kind != "exact":
             faiss_path = os.path.join(directory, "index.faiss")

@@ -7,6 +7,7 @@ workers write to a temporary directory that is deleted right after each save
 the chief's directory, and the workers check that they resumed at the same
 step (a directory that is not shared by all workers gives a clear error).
 """
+import glob
 import json
 import os
 import shutil
@@ -58,7 +59,12 @@ class Checkpointer:
         self.step.assign(step)
         self.state.assign(json.dumps(state))
         if self.chief:
-            self.manager.save(checkpoint_number=step)
+            try:
+                self.manager.save(checkpoint_number=step)
+            except (tf.errors.OpError, OSError):  # e.g. a full disk: leave no half-written checkpoint behind
+                for partial in glob.glob(os.path.join(self.directory, f"ckpt-{step}_temp*")):
+                    shutil.rmtree(partial, ignore_errors=True)
+                raise
             return
         temporary = tempfile.mkdtemp(prefix="tfdml-worker-checkpoint-")
         try:

@@ -9,7 +9,12 @@
   naming the dead process).
 - A finished run (`metrics.json` present) is not trained again: `RunDirectoryError`
   unless `overwrite=True` (`train.py --overwrite`), which empties the directory first.
-- A killed run (checkpoints, no `metrics.json`) resumes (`TrainingLoop.fit` says so).
+- A killed run (checkpoints, no `metrics.json`) resumes (`TrainingLoop.fit` says so)
+  with the config it started with: a resume whose config differs from the
+  directory's `config.yaml` is refused with the differing keys listed, unless
+  `allow_config_change=True` (`train.py --allow-config-change`); then the earlier
+  config is kept as `config.before_epoch<E>.yaml` and `config_changes.json`
+  records the epoch E (and step) where the change happened and the changed keys.
 - If the start fails before anything was trained (no checkpoint, no `log.csv`), a
   directory this run created is removed again.
 """
@@ -23,6 +28,33 @@ import warnings
 LOCK_NAME = ".lock"
 # Files that show a run got past its start (kept when a later step fails).
 _PROGRESS = ("log.csv", "best.keras", "final.keras", "metrics.json", os.path.join("checkpoints", "checkpoint"))
+
+
+def config_differences(old, new, prefix="", ignore=("output_dir",)):
+    """{dotted key: (old value, new value)} of the keys where two config dicts differ (`ignore`d keys left out)."""
+    changed = {}
+    for key in list(old) + [k for k in new if k not in old]:
+        dotted = f"{prefix}{key}"
+        if dotted in ignore:
+            continue
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict) and not dotted.endswith("params"):
+            changed.update(config_differences(a, b, dotted + ".", ignore))
+        elif a != b:
+            changed[dotted] = (a, b)
+    return changed
+
+
+def _checkpoint_step(path):
+    """The step of the latest checkpoint in `<path>/checkpoints` (0 without one)."""
+    try:
+        with open(os.path.join(path, "checkpoints", "checkpoint")) as handle:
+            for line in handle:
+                if line.startswith("model_checkpoint_path:"):
+                    return int(line.split('"')[1].rsplit("-", 1)[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 class RunDirectoryError(RuntimeError):
@@ -61,11 +93,17 @@ class RunDirectory:
     Args:
         path: the run directory (`output_dir`).
         overwrite: empty a finished (or any earlier) run's directory and train again.
+        config: the resolved config of this run, compared with the directory's
+            `config.yaml` when resuming (None: no comparison).
+        allow_config_change: resume although the config differs (recorded, see
+            the module docstring).
     """
 
-    def __init__(self, path, overwrite=False):
+    def __init__(self, path, overwrite=False, config=None, allow_config_change=False):
         self.path = path
         self.overwrite = bool(overwrite)
+        self.config = config
+        self.allow_config_change = bool(allow_config_change)
         self.created = False
         self._handle = None
 
@@ -78,11 +116,17 @@ class RunDirectory:
         `overwrite`).
 
         Raises:
-            RunDirectoryError: another live process holds the lock, or the run finished and `overwrite` is off.
+            RunDirectoryError: the directory cannot be created or written, another live process holds the
+                lock, the run finished and `overwrite` is off, or it holds a killed run of another config
+                (see the module docstring).
         """
         self.created = not os.path.exists(self.path)
-        os.makedirs(self.path, exist_ok=True)
-        self._lock()
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            self._lock()
+        except OSError as error:
+            raise RunDirectoryError(f"Cannot create or write the run directory {self.path!r} "
+                                    f"({error.strerror or error}); choose another --output.") from None
         try:
             finished = os.path.exists(os.path.join(self.path, "metrics.json"))
             if finished and not self.overwrite:
@@ -92,6 +136,8 @@ class RunDirectory:
                     "--output.")
             if self.overwrite and len(os.listdir(self.path)) > 1:
                 self._empty()
+            elif self.config is not None and self.has_progress():
+                self._check_config()
         except BaseException:
             self.release()
             raise
@@ -142,6 +188,49 @@ class RunDirectory:
             else:
                 os.remove(path)
         print(f"--overwrite: deleted the earlier run in {self.path}.")
+
+    def _check_config(self):
+        """Refuses (or records) a resume whose config differs from the directory's `config.yaml`."""
+        import yaml
+
+        from tfdml.training.config import validate
+
+        path = os.path.join(self.path, "config.yaml")
+        if not os.path.exists(path):
+            return
+        with open(path) as handle:
+            previous = yaml.safe_load(handle) or {}
+        try:
+            previous = validate(previous)
+        except ValueError:
+            pass
+        changed = config_differences(previous, self.config)
+        if not changed:
+            return
+        listing = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        step = _checkpoint_step(self.path)
+        steps_per_epoch = (previous.get("training") or {}).get("steps_per_epoch") or 1
+        epoch = step // steps_per_epoch
+        if not self.allow_config_change:
+            raise RunDirectoryError(
+                f"Run directory {self.path!r} holds a run started with another config (resuming at epoch "
+                f"{epoch}); changed keys: {listing}. Resume with the same config, pass --allow-config-change (in "
+                "Python: run(config, allow_config_change=True)) to continue with the new one (recorded in "
+                "config_changes.json), or choose another --output.")
+        kept = os.path.join(self.path, f"config.before_epoch{epoch}.yaml")
+        shutil.copyfile(path, kept)
+        record = os.path.join(self.path, "config_changes.json")
+        changes = []
+        if os.path.exists(record):
+            with open(record) as handle:
+                changes = json.load(handle)
+        changes.append({"epoch": epoch, "step": step, "previous_config": os.path.basename(kept),
+                        "changed": {key: {"from": old, "to": new} for key, (old, new) in changed.items()}})
+        with open(record, "w") as handle:
+            json.dump(changes, handle, indent=2)
+        warnings.warn(f"Run directory {self.path!r}: resuming at epoch {epoch} with a changed config ({listing}); "
+                      f"the earlier config is kept in {os.path.basename(kept)}, the change in config_changes.json.",
+                      stacklevel=3)
 
     def has_progress(self):
         """Whether the directory holds anything trained (a checkpoint, log.csv, a model, metrics)."""

@@ -8,11 +8,16 @@ config), `log.csv` (per-epoch losses and validation metrics), `tensorboard/`
 (`tf.train` checkpoints every `training.checkpoint_every` steps and at each
 epoch end: a killed run, restarted with the same command, resumes from the
 latest one with the same batches; `best.json` there records the best score),
-`best.keras` (best validation Recall@1 of the first tap, never replaced by a
-worse epoch, also across resumes), `final.keras`, `metrics.json` (final test
-metrics per tap, and under "best_epoch" the test metrics of the epoch with the
-best validation Recall@1 of the first tap, read from log.csv: the epoch most
-papers report; see `best_epoch_metrics`), `saved_model/` (serving export of `training.export_tap`)
+`best.keras` (best Recall@1 of the first tap on the validation split — the
+training classes held out by `dataset.validation_classes` — or, without one, on
+the test split; never replaced by a worse epoch, also across resumes),
+`final.keras`, `metrics.json` (test metrics of the final weights per tap, with
+"weights", "split" and "best.keras" saying what they are, and under
+"best_epoch" the metrics of the epoch best.keras was selected at, read from
+log.csv, with the split they were measured on — the test split for the paper
+configs, whose papers report that epoch; see `best_epoch_metrics`),
+`skipped_files.txt` (files the dataset loader left out, when any),
+`saved_model/` (serving export of `training.export_tap`)
 and, while the run lives, `.lock` (see `tfdml.training.run_directory`). A
 `backup/` directory left by an interrupted run of an older tfdml
 (`keras.callbacks.BackupAndRestore`) is migrated into `checkpoints/`.
@@ -136,8 +141,49 @@ def load_splits(config):
     """(train split, test split) of the configured dataset (`dataset.channels`: 3 RGB, 1 gray)."""
     data = config["dataset"]
     return [load_split(data["name"], split, data["data_dir"], strict=data["strict"], image_size=data["image_size"],
-                       channels=data["channels"])
+                       channels=data["channels"], skip_corrupt=data["skip_corrupt"])
             for split in ("train", "test")]
+
+
+def validation_split(config, train_split):
+    """(training split, validation split or None): the last classes of the training split held out.
+
+    `dataset.validation_classes`: 0 — no validation split; a fraction in (0, 1)
+    of the training classes (rounded, at least 2); or a count. The held-out
+    classes are the last ones of the training split (by class id), so the
+    validation split is class-disjoint from the training and the test classes.
+
+    Raises:
+        ValueError: naming the key, when fewer than 2 training classes would remain.
+    """
+    amount = config["dataset"]["validation_classes"]
+    if not amount:
+        return train_split, None
+    classes = train_split.num_classes
+    count = max(2, int(round(amount * classes))) if amount < 1 else int(amount)
+    if classes - count < 2:
+        raise ValueError(f"Config key 'dataset.validation_classes' ({amount}) holds out {count} of the "
+                         f"{classes} training classes, leaving fewer than 2 to train on; lower it (0: no "
+                         "validation split).")
+    held_out = train_split.labels >= classes - count
+    return train_split.subset(~held_out), train_split.subset(held_out, name=f"{train_split.name} validation")
+
+
+def model_selection(validation):
+    """What best.keras (the best epoch) is selected on: "best-by-validation" or "best-on-test"."""
+    return "best-by-validation" if validation is not None else "best-on-test"
+
+
+def write_skipped(run_dir, splits):
+    """Writes `skipped_files.txt` (tab-separated split, path, reason) when the loader left files out."""
+    rows = [(name, path, reason) for name, split in splits.items() for path, reason in split.skipped]
+    if not rows:
+        return None
+    path = os.path.join(run_dir, "skipped_files.txt")
+    with open(path, "w") as handle:
+        handle.writelines(f"{name}\t{file}\t{reason}\n" for name, file, reason in rows)
+    print(f"skipped {len(rows)} files or folders of the dataset (listed in {path}).")
+    return path
 
 
 def analysis_callbacks(config, train_split, test_data, test_split=None, run_dir=None):
@@ -227,14 +273,15 @@ def monitored_metric(config):
     return f"val_{taps[0]}_recall@1" if taps else "val_recall@1"
 
 
-def make_callbacks(config, run_dir, test_data, analysis=(), test_split=None):
-    """The chief's callbacks: evaluation, best model, `analysis` (their values reach log.csv), log.csv,
-    TensorBoard (with `test_split`, each evaluation also logs retrieval examples to tensorboard/retrieval)."""
+def make_callbacks(config, run_dir, eval_data, analysis=(), test_split=None):
+    """The chief's callbacks: evaluation on `eval_data` (the validation split, or the test split without one:
+    log.csv's "val_*" columns), best model, `analysis` (their values reach log.csv), log.csv, TensorBoard (with
+    `test_split`, each evaluation also logs retrieval examples of the test split to tensorboard/retrieval)."""
     training = config["training"]
     examples = None
     if training["tensorboard"] and test_split is not None and importlib.util.find_spec("tensorboard") is not None:
         examples = RetrievalExamples(test_split, os.path.join(run_dir, "tensorboard", "retrieval"))
-    evaluation = RetrievalEvaluation(test_data, every=training["eval_every"], ks=training["ks"],
+    evaluation = RetrievalEvaluation(eval_data, every=training["eval_every"], ks=training["ks"],
                                      metrics=("recall", "nmi"), taps=training["taps"], examples=examples)
     callbacks = [
         evaluation,
@@ -338,16 +385,32 @@ def best_epoch_metrics(log_path, monitor, taps):
     return {"epoch": int(best["epoch"]), "monitor": monitor, "metrics": metrics}
 
 
-def finish(config, model, test_data, untrained=None):
-    """The chief's last steps: `final.keras`, test metrics (printed beside the `untrained` baseline when
-    given, and written to `metrics.json`), the "paper vs this run" table of a config with a `paper`
-    section (printed, in `metrics.json` under `paper_vs_run` and in `paper_vs_run.md`;
-    `tfdml.training.paper`), SavedModel. Returns the metrics per tap."""
+def describe_weights(config, selection):
+    """{"weights", "split", "best.keras"}: what the final table and `metrics.json` report."""
+    if selection == "best-by-validation":
+        best = (f"best-by-validation: the epoch with the best validation {monitored_metric(config)[4:]} "
+                f"(dataset.validation_classes: {config['dataset']['validation_classes']})")
+    else:
+        best = (f"best-on-test: the epoch with the best test {monitored_metric(config)[4:]} (no validation split; "
+                "the papers' protocol, optimistic for unseen classes)")
+    return {"weights": "final (last epoch)", "split": "test", "best.keras": best}
+
+
+def finish(config, model, test_data, untrained=None, selection="best-on-test"):
+    """The chief's last steps: `final.keras`, test metrics of the final weights (printed beside the `untrained`
+    baseline when given, and written to `metrics.json` with what they are, see `describe_weights`, and the
+    best epoch's, `best_epoch_metrics`), the "paper vs this run" table of a config with a `paper` section
+    (printed, in `metrics.json` under `paper_vs_run` and in `paper_vs_run.md`; `tfdml.training.paper`),
+    SavedModel. Returns the metrics per tap."""
     run_dir, training = config["output_dir"], config["training"]
     model.save(os.path.join(run_dir, "final.keras"))
     results = evaluate_taps(model, test_data, report_taps(model, config), training["ks"])
+    about = describe_weights(config, selection)
+    print(f"Test split, final weights (last epoch); best.keras is {about['best.keras']}.")
     print(results_table(results, training["ks"], untrained))
     best = best_epoch_metrics(os.path.join(run_dir, "log.csv"), monitored_metric(config), list(results))
+    if best is not None:
+        best["split"] = "validation" if selection == "best-by-validation" else "test"
     written = {**results, BEST_EPOCH: best}
     comparison = comparison_record(config, results)
     if comparison is not None:  # a paper config: its reported numbers beside this run's
@@ -356,13 +419,13 @@ def finish(config, model, test_data, untrained=None):
         with open(os.path.join(run_dir, f"{PAPER_KEY}.md"), "w") as handle:
             handle.write(comparison["text"] + "\n")
     with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
-        json.dump(written, handle, indent=2)
+        json.dump({**about, **written}, handle, indent=2)
     export(model, os.path.join(run_dir, "saved_model"), tap=training["export_tap"])
     print(f"run directory: {run_dir}")
     return results
 
 
-def run(config, callbacks=(), verbose=2, overwrite=False):
+def run(config, callbacks=(), verbose=2, overwrite=False, allow_config_change=False):
     """Trains and evaluates as configured; returns the final metrics per tap.
 
     Under `MultiWorkerMirroredStrategy` every worker runs this with the same
@@ -377,13 +440,17 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
         callbacks: extra Keras callbacks (run on every worker).
         verbose: progress verbosity (0, 1, 2), printed by the chief.
         overwrite: delete a finished run in `output_dir` and train again.
+        allow_config_change: resume a killed run although `config` differs
+            from its `config.yaml` (recorded in the run directory; see
+            `tfdml.training.RunDirectory`).
 
     Returns:
         dict {tap: {"recall@K": ..., "nmi": ...}} (None on non-chief workers).
 
     Raises:
-        RunDirectoryError: `output_dir` is in use by another run, or holds a
-            finished run and `overwrite` is False.
+        RunDirectoryError: `output_dir` is in use by another run, holds a
+            finished run and `overwrite` is False, or holds a killed run of
+            another config and `allow_config_change` is False.
     """
     config = validate(config)
     run_dir = config["output_dir"]
@@ -394,16 +461,25 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
         keras.mixed_precision.set_global_policy("mixed_float16")
     directory, failed = None, True
     try:
-        strategy = make_strategy(training["strategy"])
+        strategy = make_strategy(training["strategy"], cluster_timeout=training["cluster_timeout"])
         chief = is_chief(strategy)
-        directory = take_run_directory(strategy, run_dir, overwrite) if chief else take_run_directory(strategy)
+        directory = (take_run_directory(strategy, run_dir, overwrite, config, allow_config_change) if chief
+                     else take_run_directory(strategy))
         if chief:
             save_config(config, os.path.join(run_dir, "config.yaml"))
         train_split, test_split = load_splits(config)
+        if chief:
+            write_skipped(run_dir, {"train": train_split, "test": test_split})
+        train_split, validation = validation_split(config, train_split)
         test_data = eval_pipeline(test_split, training["eval_batch_size"], config["dataset"]["image_size"],
                                   config["augmentation"]["test"])
+        selection_data = test_data if validation is None else eval_pipeline(
+            validation, training["eval_batch_size"], config["dataset"]["image_size"], config["augmentation"]["test"])
         if chief and verbose:
-            print(f"train: {train_split}  test: {test_split}  strategy: {describe(strategy)}")
+            held_out = f"validation: {validation}  " if validation is not None else ""
+            print(f"train: {train_split}  {held_out}test: {test_split}  strategy: {describe(strategy)}")
+            print(f"val_* metrics and best.keras: {'validation' if validation is not None else 'test'} split "
+                  f"({model_selection(validation)})")
         with strategy.scope():
             model = build_model(config)
             loss = build_loss(config, train_split.num_classes)
@@ -418,13 +494,13 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
         migrate_backup(run_dir, loop, training["steps_per_epoch"], monitored_metric(config))
         loop.fit(train_data if config["sharing"] is not None else make_train_input(config, train_split, bank),
                  epochs=training["epochs"], steps_per_epoch=training["steps_per_epoch"],
-                 callbacks=(make_callbacks(config, run_dir, test_data,
+                 callbacks=(make_callbacks(config, run_dir, selection_data,
                                            analysis_callbacks(config, train_split, test_data, test_split, run_dir),
                                            test_split)
                             if chief else []) + list(callbacks) + extra,
                  verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
                  checkpoint_every=training["checkpoint_every"])
-        results = finish(config, model, test_data, untrained) if chief else None
+        results = finish(config, model, test_data, untrained, model_selection(validation)) if chief else None
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             gather_over_replicas(strategy, 0)  # the workers exit together, after the chief's files are written
         failed = False
@@ -438,7 +514,7 @@ def run(config, callbacks=(), verbose=2, overwrite=False):
             determinism()
 
 
-def take_run_directory(strategy, run_dir=None, overwrite=False):
+def take_run_directory(strategy, run_dir=None, overwrite=False, config=None, allow_config_change=False):
     """The chief's `RunDirectory` hold on `run_dir` (None on other workers).
 
     Call on every worker (the chief with `run_dir`): under
@@ -448,7 +524,7 @@ def take_run_directory(strategy, run_dir=None, overwrite=False):
     directory, error = None, None
     if run_dir is not None:
         try:
-            directory = RunDirectory(run_dir, overwrite).acquire()
+            directory = RunDirectory(run_dir, overwrite, config, allow_config_change).acquire()
         except RunDirectoryError as caught:
             error = caught
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

@@ -4,9 +4,17 @@ A multi-worker cluster is read from `TF_CONFIG` (validated here, so a mistake
 gives an error naming `TF_CONFIG` instead of a hang or a gRPC trace) or, for
 `strategy="multi_worker"` without `TF_CONFIG`, from a Slurm job step
 (`tf.distribute.cluster_resolver.SlurmClusterResolver`).
+
+Before a multi-worker strategy is created, `wait_for_cluster` checks that
+every other task of the cluster answers on its address (bounded by
+`training.cluster_timeout`): TensorFlow's own start-up waits for the peers
+without a time limit and without reacting to Ctrl-C.
 """
 import json
 import os
+import socket
+import sys
+import time
 
 import tensorflow as tf
 
@@ -94,10 +102,106 @@ def cluster_resolver(name="auto"):
     return None
 
 
+#: Default of `training.cluster_timeout`: seconds to wait for the other workers to answer.
+CLUSTER_TIMEOUT = 300.0
+
+
+class ClusterTimeoutError(RuntimeError):
+    """A task of the multi-worker cluster did not answer within the configured time."""
+
+
+def _split_address(address):
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "localhost", int(port)
+
+
+def _listen(address):
+    """A plain TCP listener on this task's own port while it waits (so that waiting peers see it), or None."""
+    try:
+        _, port = _split_address(address)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("", port))
+        listener.listen(64)
+        return listener
+    except (OSError, ValueError):
+        return None
+
+
+def _answers(address, timeout=1.0):
+    try:
+        with socket.create_connection(_split_address(address), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def wait_for_cluster(cluster_spec, task_type, task_id, timeout=CLUSTER_TIMEOUT, interval=0.5, progress_every=10.0,
+                     stream=None):
+    """Waits until every other task of the cluster accepts a TCP connection on its address.
+
+    While it waits, this task listens on its own port (the peers run the same
+    check), prints what it waits for and, every `progress_every` seconds, which
+    tasks have not answered yet. Ctrl-C and SIGTERM end the wait at any time.
+
+    Args:
+        cluster_spec: a `tf.train.ClusterSpec` or a dict {job: ["host:port", ...]}.
+        task_type: this task's job name (e.g. "worker").
+        task_id: this task's index in its job.
+        timeout: seconds to wait in all (`training.cluster_timeout`).
+        interval: seconds between connection attempts.
+        progress_every: seconds between progress lines.
+        stream: where the lines go (default stdout).
+
+    Raises:
+        ClusterTimeoutError: naming the tasks that did not answer within `timeout`.
+    """
+    stream = sys.stdout if stream is None else stream
+    spec = cluster_spec.as_dict() if hasattr(cluster_spec, "as_dict") else dict(cluster_spec)
+    tasks = {}
+    for job, addresses in spec.items():
+        items = addresses.items() if isinstance(addresses, dict) else enumerate(addresses)
+        for index, address in items:
+            tasks[(job, int(index))] = address
+    own = tasks.pop((task_type, int(task_id)), None)
+    if not tasks:
+        return
+    listener = _listen(own) if own else None
+    start = time.monotonic()
+    waiting = dict(tasks)
+
+    def names(items):
+        return ", ".join(f"{job} {index} ({address})" for (job, index), address in sorted(items.items()))
+
+    print(f"Waiting for the cluster ({task_type} {task_id} of {len(tasks) + 1} tasks): {names(waiting)}; "
+          f"at most {timeout:g} s (training.cluster_timeout).", file=stream, flush=True)
+    next_report = start + progress_every
+    try:
+        while True:
+            waiting = {task: address for task, address in waiting.items() if not _answers(address)}
+            now = time.monotonic()
+            if not waiting:
+                print(f"Cluster ready after {now - start:.0f} s.", file=stream, flush=True)
+                return
+            if now - start >= timeout:
+                raise ClusterTimeoutError(
+                    f"Cluster not ready: {names(waiting)} did not answer within {timeout:g} s "
+                    f"(training.cluster_timeout). Check that every worker was started with the same TF_CONFIG "
+                    f"cluster and that the address is reachable from this host.")
+            if now >= next_report:
+                print(f"Still waiting for {names(waiting)} ({now - start:.0f} s of {timeout:g} s).", file=stream,
+                      flush=True)
+                next_report = now + progress_every
+            time.sleep(min(interval, max(timeout - (now - start), 0.0)))
+    finally:
+        if listener is not None:
+            listener.close()
+
+
 _MULTI_WORKER = {}
 
 
-def make_strategy(name="auto", devices=None):
+def make_strategy(name="auto", devices=None, cluster_timeout=CLUSTER_TIMEOUT):
     """Returns a `tf.distribute.Strategy`.
 
     Args:
@@ -109,12 +213,19 @@ def make_strategy(name="auto", devices=None):
             calls return it.
         devices: explicit device list for "mirrored" (e.g. two logical CPUs in
             tests).
+        cluster_timeout: seconds a multi-worker start waits for the other
+            workers (see `wait_for_cluster`); None: no check.
+
+    Raises:
+        ClusterTimeoutError: a worker of the cluster did not answer in time.
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy={name!r}; expected one of {STRATEGIES}.")
     resolver = cluster_resolver(name)
     if resolver is not None:
         if "strategy" not in _MULTI_WORKER:
+            if cluster_timeout is not None:
+                wait_for_cluster(resolver.cluster_spec(), resolver.task_type, resolver.task_id, cluster_timeout)
             _MULTI_WORKER["strategy"] = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
         return _MULTI_WORKER["strategy"]
     if name == "auto":

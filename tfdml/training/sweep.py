@@ -163,6 +163,12 @@ SELECTIONS = ("best", "final")
 def run_metrics(metrics, select="best", where="run"):
     """{tap: {metric: value}} of one `metrics.json` dict: `select` "best" (the best epoch's) or "final".
 
+    "best" is the test metrics of the epoch best.keras was selected at when that
+    selection used the test split (the paper configs: the papers report that
+    epoch). A run with a validation split (`dataset.validation_classes`) only
+    measured its best epoch on the validation classes, so "best" gives its final
+    test metrics — never validation numbers in a test table.
+
     Raises:
         ValueError: unknown `select`, or "best" for a run without a best epoch (no evaluation during
             training, or a run of an older tfdml): use select="final".
@@ -177,6 +183,8 @@ def run_metrics(metrics, select="best", where="run"):
     if not best:
         raise ValueError(f"{where}: metrics.json has no best-epoch metrics (no evaluation during training or an "
                          "older run); select the final metrics instead (--select final).")
+    if best.get("split", "test") != "test":
+        return {tap: result for tap, result in metrics.items() if tap != BEST_EPOCH}
     return best["metrics"]
 
 
@@ -191,7 +199,8 @@ def collect(runs, select="best"):
         with open(path) as handle:
             metrics = json.load(handle)
         metrics = run_metrics(metrics, select, planned["run_dir"])
-        values = {f"{tap}/{key}": float(value) for tap, result in metrics.items() if tap != PAPER_KEY
+        values = {f"{tap}/{key}": float(value) for tap, result in metrics.items()
+                  if tap != PAPER_KEY and isinstance(result, dict)
                   for key, value in result.items()}
         rows.append({"config": planned["config"], "point": planned["point"], "seed": planned["seed"],
                      "values": values})
