@@ -165,3 +165,17 @@ def test_evaluate_saved_model_without_image_size_and_report_path(tmp_path, capsy
     printed = capsys.readouterr().out
     assert f"report: {report_dir / 'report.md'}" in printed
     assert f"metrics: {tmp_path / 'metrics.json'}" in printed
+
+
+def test_exported_index_stores_the_reference_embeddings_once(tmp_path):
+    model = _model()
+    references = np.random.default_rng(0).normal(size=(700, 8)).astype(np.float32)
+    index = Index(references, labels=np.arange(700) % 7, block_size=256)  # padded to 768 rows for the matmuls
+    export_dir = str(tmp_path / "served")
+    tfdml.export(model, export_dir, tap="fc", index=index, k=3)
+    stored = [shape for _, shape in tf.train.list_variables(os.path.join(export_dir, "variables", "variables"))]
+    assert sum(1 for shape in stored if len(shape) == 2 and shape[0] >= 700 and shape[1] == 8) == 1
+    served = tf.saved_model.load(export_dir).signatures["search"](embeddings=tf.constant(references[:5]))
+    expected = index.search(references[:5], k=3)
+    np.testing.assert_array_equal(served["indices"].numpy(), expected.indices)
+    np.testing.assert_array_equal(served["indices"].numpy()[:, 0], np.arange(5))
