@@ -197,3 +197,17 @@ def test_subclassed_model_that_cannot_reattach_its_loss_state_is_warned_about():
         warnings.simplefilter("error")
         tfdml.models.EmbeddingModel("small_cnn", 8, input_shape=(16, 16, 3)).compile(
             loss=tfdml.losses.ArcFaceLoss(num_classes=4))
+
+
+@pytest.mark.parametrize("name", ["margin", "arcface", "triplet"])
+def test_attach_loss_state_returns_the_model(name):
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(5)(inputs))
+    loss = tfdml.losses.get(name, **STATEFUL.get(name, {}))
+    attached = tfdml.losses.attach_loss_state(model, loss)
+    assert attached is model
+    model = tfdml.losses.attach_loss_state(model, loss)  # idempotent, assignable
+    model.compile(optimizer="adam", loss=loss)
+    if loss.state_layer is not None:
+        assert isinstance(model, tfdml.losses.LossStateFunctional)
+        assert all(any(v is w for w in model.trainable_variables) for v in loss.state_layer.trainable_variables)
