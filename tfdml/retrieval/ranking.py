@@ -194,9 +194,10 @@ def _nearest_positives(queries, refs, delta, list_lengths, same, chunk_size, til
         longest = int(lengths.max(initial=0))
         lo = int(np.searchsorted(refs.labels, labels[0], "left"))
         hi = int(np.searchsorted(refs.labels, labels[-1], "right"))
-        # Long lists (mAP@1000) take their first cut τ over at least a tile of references: the L-th smallest
-        # of just L + 1 would be about the largest distance, and the sweep would keep nearly every pair.
-        need = min(n, max(longest + 1, tile)) if longest else 1
+        # The first cut τ is the L-th smallest estimate over at least 8·L references (up to a tile): the L-th
+        # of just L + 1 would be about the largest distance for long lists (mAP@1000), and the sweep would keep
+        # nearly every pair.
+        need = min(n, max(longest + 1, min(8 * longest, tile)))
         if hi - lo < need:  # enough references for the cut τ
             lo = max(0, hi - need)
             hi = max(hi, min(n, lo + need))
@@ -246,6 +247,7 @@ class _Sweep:
     def __init__(self, q_count, padded, lo, hi, tau, delta, lengths, max_rank):
         self.below = np.zeros(q_count, np.int64)
         self.pending = []
+        self._pruned_size = 0  # kept pairs after the last pruning
         self.delta, self.lengths, self.max_rank = delta, lengths, max_rank
         self.longest = int(lengths.max(initial=0))
         self.best = np.full((q_count, self.longest), np.inf, np.float32)
@@ -275,12 +277,15 @@ class _Sweep:
 
     def _prune(self):
         """Drops kept candidates that the tightened τ (or a saturated count) has ruled out, so the kept
-        pairs stay about Σ L_q (plus ties) instead of everything below the first, loose cut."""
-        if not self.pending:
+        pairs stay about Σ L_q (plus ties) instead of everything below the first, loose cut. Runs when the
+        kept pairs have doubled since the last pruning (amortised linear work)."""
+        size = sum(len(part[0]) for part in self.pending)
+        if size <= 2 * self._pruned_size + (1 << 16):
             return
         q, r, est = (np.concatenate(parts) for parts in zip(*self.pending))
         keep = (est <= self.tau[q]) | ((est >= self.lo[q]) & (est <= self.hi[q]))
         self.pending = [(q[keep], r[keep], est[keep])]
+        self._pruned_size = int(keep.sum())
 
     def _tighten(self, q, est):
         order = np.lexsort((est, q))
@@ -301,6 +306,7 @@ class _Sweep:
 
     def take(self):
         pending, self.pending = self.pending, []
+        self._pruned_size = 0
         return pending
 
 
