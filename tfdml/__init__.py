@@ -17,7 +17,7 @@ with _startup.filtered_stderr(_startup.prepare_cli() or _library_quiet):
     if _library_quiet:
         import tensorflow as _tf
 
-        _tf.config.list_logical_devices()  # device start-up (the CUDA probe of CPU machines) inside the filter
+        _tf.config.list_physical_devices()  # the CUDA probe inside the filter; devices stay configurable
     from tfdml import distances
     from tfdml.expansion import EmbeddingExpansion, expand
     from tfdml import losses

@@ -9,10 +9,10 @@ command-line tool (`train.py`, `evaluate.py`, `sweep.py`, `tfdml-*`,
 (the tools' default), `filtered_stderr` drops exactly those lines while
 TensorFlow loads and initialises its devices; every other line passes through
 at once. Library users (`import tfdml`, e.g. in a notebook) get the same
-filtering, with TensorFlow's devices initialised inside it, when they ask for
-quiet themselves: `TF_CPP_MIN_LOG_LEVEL` set to 2 or more before tfdml
-imports TensorFlow (`quiet_requested`); otherwise they see TensorFlow's
-output unchanged.
+filtering, with TensorFlow's device probe (`list_physical_devices`) inside it,
+when they ask for quiet themselves: `TF_CPP_MIN_LOG_LEVEL` set to 2 or more
+before tfdml imports TensorFlow (`quiet_requested`); otherwise they see
+TensorFlow's output unchanged.
 """
 import contextlib
 import os
