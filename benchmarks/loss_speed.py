@@ -4,9 +4,11 @@ Forward + backward time of a loss on random embeddings, median of repeats, with
 and without XLA. Part 1 reproduces EE Table 1: batch-hard (HPHN) triplet at batch
 128 (4 classes × 32 samples, the official layout), dim 512, n ∈ {0, 2, 4, 8, 16,
 32}, overhead relative to n = 0. Part 2 times every registered loss at
-batch 128 / dim 128 and batch 512 / dim 512.
+batch 128 / dim 128 and batch 512 / dim 512. `--ee-batch B` instead compares
+graph mode and XLA for the default triplet loss with and without EE (n = 2)
+at batch B (4 classes), dim 512.
 
-Usage: python benchmarks/loss_speed.py [--quick] [--repeats N]
+Usage: python benchmarks/loss_speed.py [--quick] [--repeats N] [--ee-batch B]
 """
 import argparse
 import os
@@ -84,12 +86,24 @@ def zoo_table(repeats, sizes):
         print(f"{name:<22} | " + " | ".join(cells))
 
 
+def ee_xla_table(repeats, batch):
+    print(f"Default triplet loss, batch {batch} (4 classes), dim 512, forward+backward ms")
+    print(f"{'expansion':<10} | {'graph':>8} | {'XLA':>8} | XLA / graph")
+    for n in (0, 2):
+        times = [1e3 * time_loss(tfdml.losses.TripletLoss(expansion=n or None), batch, 512, 4, jit, repeats)
+                 for jit in (False, True)]
+        print(f"{'n = ' + str(n):<10} | {times[0]:>8.1f} | {times[1]:>8.1f} | {times[1] / times[0]:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--ee-batch", type=int, default=None, help="only the graph-vs-XLA EE comparison at batch B")
     args = parser.parse_args()
     repeats = args.repeats or (5 if args.quick else 30)
+    if args.ee_batch:
+        return ee_xla_table(repeats, args.ee_batch)
     ee_table(repeats, (0, 2, 4) if args.quick else (0, 2, 4, 8, 16, 32))
     zoo_table(repeats, [(128, 128)] if args.quick else [(128, 128), (512, 512)])
 

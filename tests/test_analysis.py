@@ -216,3 +216,14 @@ def test_yoked_runs_tsne_command_maps_run_directories(tmp_path):
     _assert_png(output)
     maps = analysis.yoked_runs_tsne(runs, str(tmp_path / "again.png"), points=30, iterations=60)
     assert len(maps) == 2 and maps[0].shape == (60, 2)  # 30 training + 30 test images
+
+
+def test_report_with_a_plain_run_log_shows_training_curves(tmp_path):
+    """A run without an analysis section logs only loss and validation metrics: the report still shows them."""
+    x, y = _clustered(seed=5)
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss,val_pool_recall@1,val_pool_map@r\n0,0.9,0.5,0.3\n1,0.7,,\n2,0.5,0.7,0.4\n")
+    analysis.write_report(str(tmp_path / "report"), x, y, run_log=str(log))
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "![training_curves.png](training_curves.png)" in report
+    _assert_png(tmp_path / "report" / "training_curves.png")

@@ -196,3 +196,14 @@ def test_non_image_and_missing_files_are_named(tmp_path):
         tfdml.data.datasets.check_counts(sop, "sop", "train")
     with pytest.raises(tf.errors.OpError, match=r"Image file not found: .*a/gone\.jpg"):
         list(sop.image_dataset())
+
+
+def test_eval_pipeline_size_follows_the_model_or_is_an_error():
+    split = tfdml.data.load_split("digits", "test", image_size=16)
+    model = tfdml.models.EmbeddingModel("small_cnn", embedding_dim=8, input_shape=(20, 20, 3))
+    images, _ = next(iter(tfdml.data.eval_pipeline(split, 8, augmentation="test", model=model)))
+    assert images.shape[1:3] == (20, 20)
+    images, _ = next(iter(tfdml.data.eval_pipeline(split, 8, 12, model=model)))  # explicit size wins
+    assert images.shape[1:3] == (12, 12)
+    with pytest.raises(ValueError, match="image_size="):
+        tfdml.data.eval_pipeline(split, augmentation="test")

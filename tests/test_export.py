@@ -187,3 +187,17 @@ def test_signatures_name_the_pixel_range_and_take_encoded_image_bytes(tmp_path):
     np.testing.assert_array_equal(found["indices"].numpy(), by_pixels["indices"].numpy())
     larger = tf.constant([tf.io.encode_png(np.repeat(np.repeat(images[0], 2, 0), 2, 1)).numpy()])
     assert loaded.signatures["serving_encoded"](encoded=larger)["embeddings"].shape == (1, 8)  # resized inside
+
+
+def test_exported_index_stores_the_reference_embeddings_once(tmp_path):
+    model = _model()
+    references = np.random.default_rng(0).normal(size=(700, 8)).astype(np.float32)
+    index = Index(references, labels=np.arange(700) % 7, block_size=256)  # padded to 768 rows for the matmuls
+    export_dir = str(tmp_path / "served")
+    tfdml.export(model, export_dir, tap="fc", index=index, k=3)
+    stored = [shape for _, shape in tf.train.list_variables(os.path.join(export_dir, "variables", "variables"))]
+    assert sum(1 for shape in stored if len(shape) == 2 and shape[0] >= 700 and shape[1] == 8) == 1
+    served = tf.saved_model.load(export_dir).signatures["search"](embeddings=tf.constant(references[:5]))
+    expected = index.search(references[:5], k=3)
+    np.testing.assert_array_equal(served["indices"].numpy(), expected.indices)
+    np.testing.assert_array_equal(served["indices"].numpy()[:, 0], np.arange(5))

@@ -217,3 +217,17 @@ def test_learnable_beta_not_tracked_by_the_model_warns_once():
         attached = tfdml.losses.MarginLoss(mining="hard", seed=0)
         tfdml.losses.attach_loss_state(model, attached)
         attached(y, model(x))
+
+
+@pytest.mark.parametrize("name", ["margin", "arcface", "triplet"])
+def test_attach_loss_state_returns_the_model(name):
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(5)(inputs))
+    loss = tfdml.losses.get(name, **STATEFUL.get(name, {}))
+    attached = tfdml.losses.attach_loss_state(model, loss)
+    assert attached is model
+    model = tfdml.losses.attach_loss_state(model, loss)  # idempotent, assignable
+    model.compile(optimizer="adam", loss=loss)
+    if loss.state_layer is not None:
+        assert isinstance(model, tfdml.losses.LossStateFunctional)
+        assert all(any(v is w for w in model.trainable_variables) for v in loss.state_layer.trainable_variables)

@@ -82,8 +82,8 @@ def test_rank_statistics_equal_brute_force(name, sizes, monkeypatch):
     labels = np.random.default_rng(1).integers(0, 9, len(x))
     first, rel = _reference_ranks(x, labels)
     lengths = np.where(np.arange(len(x)) % 3 == 0, 50, np.bincount(labels)[labels] - 1)
-    for budget in (ranking._SYMMETRIC_PAIR_BUDGET, 0):  # symmetric sweep, then per-chunk sweeps
-        monkeypatch.setattr(ranking, "_SYMMETRIC_PAIR_BUDGET", budget)
+    for blocks in (10 ** 9, 0):  # symmetric sweep, then per-chunk sweeps
+        monkeypatch.setattr(ranking, "_SYMMETRIC_BLOCKS", blocks)
         got = ranking.rank_relevance(x, labels, list_lengths=lengths, chunk_size=sizes[0], block_size=sizes[1])
         np.testing.assert_array_equal(got.first_positive_rank, first)
         for i in range(len(x)):
@@ -180,3 +180,24 @@ def test_index_from_a_split_returns_the_datasets_own_labels_and_class_names(tmp_
     assert named.names(named.search(np.eye(2, dtype=np.float32), k=1).labels).tolist() == [["Acura"], ["BMW"]]
     restored = Index.load(named.save(str(tmp_path / "index")))
     assert restored.class_names == {101: "Acura", 102: "BMW"}
+
+
+def test_long_lists_keep_candidates_bounded_by_the_chunk(monkeypatch):
+    """mAP@1000-style lists (L = 400 of 2,000) keep at most about chunk × (L + block) candidate pairs at any
+    time, never a large part of the N×N pairs, and stay exact."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 20, 2000)
+    x = (rng.normal(size=(20, 16))[labels] + rng.normal(size=(2000, 16))).astype(np.float32)
+    lengths = np.full(len(x), 400)
+    held = []
+    add = ranking._Sweep.add
+
+    def counting_add(self, q, r, est):
+        add(self, q, r, est)
+        held.append(sum(len(part[0]) for part in self.pending))
+
+    monkeypatch.setattr(ranking._Sweep, "add", counting_add)
+    got = ranking.rank_relevance(x, labels, list_lengths=lengths, chunk_size=128, block_size=256)
+    assert max(held) < 128 * (400 + 256) * 2 < len(x) ** 2 / 10
+    _, rel = _reference_ranks(x, labels)
+    np.testing.assert_array_equal(got.relevance, rel[:, :400])

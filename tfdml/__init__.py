@@ -10,8 +10,14 @@ import importlib
 
 from tfdml import _startup
 
-# The command-line tools hide TensorFlow's C++ start-up lines (not library users: see tfdml._startup).
-with _startup.filtered_stderr(_startup.prepare_cli()):
+# The command-line tools hide TensorFlow's C++ start-up lines; library users when they set
+# TF_CPP_MIN_LOG_LEVEL >= 2 before the import (see tfdml._startup).
+_library_quiet = _startup.quiet_requested()
+with _startup.filtered_stderr(_startup.prepare_cli() or _library_quiet):
+    if _library_quiet:
+        import tensorflow as _tf
+
+        _tf.config.list_physical_devices()  # the CUDA probe inside the filter; devices stay configurable
     from tfdml import distances
     from tfdml.expansion import EmbeddingExpansion, expand
     from tfdml import losses

@@ -8,7 +8,11 @@ command-line tool (`train.py`, `evaluate.py`, `sweep.py`, `tfdml-*`,
 `python -m tfdml`) without `--debug` and `TF_CPP_MIN_LOG_LEVEL` is at least 2
 (the tools' default), `filtered_stderr` drops exactly those lines while
 TensorFlow loads and initialises its devices; every other line passes through
-at once. Library users (`import tfdml`) see TensorFlow's output unchanged.
+at once. Library users (`import tfdml`, e.g. in a notebook) get the same
+filtering, with TensorFlow's device probe (`list_physical_devices`) inside it,
+when they ask for quiet themselves: `TF_CPP_MIN_LOG_LEVEL` set to 2 or more
+before tfdml imports TensorFlow (`quiet_requested`); otherwise they see
+TensorFlow's output unchanged.
 """
 import contextlib
 import os
@@ -57,6 +61,12 @@ def prepare_cli(argv=None):
         return False
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return "--debug" not in argv
+
+
+def quiet_requested():
+    """Whether a library user asked for quiet start-up: `TF_CPP_MIN_LOG_LEVEL` ≥ 2 is set in the
+    environment and TensorFlow is not imported yet (its start-up lines are still to come)."""
+    return "TF_CPP_MIN_LOG_LEVEL" in os.environ and _quiet_wanted() and "tensorflow" not in sys.modules
 
 
 def _quiet_wanted():

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from tfdml.analysis.expansion_analysis import distance_heatmap, plot_expansion_recall, synthetic_test_queries
+from tfdml.analysis.plotting import figure, save
 from tfdml.analysis.sharing import read_history
 from tfdml.analysis.similarity_plots import same_vs_different
 from tfdml.analysis.spectrum import singular_value_spectrum
@@ -26,10 +27,40 @@ _EXPLANATIONS = {
 }
 
 
-def write_training_curves(report_dir, log_path):
-    """Plots the analysis curves a run logged (`train.py` with an `analysis` section) into `report_dir`.
+def plot_training_curves(history, path=None):
+    """Losses and validation metrics per epoch of a run's `log.csv`, two panels.
 
-    From the run's `log.csv`: EE Fig. 3 (`ee_*_recall@1` columns) as
+    Args:
+        history: {column: [value per epoch]} (`read_history`). Left panel: the
+            columns ending in "loss"; right panel: the other "val_…" columns
+            (e.g. `val_pool_recall@1`). Epochs without a value (blank cells) are
+            gaps.
+        path: PNG path or None.
+
+    Returns:
+        `path`.
+    """
+    fig, (loss_ax, metric_ax) = figure(ncols=2)
+    for key, values in sorted(history.items()):
+        epochs = np.arange(1, len(values) + 1)
+        if key.endswith("loss"):
+            loss_ax.plot(epochs, values, marker="o", label=key)
+        elif key.startswith("val_"):
+            metric_ax.plot(epochs, values, marker="o", label=key[len("val_"):])
+    for ax, title in ((loss_ax, "training loss"), (metric_ax, "validation metrics")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    save(fig, path)
+    return path
+
+
+def write_training_curves(report_dir, log_path):
+    """Plots the training curves of a run and the analysis curves it logged into `report_dir`.
+
+    From the run's `log.csv`: the loss and validation metrics per epoch as
+    `training_curves.png` (whenever the log has a loss column); EE Fig. 3 (`ee_*_recall@1` columns) as
     `expansion_recall.png`, and one `tap_<metric>.png` per metric of the
     `tap_{tap}_{train|test}_{metric}` columns (Vo & Hays Figs. 2–7, Xuan et al.,
     Roth et al.'s ρ/π on training embeddings), a panel per split and a line per tap.
@@ -39,12 +70,16 @@ def write_training_curves(report_dir, log_path):
         log_path: the run's `log.csv`.
 
     Returns:
-        list of (PNG file name, one-line explanation), empty when the log has no
-        analysis columns.
+        list of (PNG file name, one-line explanation), empty when the log has
+        neither a loss nor analysis columns.
     """
     history = read_history(log_path)
     os.makedirs(report_dir, exist_ok=True)
     written = []
+    if any(key.endswith("loss") for key in history):
+        plot_training_curves(history, os.path.join(report_dir, "training_curves.png"))
+        written.append(("training_curves.png", "Training loss and validation metrics per epoch, from the run's "
+                                               "log.csv."))
     if {"ee_synthetic_recall@1", "ee_original_recall@1"} <= set(history):
         plot_expansion_recall(history, os.path.join(report_dir, "expansion_recall.png"))
         written.append(("expansion_recall.png", "Recall@1 of EE's synthetic points (queries against the original "
@@ -71,8 +106,8 @@ def write_report(report_dir, embeddings, labels, train_embeddings=None, train_la
         train_labels: labels of `train_embeddings`.
         ks: Recall@K values.
         max_tsne_points: subsample size per split for t-SNE.
-        run_log: optional `log.csv` of the training run: adds its analysis
-            curves (`write_training_curves`).
+        run_log: optional `log.csv` of the training run: adds its training
+            and analysis curves (`write_training_curves`).
         class_names: optional class names per label id of the test split
             (`Split.class_names`) for the plots.
         train_class_names: the same for the training split.

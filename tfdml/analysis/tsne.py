@@ -1,5 +1,14 @@
-"""t-SNE views of embeddings (Xuan et al.): joint train/test maps and yoked t-SNE."""
+"""t-SNE views of embeddings (Xuan et al.): joint train/test maps and yoked t-SNE.
+
+Both are bounded in size: above `max_points` (joint t-SNE, scikit-learn's
+Barnes-Hut `TSNE`: time grows as N log N, ≈ 700 s for 40,000 points) or above
+`memory_budget_mb` (yoked t-SNE, exact O(N²) numpy) a random sample is mapped
+and a console line says so; points left out get NaN coordinates. (openTSNE,
+FFT-accelerated with bounded memory, would lift the bound; it is not a
+dependency, so sampling it is.)
+"""
 import argparse
+import colorsys
 import os
 import sys
 
@@ -9,8 +18,68 @@ from sklearn.manifold import TSNE
 from tfdml.analysis.plotting import figure, plt, save
 
 
+#: Colours of the "train" and "test" points in joint t-SNE's third panel (class palettes avoid their hues).
+TRAIN_COLOR, TEST_COLOR = "red", "blue"
+# Bytes per point² of yoked t-SNE: about a dozen N×N float64 arrays (affinities, distances, gradient terms).
+_YOKED_BYTES_PER_PAIR = 12 * 8
+
+
+def sample_indices(count, limit, seed, what):
+    """All indices, or `limit` random ones (sorted) with a console line saying so.
+
+    Args:
+        count: number of points; limit: largest number kept; seed: int seed;
+        what: text naming the computation, for the console line (None: no line).
+
+    Returns:
+        int array of the kept indices.
+    """
+    if count <= limit:
+        return np.arange(count)
+    if what:
+        print(f"{what}: {count:,} points exceed the bound; mapping a random sample of {limit:,} "
+              f"(left-out points get NaN coordinates).", flush=True)
+    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
+
+
+def _scatter_back(coords, kept, count):
+    full = np.full((count, 2), np.nan)
+    full[kept] = coords
+    return full
+
+
+def class_colors(count, offset=0):
+    """`count` distinct RGB colours for classes, neighbours far apart in hue.
+
+    Hues advance by the golden ratio (consecutive classes differ by ≈ 138°),
+    lightness alternates over three levels, and hues within 20° of the red
+    and blue of joint t-SNE's train/test panel are skipped, so no class takes
+    those colours. `offset` skips the first colours (a second split's classes
+    continue after the first's instead of reusing them).
+
+    Returns:
+        list of `count` (r, g, b) tuples in [0, 1].
+    """
+    colors, index = [], 0
+    avoid = [colorsys.rgb_to_hsv(*_rgb(c))[0] for c in (TRAIN_COLOR, TEST_COLOR)]
+    while len(colors) < offset + count:
+        hue = (index * 0.6180339887) % 1.0
+        value = (0.95, 0.7, 0.5)[(index // 3) % 3]
+        index += 1
+        if any(min(abs(hue - h), 1.0 - abs(hue - h)) < 20.0 / 360.0 for h in avoid):
+            continue
+        colors.append(colorsys.hsv_to_rgb(hue, 0.85, value))
+    return colors[offset:]
+
+
+def _rgb(name):
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(name)
+
+
 def joint_tsne(train_embeddings, train_labels, test_embeddings, test_labels, path=None, perplexity=30.0,
-               seed=0, train_class_names=None, test_class_names=None):
+               seed=0, train_class_names=None, test_class_names=None, max_points=10000):
     """One t-SNE of train and test embeddings together, drawn as three panels.
 
     Panels: train coloured by class; test coloured by class; both (train red,
@@ -24,12 +93,26 @@ def joint_tsne(train_embeddings, train_labels, test_embeddings, test_labels, pat
             label ids.
         test_class_names: the same for the test labels (digits "5".."9"
             for test labels 0..4).
+        max_points: largest number of points (both splits together) mapped;
+            above it a random sample of each split, in proportion, is mapped
+            (a console line says so).
 
     Returns:
-        (train_2d (N, 2), test_2d (M, 2)).
+        (train_2d (N, 2), test_2d (M, 2)); NaN rows for points left out.
     """
     train_embeddings, test_embeddings = np.asarray(train_embeddings), np.asarray(test_embeddings)
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    n_train, n_test = len(train_embeddings), len(test_embeddings)
+    total = n_train + n_test
+    keep_train = keep_test = None
+    if total > max_points:
+        print(f"joint t-SNE: {total:,} points exceed max_points={max_points:,}; mapping a random sample of "
+              f"{max_points:,} (left-out points get NaN coordinates).", flush=True)
+        share = max(1, round(max_points * n_train / total))
+        keep_train = sample_indices(n_train, share, seed, None)
+        keep_test = sample_indices(n_test, max(1, max_points - share), seed + 1, None)
+        train_embeddings, train_labels = train_embeddings[keep_train], train_labels[keep_train]
+        test_embeddings, test_labels = test_embeddings[keep_test], test_labels[keep_test]
     both = np.concatenate([train_embeddings, test_embeddings]).astype(np.float64)
     perplexity = min(perplexity, (len(both) - 1) / 3.0)
     coords = TSNE(2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(both)
@@ -40,14 +123,16 @@ def joint_tsne(train_embeddings, train_labels, test_embeddings, test_labels, pat
                      color_offset=len(np.unique(train_labels)))
     axes[0].set_title("train classes")
     axes[1].set_title("test classes (unseen)")
-    axes[2].scatter(train_2d[:, 0], train_2d[:, 1], c="red", s=6, label="train")
-    axes[2].scatter(test_2d[:, 0], test_2d[:, 1], c="blue", s=6, label="test")
+    axes[2].scatter(train_2d[:, 0], train_2d[:, 1], color=TRAIN_COLOR, s=6, label="train")
+    axes[2].scatter(test_2d[:, 0], test_2d[:, 1], color=TEST_COLOR, s=6, label="test")
     axes[2].set_title("train (red) and test (blue)")
     axes[2].legend()
     for ax in axes:
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")
     save(fig, path)
+    if keep_train is not None:
+        train_2d, test_2d = _scatter_back(train_2d, keep_train, n_train), _scatter_back(test_2d, keep_test, n_test)
     return train_2d, test_2d
 
 
@@ -59,23 +144,22 @@ def class_label(label, names=None):
 
 
 def scatter_by_class(ax, points, labels, max_legend=12, names=None, color_offset=0):
-    """Scatter coloured by class; a legend for few classes, a colour bar otherwise.
+    """Scatter coloured by class (`class_colors`); a legend for few classes.
 
     Args:
         names: optional class names indexed by label id, shown in the legend.
-        color_offset: index of the first colour in the colour cycle (so a second
+        color_offset: index of the first colour of `class_colors` (so a second
             split's classes do not reuse the first split's colours).
     """
     classes = np.unique(labels)
+    colors = class_colors(len(classes), color_offset)
+    for position, c in enumerate(classes):
+        ax.scatter(points[labels == c, 0], points[labels == c, 1], s=8, label=class_label(c, names),
+                   color=colors[position])
     if len(classes) <= max_legend:
-        cycle = plt.get_cmap("tab20").colors
-        for position, c in enumerate(classes):
-            ax.scatter(points[labels == c, 0], points[labels == c, 1], s=8, label=class_label(c, names),
-                       color=cycle[(color_offset + position) % len(cycle)])
         ax.legend(fontsize=7, markerscale=1.5)
     else:
-        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab20", s=8)
-        ax.figure.colorbar(scatter, ax=ax, label="class id")
+        ax.text(0.01, 0.99, f"{len(classes)} classes", transform=ax.transAxes, va="top", fontsize=7)
 
 
 def _affinities(x, perplexity, tol=1e-5, max_iter=60):
@@ -112,7 +196,7 @@ def _tsne_gradient(p, y):
 
 
 def yoked_tsne(embeddings_a, embeddings_b, yoke=0.1, perplexity=30.0, iterations=500, learning_rate=100.0,
-               seed=0, labels=None, path=None, titles=("embedding A", "embedding B")):
+               seed=0, labels=None, path=None, titles=("embedding A", "embedding B"), memory_budget_mb=1024):
     """Two t-SNE maps of the same points optimised jointly, yoked together.
 
     Minimises KL(P_a ‖ Q_a) + KL(P_b ‖ Q_b) + yoke · (1/N) Σ_i ‖y_a,i − y_b,i‖², so the
@@ -124,20 +208,27 @@ def yoked_tsne(embeddings_a, embeddings_b, yoke=0.1, perplexity=30.0, iterations
     exact proximal step of the yoke term (stable for any `yoke`). Any number of
     maps: `yoked_tsne_maps`.
 
+    Args:
+        memory_budget_mb: largest estimated memory, in MiB, of the N×N arrays
+            (about 96 bytes per pair); above it the same random sample of both
+            embeddings is mapped (a console line says so). Default 1024
+            (≈ 3,300 points).
+
     Returns:
-        (map_a (N, 2), map_b (N, 2)).
+        (map_a (N, 2), map_b (N, 2)); NaN rows for points left out.
     """
     a, b = np.asarray(embeddings_a), np.asarray(embeddings_b)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"embeddings_a and embeddings_b must have the same number of points, got "
                          f"{a.shape[0]} and {b.shape[0]}.")
-    maps = yoked_tsne_maps([a, b], yoke, perplexity, iterations, learning_rate, seed)
+    maps = yoked_tsne_maps([a, b], yoke, perplexity, iterations, learning_rate, seed, memory_budget_mb)
     if path is not None:
         _plot_maps(maps, titles, yoke, path, labels)
     return maps[0], maps[1]
 
 
-def yoked_tsne_maps(embeddings, yoke=0.1, perplexity=30.0, iterations=500, learning_rate=100.0, seed=0):
+def yoked_tsne_maps(embeddings, yoke=0.1, perplexity=30.0, iterations=500, learning_rate=100.0, seed=0,
+                    memory_budget_mb=1024):
     """K ≥ 2 t-SNE maps of the same N points (one per embedding), optimised jointly and yoked.
 
     Minimises Σ_k KL(P_k ‖ Q_k) + yoke · (1/N) Σ_{k<l} Σ_i ‖y_k,i − y_l,i‖² (for K = 2 the
@@ -146,16 +237,23 @@ def yoked_tsne_maps(embeddings, yoke=0.1, perplexity=30.0, iterations=500, learn
 
     Args:
         embeddings: list of K arrays (N, D_k) (dimensions may differ).
+        memory_budget_mb: the exact O(N²) affinities of the K maps must fit this
+            budget; above it a random sample of the points is mapped (a console
+            line says so).
 
     Returns:
-        list of K maps (N, 2).
+        list of K maps (N, 2); NaN rows for points left out.
     """
     arrays = [np.asarray(e, np.float64) for e in embeddings]
     if len(arrays) < 2:
         raise ValueError(f"embeddings must hold at least 2 arrays, got {len(arrays)}.")
     if len({len(a) for a in arrays}) != 1:
         raise ValueError(f"embeddings must have the same number of points, got {[len(a) for a in arrays]}.")
-    n, count = len(arrays[0]), len(arrays)
+    total, count = len(arrays[0]), len(arrays)
+    limit = max(2, int((memory_budget_mb * 2 ** 20 / (_YOKED_BYTES_PER_PAIR * count / 2)) ** 0.5))
+    kept = sample_indices(total, limit, seed, f"yoked t-SNE (memory_budget_mb={memory_budget_mb:g})")
+    arrays = [a[kept] for a in arrays]
+    n = len(kept)
     perplexity = min(perplexity, (n - 1) / 3.0)
     affinities = [_affinities(a, perplexity) for a in arrays]
     rng = np.random.default_rng(seed)
@@ -169,6 +267,8 @@ def yoked_tsne_maps(embeddings, yoke=0.1, perplexity=30.0, iterations=500, learn
             maps[k] = maps[k] + velocities[k]
         mean = sum(maps) / count
         maps = [mean + shrink * (m - mean) for m in maps]
+    if n < total:
+        maps = [_scatter_back(m, kept, total) for m in maps]
     return maps
 
 

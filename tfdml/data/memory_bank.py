@@ -10,7 +10,7 @@ Use from any training loop:
 
     bank = MemoryBank(split.num_images, dim, strategy)      # before the pipeline
     data = train_pipeline(split, sampler=EmbeddedSampler("gc", bank), with_indices=True)
-    bank.fill(model, eval_pipeline(split, augmentation="test"))   # after restoring weights
+    bank.fill(model, eval_pipeline(split, augmentation="test", model=model))   # after restoring weights
     # in each step, with the embeddings the loss saw (replica or cross-replica context):
     bank.update(indices, embeddings)
 

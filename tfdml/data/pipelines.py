@@ -77,11 +77,41 @@ def _check_replicas(replicas, batch_size):
     return first, count, total
 
 
-def eval_pipeline(split, batch_size=128, image_size=227, augmentation="test"):
-    """Finite dataset of `(images, labels)` batches in index order."""
+def eval_pipeline(split, batch_size=128, image_size=None, augmentation="test", model=None):
+    """Finite dataset of `(images, labels)` batches in index order.
+
+    Args:
+        split: a `tfdml.data.Split`.
+        batch_size: images per batch.
+        image_size: output side S of the images; default: the input size of
+            `model`.
+        augmentation: a name from `tfdml.data.AUGMENTATIONS` ("test": resize
+            and centre crop).
+        model: a Keras model with square inputs, whose input size is the default
+            `image_size`.
+
+    Returns:
+        `tf.data.Dataset` of (float32 images (B, S, S, C) in [0, 255], labels).
+
+    Raises:
+        ValueError: neither `image_size` nor a `model` with a fixed square
+            input size is given.
+    """
+    if image_size is None:
+        image_size = _model_image_size(model)
     augment = make_augmentation(augmentation, image_size)
     return (split.image_dataset().enumerate()
             .map(lambda k, sample: (augment(sample[0], tf.stack([tf.constant(0, tf.int64), k])), sample[1]),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(batch_size)
             .prefetch(tf.data.AUTOTUNE))
+
+
+def _model_image_size(model):
+    """The side of a model's square input images; a ValueError when there is none to follow."""
+    shape = None if model is None else tuple(model.inputs[0].shape)
+    if shape is None or len(shape) != 4 or shape[1] is None or shape[1] != shape[2]:
+        found = "no model" if model is None else f"a model with input shape {shape}"
+        raise ValueError(f"eval_pipeline needs image_size= (the model's input size) or model= with a fixed square "
+                         f"input size; got {found}.")
+    return int(shape[1])

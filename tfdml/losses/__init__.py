@@ -17,10 +17,11 @@ quadruplet and SNR, "class" for the other pair-based losses).
 Every loss (via `MetricLoss`): rejects Keras' per-sample `reduction` (each
 loss reduces over its own tuples as its docstring states); returns NaN when an
 embedding is NaN or ±inf; returns 0 with a zero gradient for an empty batch;
-checks the labels' length also in graphs with a dynamic batch size; and never
-produces NaN from finite embeddings of any magnitude (metrics of raw embeddings
-are computed without overflow, see `tfdml.distances` and
-`tfdml.losses.pairs.pair_matrices`).
+checks the labels' length also in graphs with a dynamic batch size; and gives a
+finite value and gradient for finite embeddings of any magnitude (metrics of raw
+embeddings are computed without overflow, see `tfdml.distances` and
+`tfdml.losses.pairs.pair_matrices`; the squared-norm regulariser saturates, see
+`tfdml.losses.ops.squared_norm_penalty`).
 
 Argument vocabulary — one name per concept, the same in every loss:
 

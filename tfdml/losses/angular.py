@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfdml import distances
 from tfdml.checks import check_number
 from tfdml.losses.base import MetricLoss
-from tfdml.losses.ops import masked_logsumexp, masked_mean, mean_squared_norm
+from tfdml.losses.ops import masked_logsumexp, masked_mean, squared_norm_penalty
 from tfdml.losses.registry import register
 
 
@@ -114,5 +114,5 @@ class AngularLoss(MetricLoss):
             per_pair = per_pair + self.angular_weight * self._angular_terms(labels, embeddings)
         loss = masked_mean(per_pair, positive_mask)
         if self.embedding_reg > 0:
-            loss += self.embedding_reg * mean_squared_norm(embeddings)
+            loss += squared_norm_penalty(embeddings, self.embedding_reg)
         return loss

@@ -3,7 +3,7 @@ import tensorflow as tf
 
 from tfdml.checks import check_number
 from tfdml.losses.base import MetricLoss
-from tfdml.losses.ops import masked_logsumexp, masked_mean, mean_squared_norm, normalize_if
+from tfdml.losses.ops import masked_logsumexp, masked_mean, normalize_if, squared_norm_penalty
 from tfdml.losses.registry import register
 
 
@@ -80,5 +80,5 @@ class NPairLoss(MetricLoss):
         per_pair = tf.nn.softplus(neg_lse[:, None] - positive)
         loss = masked_mean(per_pair, m.positive_mask)
         if self.embedding_reg > 0:
-            loss += self.embedding_reg * mean_squared_norm(embeddings)
+            loss += squared_norm_penalty(embeddings, self.embedding_reg)
         return loss

@@ -20,11 +20,15 @@ def pair_masks(labels):
 
 def masked_mean(values, mask):
     """Mean of `values` where `mask` (same shape); 0 with a zero gradient when the
-    mask is empty."""
+    mask is empty.
+
+    Each value is divided by the count before summing, so the mean of finite
+    values below half the dtype's maximum is finite (a plain sum of many huge
+    values would overflow to inf).
+    """
     mask = tf.cast(mask, values.dtype)
     count = tf.reduce_sum(mask)
-    total = tf.reduce_sum(tf.where(mask > 0, values, tf.zeros_like(values)))
-    return tf.math.divide_no_nan(total, count)
+    return tf.reduce_sum(tf.where(mask > 0, tf.math.divide_no_nan(values, count), tf.zeros_like(values)))
 
 
 def masked_logsumexp(values, mask, axis=-1):
@@ -46,9 +50,36 @@ def normalize_if(embeddings, normalize):
     return distances.l2_normalize(embeddings) if normalize else embeddings
 
 
-def mean_squared_norm(embeddings):
-    """mean_i ‖x_i‖², the squared-norm embedding regulariser (Sohn 2016)."""
-    return tf.reduce_mean(tf.reduce_sum(tf.square(embeddings), axis=1))
+def squared_norm_penalty(embeddings, weight):
+    """weight · mean_i ‖x_i‖², the squared-norm embedding regulariser (Sohn 2016).
+
+    Exact where it is below a quarter of the dtype's maximum, saturated there
+    above (‖x‖² of finite embeddings overflows from ‖x‖ ≈ 1.8e19 in float32),
+    so the loss stays finite at any magnitude; the gradient is always the exact
+    2·weight·x / B (finite for every finite x).
+
+    Args:
+        embeddings: (B, D) float embeddings.
+        weight: non-negative Python float.
+
+    Returns:
+        Scalar penalty.
+    """
+    limit = embeddings.dtype.max / 4.0
+
+    @tf.custom_gradient
+    def penalty(x):
+        scale = distances.batch_scale(x)
+        mean_scaled = tf.reduce_mean(tf.reduce_sum(tf.square(x / scale), axis=1))
+        value = tf.minimum(scale * (scale * (weight * mean_scaled)), limit)  # +inf beyond the range → limit
+
+        def grad(upstream):
+            rows = tf.cast(tf.shape(x)[0], x.dtype)
+            return (upstream * (2.0 * weight) / rows) * x
+
+        return value, grad
+
+    return penalty(tf.identity(embeddings))
 
 
 def pair_values(matrix, rows, cols):

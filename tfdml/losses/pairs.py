@@ -58,7 +58,10 @@ def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", n
             dot products come from `tfdml.distances.saturating_gram`, other
             metrics are computed on the embeddings divided by
             `tfdml.distances.batch_scale` and rescaled (exact: distances are
-            homogeneous, cosines scale-invariant).
+            homogeneous, cosines scale-invariant). With an expansion that
+            L2-normalises its synthetic points the divisor is at least
+            dtype max^(-1/4) (2.3e-10 in float32), so the unit-norm synthetic
+            points stay representable next to tiny embeddings.
     """
     positive_mask, negative_mask = pair_masks(labels)
     dim = embeddings.shape[-1]
@@ -69,6 +72,10 @@ def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", n
         gram = distances.saturating_gram(embeddings)
     else:
         scale = distances.batch_scale(embeddings)
+        if expansion is not None and expansion.n_points > 0 and expansion.normalize:
+            # Unit-norm synthetic points have norm 1/scale in the scaled frame: a floor on the scale keeps
+            # their squared norms (1/scale²) finite for tiny embeddings.
+            scale = tf.maximum(scale, tf.constant(embeddings.dtype.max ** -0.25, scale.dtype))
         scaled = embeddings / scale
         gram = tf.matmul(scaled, scaled, transpose_b=True)
     if expansion is None or expansion.n_points == 0:

@@ -157,11 +157,12 @@ def attach_loss_state(model, loss, embedding_dim=None):
             dimension of `model.output_shape` when available).
 
     Returns:
-        The attached layer, or None.
+        `model` itself (now tracking the state), so `model =
+        attach_loss_state(model, loss)` works; the state is `loss.state_layer`.
     """
     layer = getattr(loss, "state_layer", None)
     if layer is None:
-        return None
+        return model
     if embedding_dim is None:
         shape = getattr(model, "output_shape", None)
         embedding_dim = shape[-1] if shape else None
@@ -185,4 +186,4 @@ def attach_loss_state(model, loss, embedding_dim=None):
             "its .keras file would not restore the trained loss state: override compile_from_config to call "
             "tfdml.losses.attach_loss_state(self, loss) before compiling (as tfdml.models.EmbeddingModel's "
             "compile does), or save weights and attach before load_weights.", stacklevel=2)
-    return loss.state_layer
+    return model

@@ -205,6 +205,19 @@ class EmbeddingModel(keras.Model):
         to_block = keras.Model(trunk.inputs[0], layer.output, name=f"{trunk.name}_to_{tap}")
         return keras.layers.GlobalMaxPooling2D(name=f"{tap}_max_pool")(to_block(self._trunk_input))
 
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`; `shuffle` defaults to False for a `tf.data.Dataset`.
+
+        A dataset is ordered by its own pipeline (tfdml's samplers build the
+        batches); Keras' default `shuffle=True` would only be ignored with a
+        warning.
+        """
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset) and len(args) < 6:  # shuffle is fit's 8th parameter
+            kwargs.setdefault("shuffle", False)
+        return super().fit(x, y, *args, **kwargs)
+
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
         """`keras.Model.compile`; also attaches a tfdml loss's trainable state.
 

@@ -34,7 +34,12 @@ class _EmbeddingServer(tf.Module):
             from tfdml.retrieval import search
 
             refs = index.searcher.references
-            self.references = search.References(*(tf.Variable(t, trainable=False) for t in refs))
+            # The reference embeddings are stored once: the centred copy fl(x − μ) that the estimates use is
+            # recomputed from them at call time (O(N·D), small beside the search's matmul).
+            self.reference_embeddings = tf.Variable(refs.raw, trainable=False)
+            self.reference_sq_norms = tf.Variable(refs.sq_norms, trainable=False)
+            self.reference_mean = tf.Variable(refs.mean, trainable=False)
+            self.reference_max_sq_norm = tf.Variable(refs.max_sq_norm, trainable=False)
             self.ids = tf.Variable(index.ids, trainable=False)
             labels = index.labels if index.labels is not None else np.full(len(index), -1, np.int64)
             self.labels = tf.Variable(labels, trainable=False)
@@ -50,15 +55,25 @@ class _EmbeddingServer(tf.Module):
     def _embed(self, images):
         return {"embeddings": distances.l2_normalize(self._embeddings(images))}
 
+    def _references(self):
+        from tfdml.retrieval import exact, search
+
+        raw = tf.convert_to_tensor(self.reference_embeddings)
+        centred, _ = exact.centred(raw, self.reference_mean)
+        padding = self.reference_sq_norms.shape[0] - raw.shape[0]
+        centred = tf.pad(centred, [[0, padding], [0, 0]])
+        return search.References(raw, centred, tf.convert_to_tensor(self.reference_sq_norms),
+                                 tf.convert_to_tensor(self.reference_mean),
+                                 tf.convert_to_tensor(self.reference_max_sq_norm))
+
     def _search(self, embeddings):
         from tfdml.retrieval import search
 
         if self.index.normalize:
             embeddings = distances.l2_normalize(embeddings)
-        # Tensors, not the variables: module-level tf.functions of `search` would otherwise keep a trace that
-        # captures this server's variables and fail for the next export in the same process.
-        references = search.References(*(tf.convert_to_tensor(v) for v in self.references))
-        squared, idx = search.top_k(embeddings, references, self.k, self.margin, self.block_size)
+        # Tensors, not the variables (`_references`): module-level tf.functions of `search` would otherwise keep
+        # a trace that captures this server's variables and fail for the next export in the same process.
+        squared, idx = search.top_k(embeddings, self._references(), self.k, self.margin, self.block_size)
         return {"ids": tf.gather(self.ids, idx), "labels": tf.gather(self.labels, idx),
                 "distances": tf.cast(tf.sqrt(squared), tf.float32), "indices": idx}
 

@@ -32,7 +32,10 @@ estimate cannot decide:
    by exact distance (an order among equally relevant references changes no
    metric).
 
-Memory: O(chunk × block) for the sweep plus the candidates (≈ Σ L_q pairs).
+Memory: O(chunk × block) for the sweep plus the candidates, which are pruned
+whenever τ tightens: about Σ L_q pairs while that fits in one chunk × block
+(symmetric sweep), else about chunk × L_q (each query chunk is resolved when
+its sweep ends) — never N×N, also for mAP@1000.
 """
 import collections
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +54,9 @@ _FAR = 1e30
 _SHAPE_STEP = 1024
 # Sweep blocks computed concurrently.
 _BLOCKS_IN_FLIGHT = 2
-# Above this many candidate pairs the symmetric sweep (which keeps every
-# candidate until the end) is replaced by per-chunk sweeps.
-_SYMMETRIC_PAIR_BUDGET = 2 ** 25
+# The symmetric sweep (which keeps every candidate until the end) is used while the candidates, about Σ L_q
+# pairs, fit in this many chunk × block blocks; above, each query chunk is resolved when its sweep ends.
+_SYMMETRIC_BLOCKS = 1
 
 
 class RankedRelevance(NamedTuple):
@@ -191,7 +194,10 @@ def _nearest_positives(queries, refs, delta, list_lengths, same, chunk_size, til
         longest = int(lengths.max(initial=0))
         lo = int(np.searchsorted(refs.labels, labels[0], "left"))
         hi = int(np.searchsorted(refs.labels, labels[-1], "right"))
-        need = min(n, longest + 1)
+        # The first cut τ is the L-th smallest estimate over at least 8·L references (up to a tile): the L-th
+        # of just L + 1 would be about the largest distance for long lists (mAP@1000), and the sweep would keep
+        # nearly every pair.
+        need = min(n, max(longest + 1, min(8 * longest, tile)))
         if hi - lo < need:  # enough references for the cut τ
             lo = max(0, hi - need)
             hi = max(hi, min(n, lo + need))
@@ -241,6 +247,7 @@ class _Sweep:
     def __init__(self, q_count, padded, lo, hi, tau, delta, lengths, max_rank):
         self.below = np.zeros(q_count, np.int64)
         self.pending = []
+        self._pruned_size = 0  # kept pairs after the last pruning
         self.delta, self.lengths, self.max_rank = delta, lengths, max_rank
         self.longest = int(lengths.max(initial=0))
         self.best = np.full((q_count, self.longest), np.inf, np.float32)
@@ -265,7 +272,20 @@ class _Sweep:
             self._tighten(q, est)
         saturated = self.below >= self.max_rank
         self.lo[:len(saturated)][saturated] = self.hi[:len(saturated)][saturated] = -np.inf
+        self._prune()
         self._update()
+
+    def _prune(self):
+        """Drops kept candidates that the tightened τ (or a saturated count) has ruled out, so the kept
+        pairs stay about Σ L_q (plus ties) instead of everything below the first, loose cut. Runs when the
+        kept pairs have doubled since the last pruning (amortised linear work)."""
+        size = sum(len(part[0]) for part in self.pending)
+        if size <= 2 * self._pruned_size + (1 << 16):
+            return
+        q, r, est = (np.concatenate(parts) for parts in zip(*self.pending))
+        keep = (est <= self.tau[q]) | ((est >= self.lo[q]) & (est <= self.hi[q]))
+        self.pending = [(q[keep], r[keep], est[keep])]
+        self._pruned_size = int(keep.sum())
 
     def _tighten(self, q, est):
         order = np.lexsort((est, q))
@@ -286,6 +306,7 @@ class _Sweep:
 
     def take(self):
         pending, self.pending = self.pending, []
+        self._pruned_size = 0
         return pending
 
 
@@ -346,7 +367,7 @@ def rank_relevance(queries, query_labels, references=None, reference_labels=None
     hi = np.where(counting, exact.round_up(t1 + delta), -np.inf).astype(np.float32)
     tau32 = np.where(lengths > 0, exact.round_up(tau), -np.inf).astype(np.float32)
 
-    symmetric = same and int(lengths.sum()) <= _SYMMETRIC_PAIR_BUDGET
+    symmetric = same and int(lengths.sum()) <= _SYMMETRIC_BLOCKS * chunk_size * block_size
     mode = "symmetric" if symmetric else ("exclude_self" if same else "cross")
     sweep = _Sweep(q_count, int(query_side.as_query.shape[0]), lo, hi, tau32, delta, lengths, max_rank)
     unused = tf.zeros([int(ref_side.as_reference.shape[0])])
