@@ -278,7 +278,7 @@ def test_ee_dry_run_logs_fig3_and_plots_it(tmp_path):
     for key in ("ee_synthetic_recall@1", "ee_original_recall@1", "ee_synthetic_negative_ratio"):
         assert 0.0 <= float(row[key]) <= 1.0, key
     written = tfdml.analysis.write_training_curves(str(tmp_path / "report"), str(tmp_path / "run" / "log.csv"))
-    assert [name for name, _ in written] == ["expansion_recall.png"]
+    assert [name for name, _ in written] == ["training_curves.png", "expansion_recall.png"]
     assert os.path.getsize(tmp_path / "report" / "expansion_recall.png") > 0
 
 
@@ -326,7 +326,7 @@ def test_vo_hays_netd_gray_dry_run_through_train_py(tmp_path):
         assert set(metrics["best_epoch"]["metrics"]) == {"pool"} and metrics["best_epoch"]["split"] == "test"
         assert metrics["best.keras"].startswith("best-on-test")  # a paper config keeps the papers' protocol
     written = tfdml.analysis.write_training_curves(str(tmp_path / "report"), str(tmp_path / "run" / "log.csv"))
-    assert [name for name, _ in written] == ["tap_recall_at_1.png"]
+    assert [name for name, _ in written] == ["training_curves.png", "tap_recall_at_1.png"]
 
 
 def test_roth_contrastive_dry_run_logs_structure_metrics_and_the_best_epoch(tmp_path):

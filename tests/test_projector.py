@@ -90,7 +90,8 @@ def test_callback_writes_every_k_epochs_and_after_the_last(tmp_path):
 def test_training_config_key_writes_the_projector_every_k_epochs(tmp_path):
     from tfdml.training import load_config, run
 
-    config = load_config(None, ["dataset.image_size=16", "model.embedding_dim=8", "sampler.batch_size=20",
+    config = load_config(None, ["dataset.image_size=16", "dataset.validation_classes=0", "model.embedding_dim=8",
+                                "sampler.batch_size=20",
                                 "sampler.samples_per_class=4", "training.epochs=2", "training.steps_per_epoch=1",
                                 "training.eval_every=2", "training.tensorboard=false",
                                 "training.evaluate_untrained=false", "analysis.projector_every=1",

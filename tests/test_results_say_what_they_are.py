@@ -80,7 +80,7 @@ def test_sweep_reads_metrics_json_with_its_labels(tmp_path):
 
     (tmp_path / "metrics.json").write_text(json.dumps({"weights": "final (last epoch)", "split": "test",
                                                        "best.keras": "best-by-validation", "fc": {"recall@1": 0.5}}))
-    rows = collect([{"run_dir": str(tmp_path), "config": "c", "point": {}, "seed": 0}])
+    rows = collect([{"run_dir": str(tmp_path), "config": "c", "point": {}, "seed": 0}], select="final")
     assert rows[0]["values"] == {"fc/recall@1": 0.5}
 
 

@@ -113,7 +113,8 @@ def test_evaluation_callback_logs_retrieval_examples_each_evaluation(tmp_path):
 def test_training_logs_retrieval_examples_under_tensorboard(tmp_path):
     from tfdml.training import load_config, run
 
-    config = load_config(None, ["dataset.image_size=16", "model.embedding_dim=8", "sampler.batch_size=20",
+    config = load_config(None, ["dataset.image_size=16", "dataset.validation_classes=0", "model.embedding_dim=8",
+                                "sampler.batch_size=20",
                                 "sampler.samples_per_class=4", "training.epochs=1", "training.steps_per_epoch=1",
                                 "training.evaluate_untrained=false", "training.taps=[fc]",
                                 f"output_dir={tmp_path / 'run'}"])

@@ -128,4 +128,6 @@ def test_training_curves_and_report_from_a_run_log(tmp_path):
         assert f"]({name})" in text and (tmp_path / "report" / name).stat().st_size > 0, name
     assert "EE paper Fig. 3" in text
     _write_log(tmp_path / "plain.csv", [{"epoch": 0, "loss": 1.0}])
-    assert analysis.write_training_curves(str(tmp_path / "plain"), str(tmp_path / "plain.csv")) == []
+    # A log without analysis columns gets the training curves (loss per epoch) and no analysis plot.
+    written = analysis.write_training_curves(str(tmp_path / "plain"), str(tmp_path / "plain.csv"))
+    assert [name for name, _ in written] == ["training_curves.png"]
