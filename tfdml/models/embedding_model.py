@@ -97,13 +97,23 @@ class EmbeddingModel(keras.Model):
             Channels), True or False.
         heads: None, or a dict {head name: width} of linear heads on "pool"
             (see Several heads); needs `embedding_dim=None`.
+        feature_dropout: dropout rate on the "pool" feature where it enters the
+            fc layers or heads (training only; the "pool" tap stays clean).
+        feature_noise: standard deviation of Gaussian noise added there
+            ("input noise"; training only).
+        embedding_noise: standard deviation of Gaussian noise added to the
+            embedding (each head's output) before the L2 normalisation
+            ("output noise"; training only). These three are the
+            regularisation baselines of Milbich et al. (Sharing Matters,
+            Table 6), against which sharing is compared.
         hub_config: set by saved models of KerasHub backbones (the serialised
             backbone and its preprocessing), so they load without the preset.
     """
 
     def __init__(self, backbone="resnet50", embedding_dim=512, pooling="avg", extra_fc=0, normalize=True,
                  freeze_batchnorm=False, weights=None, input_shape=(224, 224, 3), fc_names=None, reinitialize=(),
-                 gray_to_rgb=None, heads=None, hub_config=None, name=None, **kwargs):
+                 gray_to_rgb=None, heads=None, feature_dropout=0.0, feature_noise=0.0, embedding_noise=0.0,
+                 hub_config=None, name=None, **kwargs):
         hub = is_hub_backbone(backbone)
         if not hub:
             check_backbone(backbone)
@@ -141,14 +151,18 @@ class EmbeddingModel(keras.Model):
             pool_layer = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
             x = pool_layer(name="pool")(trunk_output)
         tap_tensors = {"pool": x}
+        _check_regularizers(feature_dropout, feature_noise, embedding_noise, fc_layers or heads)
+        x = _feature_regularizers(x, feature_dropout, feature_noise)
         for index, fc_name in enumerate(fc_layers):
             if index:
                 x = keras.layers.ReLU(name=f"relu_{fc_name}")(x)
             x = keras.layers.Dense(embedding_dim, kernel_initializer="glorot_uniform", name=fc_name)(x)
             tap_tensors[fc_name] = x
         if heads:
-            outputs = _build_heads(x, heads, normalize, tap_tensors)
+            outputs = _build_heads(x, heads, normalize, tap_tensors, embedding_noise)
         else:
+            if embedding_noise:
+                x = keras.layers.GaussianNoise(embedding_noise, name="embedding_noise")(x)
             outputs = L2Normalization(name="l2_normalize")(x) if normalize else x
         default_name = f"embedding_hub_{trunk.name}" if hub else f"embedding_{backbone}"
         super().__init__(inputs=inputs, outputs=outputs, name=name or default_name, **kwargs)
@@ -156,7 +170,8 @@ class EmbeddingModel(keras.Model):
                             normalize=normalize, freeze_batchnorm=freeze_batchnorm, weights=weights,
                             input_shape=input_shape, fc_names=None if fc_names is None else list(fc_names),
                             reinitialize=list(reinitialize), gray_to_rgb=gray_to_rgb, heads=heads,
-                            hub_config=hub_config if hub else None)
+                            feature_dropout=feature_dropout, feature_noise=feature_noise,
+                            embedding_noise=embedding_noise, hub_config=hub_config if hub else None)
         self._tap_tensors = tap_tensors
         self._trunk_input = features
         self._trunk_name = trunk.name
@@ -352,16 +367,41 @@ def _check_heads(heads, embedding_dim, trunk):
     return dict(heads)
 
 
-def _build_heads(features, heads, normalize, tap_tensors):
+def _build_heads(features, heads, normalize, tap_tensors, embedding_noise=0.0):
     """One Dense per head on `features` (taps), each L2-normalised; "concat" tap; returns {head: output}."""
     outputs = {}
     for name, width in heads.items():
         tap_tensors[name] = keras.layers.Dense(width, kernel_initializer="glorot_uniform", name=name)(features)
-        outputs[name] = (L2Normalization(name=f"l2_normalize_{name}")(tap_tensors[name]) if normalize
-                         else tap_tensors[name])
+        head = tap_tensors[name]
+        if embedding_noise:
+            head = keras.layers.GaussianNoise(embedding_noise, name=f"embedding_noise_{name}")(head)
+        outputs[name] = L2Normalization(name=f"l2_normalize_{name}")(head) if normalize else head
     if len(heads) > 1:
         tap_tensors["concat"] = keras.layers.Concatenate(name="concat")(list(outputs.values()))
     return outputs
+
+
+def _check_regularizers(feature_dropout, feature_noise, embedding_noise, has_layers):
+    """Raises a ValueError naming the argument for an unusable training-time regulariser (Sharing Matters
+    Table 6 baselines)."""
+    for name, value in (("feature_dropout", feature_dropout), ("feature_noise", feature_noise),
+                        ("embedding_noise", embedding_noise)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+    if feature_dropout >= 1:
+        raise ValueError(f"feature_dropout is a rate in [0, 1), got {feature_dropout!r}.")
+    if (feature_dropout or feature_noise) and not has_layers:
+        raise ValueError("feature_dropout / feature_noise act on the input of the fc layers or heads; with "
+                         "embedding_dim=None and no heads there is none (use embedding_noise).")
+
+
+def _feature_regularizers(features, feature_dropout, feature_noise):
+    """Gaussian noise (std `feature_noise`) then dropout (`feature_dropout`) on the pooled feature, in training."""
+    if feature_noise:
+        features = keras.layers.GaussianNoise(feature_noise, name="feature_noise")(features)
+    if feature_dropout:
+        features = keras.layers.Dropout(feature_dropout, name="feature_dropout")(features)
+    return features
 
 
 def _fc_names(fc_names, embedding_dim, extra_fc, trunk):
