@@ -544,3 +544,12 @@ def test_sweep_grid_parsing_and_planning(tmp_path):
     with pytest.raises(ValueError, match="not a --grid key"):
         sweep.plot_against([{"config": "a", "point": {}, "n": 1, "mean": {}, "std": {}}], "seed", "fc/recall@1",
                            None)
+
+
+def test_every_paper_config_selects_on_the_test_split_as_its_paper_and_says_so():
+    for path in sorted(glob.glob(os.path.join(CONFIGS, "*.yaml"))):
+        if path.endswith("default.yaml"):
+            assert load_config(path)["dataset"]["validation_classes"] > 0  # new runs select on held-out classes
+            continue
+        assert load_config(path)["dataset"]["validation_classes"] == 0, path
+        assert "# Model selection: as the paper" in open(path).read().split("\nseed:")[0], path

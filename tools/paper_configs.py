@@ -515,8 +515,16 @@ def xuan_configs():
 FAMILIES = (ee_configs, roth_configs, vo_hays_configs, xuan_configs)
 
 
+# Every paper config selects its best epoch on the test split, as the papers report it.
+SELECTION_NOTE = ("Model selection: as the paper, best.keras and metrics.json's best_epoch are the epoch with the "
+                  "best test Recall@1 (dataset.validation_classes: 0, 'best-on-test'); set "
+                  "dataset.validation_classes to select on held-out training classes instead.")
+
+
 def render(header, config):
     """The YAML text of one generated config."""
+    if "sampler" in config and "dataset" in config:  # a training config, not a sweep file
+        header = header.rstrip() + "\n" + SELECTION_NOTE
     lines = [wrapped for line in header.strip().splitlines()
              for wrapped in (textwrap.wrap(line, 100, break_on_hyphens=False) or [""])]
     comments = "\n".join(f"# {line}".rstrip() for line in lines)
