@@ -316,7 +316,7 @@ def yoked_runs_tsne(run_dirs, path, points=500, yoke=1.0, tap=None, data_dir=Non
     from tfdml.data.split import Split
     from tfdml.metrics.evaluate import embed, tap_embedder
     from tfdml.models.export import load_keras_model
-    from tfdml.training.runner import load_splits
+    from tfdml.data.datasets import load_split
 
     run_dirs = list(run_dirs)
     configs = []
@@ -331,7 +331,10 @@ def yoked_runs_tsne(run_dirs, path, points=500, yoke=1.0, tap=None, data_dir=Non
     for run_dir, config in zip(run_dirs, configs):
         if data_dir is not None:
             config["dataset"]["data_dir"] = data_dir
-        splits = load_splits(config)
+        data = config["dataset"]  # the run's own dataset section (older runs lack the newer keys)
+        splits = [load_split(data["name"], name, data.get("data_dir"), strict=data.get("strict", True),
+                             image_size=data["image_size"], channels=data.get("channels", 3),
+                             skip_corrupt=data.get("skip_corrupt", False)) for name in ("train", "test")]
         if chosen is None:
             chosen = [np.sort(rng.choice(s.num_images, min(points, s.num_images), replace=False)) for s in splits]
         parts, labels = [], []
