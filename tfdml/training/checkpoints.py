@@ -61,7 +61,7 @@ class Checkpointer:
         if self.chief:
             try:
                 self.manager.save(checkpoint_number=step)
-            except (tf.errors.OpError, OSError):  # e.g. a full disk: leave no half-written checkpoint behind
+            except BaseException:  # a full disk, or SIGTERM / Ctrl-C mid-save: leave no half-written checkpoint
                 for partial in glob.glob(os.path.join(self.directory, f"ckpt-{step}_temp*")):
                     shutil.rmtree(partial, ignore_errors=True)
                 raise
