@@ -25,9 +25,11 @@ and `get_config` from here.
 import keras
 import tensorflow as tf
 
+from tfdml import distances
 from tfdml.checks import check_seed
 from tfdml.losses import distributed
-from tfdml.losses.ops import make_seed_generator
+from tfdml.losses import miners as miners_lib
+from tfdml.losses.ops import make_seed_generator, pair_masks
 from tfdml.losses.pairs import deserialize_expansion, pair_matrices, resolve_pooling, serialize_expansion
 
 _INTEGER_DTYPES = (tf.int8, tf.int16, tf.int32, tf.int64, tf.uint8, tf.uint16, tf.uint32, tf.uint64)
@@ -154,6 +156,14 @@ class MetricLoss(keras.losses.Loss):
             or None (only for losses with "expansion" in `config_args`).
         seed: int or None; seed of the loss's random draws or of its state's
             initialisation (only for losses with "seed" in `config_args`).
+        pair_mining: a pair miner (`tfdml.losses.miners`: "hdc", "pair_margin",
+            "uniform_histogram", "batch_easy_hard"), as a name, a config dict
+            `{"name": ..., **arguments}` or an object, or None (only for the
+            pair-based losses, `supports_expansion`). Every `PairMatrices` the
+            loss builds in a call then holds only the mined pairs in its masks;
+            the miner reads Euclidean distances between the L2-normalised
+            embeddings (negative pairs EE-pooled with the loss's expansion and
+            pooling), mined once per call, without gradient.
     """
 
     config_args = ()
@@ -163,7 +173,8 @@ class MetricLoss(keras.losses.Loss):
     #: Trainable state (proxies, β) as a Keras layer; None for stateless losses.
     state_layer = None
 
-    def __init__(self, name=None, dtype=None, gather_replicas=True, reduction=None, expansion=None, seed=None):
+    def __init__(self, name=None, dtype=None, gather_replicas=True, reduction=None, expansion=None, seed=None,
+                 pair_mining=None):
         if reduction is not None:
             raise ValueError(
                 f"reduction={reduction!r} is not supported by {type(self).__name__}: a metric-learning loss "
@@ -178,6 +189,11 @@ class MetricLoss(keras.losses.Loss):
         self.expansion = deserialize_expansion(expansion)
         self.seed = check_seed(seed)
         self._seed_generator = make_seed_generator(self.seed) if self.random_sampling else None
+        if pair_mining is not None and not self.supports_expansion:
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument 'pair_mining' "
+                            "(pair mining applies to the pair-based losses)")
+        self.pair_mining = None if pair_mining is None else miners_lib.get_miner(pair_mining, "pair_mining")
+        self._mined_pairs = None
 
     @property
     def compute_dtype(self):
@@ -198,7 +214,34 @@ class MetricLoss(keras.losses.Loss):
         for negative pairs with this loss's expansion and pooling.
         `normalized`: the embeddings are L2-normalised (False: raw embeddings,
         computed without overflow at any magnitude)."""
-        return pair_matrices(embeddings, labels, metric, self.expansion, self.pooling, normalized)
+        matrices = pair_matrices(embeddings, labels, metric, self.expansion, self.pooling, normalized)
+        if self._mined_pairs is not None:
+            matrices.positive_mask, matrices.negative_mask = self.mined_pair_masks(labels)
+        return matrices
+
+    def mined_pair_masks(self, labels):
+        """(positive, negative) (B, B) bool pair masks of `labels`: all pairs, or
+        during a call with `pair_mining` the mined ones."""
+        if self._mined_pairs is not None:
+            return self._mined_pairs
+        return pair_masks(labels)
+
+    def _mine_pairs(self, labels, embeddings):
+        """The `pair_mining` masks of the batch: Euclidean distances of the L2-normalised
+        embeddings (EE-pooled for negative pairs), without gradient."""
+        x = tf.stop_gradient(embeddings)
+        unit = distances.l2_normalize(x / distances.batch_scale(x))
+        return self.pair_mining(pair_matrices(unit, labels, "euclidean", self.expansion, self.pooling, True))
+
+    def _compute_mined(self, labels, embeddings):
+        """`compute`, with the pair-mining masks in place during the call."""
+        if self.pair_mining is None:
+            return self.compute(labels, embeddings)
+        self._mined_pairs = self._mine_pairs(labels, embeddings)
+        try:
+            return self.compute(labels, embeddings)
+        finally:
+            self._mined_pairs = None
 
     def build_state(self, embedding_dim):
         """Creates trainable state for `embedding_dim`-d embeddings (no-op here)."""
@@ -235,12 +278,12 @@ class MetricLoss(keras.losses.Loss):
         if rows == 0:
             return tf.reduce_sum(embeddings)  # exactly 0; its gradient is the (empty) zero tensor
         if rows is not None:
-            return self.compute(labels, embeddings)
+            return self._compute_mined(labels, embeddings)
         # Dynamic batch size: an empty batch gets one zero stand-in row, so every op stays defined (also
         # when XLA compiles the function for 0 rows); its value is discarded. No control flow.
         count = tf.shape(embeddings)[0]
         missing = tf.maximum(1 - count, 0)
-        value = self.compute(tf.pad(labels, [[0, missing]]), tf.pad(embeddings, [[0, missing], [0, 0]]))
+        value = self._compute_mined(tf.pad(labels, [[0, missing]]), tf.pad(embeddings, [[0, missing], [0, 0]]))
         return tf.where(count > 0, value, tf.zeros_like(value))
 
     def compute(self, labels, embeddings):
@@ -255,4 +298,6 @@ class MetricLoss(keras.losses.Loss):
         for argument in self.config_args:
             value = getattr(self, argument)
             config[argument] = serialize_expansion(value) if argument == "expansion" else value
+        if self.pair_mining is not None:
+            config["pair_mining"] = self.pair_mining.get_config()
         return config

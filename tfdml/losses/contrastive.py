@@ -10,7 +10,7 @@ from tfdml.losses.registry import register
 
 #: Which pairs enter the loss: "all" (every pair of the batch) or the pairs of
 #: triplets drawn by one of these miners (`tfdml.losses.mining`).
-CONTRASTIVE_MININGS = ("all",) + mining_lib.PER_ANCHOR + mining_lib.PER_PAIR
+CONTRASTIVE_MININGS = ("all",) + mining_lib.PER_ANCHOR + mining_lib.PER_PAIR + mining_lib.PARAMETRIC
 #: "mean": mean over positive pairs + mean over the negative pairs with a
 #: non-zero term; "batch": the sum over all pairs' terms divided by the batch
 #: size b (Roth et al. 2020, appendix A.1).
@@ -57,7 +57,8 @@ class ContrastiveLoss(MetricLoss):
         neg_margin: margin of negative pairs (distances above it cost nothing).
         squared: square both hinge terms.
         rho: ρ-regularisation probability.
-        mining: "all" or a triplet miner name (`CONTRASTIVE_MININGS`).
+        mining: "all" or a triplet miner (`CONTRASTIVE_MININGS`; a parametric
+            miner also as its config dict).
         reduction: "mean" or "batch" (`CONTRASTIVE_REDUCTIONS`).
         normalize: L2-normalise embeddings first (default True).
         expansion: `tfdml.EmbeddingExpansion` or None.
@@ -85,7 +86,8 @@ class ContrastiveLoss(MetricLoss):
         self.neg_margin = check_number(neg_margin, "neg_margin")
         self.squared = bool(squared)
         self.rho = check_number(rho, "rho", 0.0, 1.0)
-        self.mining = check_choice(mining, "mining", CONTRASTIVE_MININGS)
+        # ρ with "all" moves positive pairs (below); with a miner it needs picked triplets
+        self.mining = mining_lib.check_mining(mining, CONTRASTIVE_MININGS, 0.0 if mining == "all" else self.rho)
         self.reduction = check_choice(reduction, "reduction", CONTRASTIVE_REDUCTIONS)
         self.normalize = bool(normalize)
 

@@ -46,7 +46,8 @@ class MarginLoss(MetricLoss):
         num_classes: number of classes for per-class β.
         nu: weight ν of the β regulariser.
         lr_multiplier: learning-rate multiplier of β.
-        mining: a `tfdml.losses.mining` miner name (not "all").
+        mining: a `tfdml.losses.mining` miner that picks triplets (`PICKING`; not
+            "all" or "angular").
         rho: ρ-regularisation probability.
         normalize: L2-normalise embeddings first (default True, as Wu et al.).
         expansion: `tfdml.EmbeddingExpansion` or None.
@@ -80,7 +81,7 @@ class MarginLoss(MetricLoss):
         self.num_classes = num_classes
         self.nu = check_number(nu, "nu", 0.0)
         self.lr_multiplier = check_number(lr_multiplier, "lr_multiplier", greater_than=0.0)
-        self.mining = mining_lib.check_mining(mining, mining_lib.PER_ANCHOR + mining_lib.PER_PAIR)
+        self.mining = mining_lib.check_mining(mining, mining_lib.PICKING)
         self.rho = check_number(rho, "rho", 0.0, 1.0)
         self.normalize = bool(normalize)
         size = num_classes if self.per_class_beta else 1

@@ -32,12 +32,25 @@ Per-(anchor, positive) miners (T = B·B, t = i·B + j):
   0 for d > 1.4 (uniform among all negatives if every weight is 0); computed in
   log space so nothing overflows. Assumes L2-normalised embeddings.
 
+Parametric miners (`tfdml.losses.miners`; a name for their defaults, or
+`{"name": ..., **arguments}`, or a miner object, kept as its config dict):
+
+- "batch_easy_hard" (Xuan et al. 2020, pytorch-metric-learning's
+  `BatchEasyHardMiner`): per anchor a positive and a negative by
+  `pos_strategy` / `neg_strategy` (easy, semihard, hard) within allowed
+  distance ranges (T = B); with one side "all", every pair of that side
+  with the other side's pick (T = B·B).
+- "angular" (pytorch-metric-learning's `AngularMiner`): every triplet whose
+  angle at the negative exceeds `angle` degrees (B×B×B, like "all"); reads
+  Euclidean distances between original points.
+
 "all" (not a miner): every valid triplet, as B×B×B broadcast tensors.
 A triplet is valid when its anchor has a positive and a negative (and, for the
 per-pair miners, j is a positive of i).
 
-Miners are names, not objects: each is a fixed-shape function of the matrices,
-so a loss's `mining` argument is a string that serialises with its config.
+Every miner mines among the pairs of the `PairMatrices` masks, so a loss's
+`pair_mining=` (`tfdml.losses.miners`) restricts the triplets' pairs first.
+Miner names and config dicts serialise with a loss's config.
 """
 import collections
 
@@ -45,11 +58,16 @@ import keras
 import tensorflow as tf
 
 from tfdml.checks import check_choice
+from tfdml.losses import miners as miners_lib
 from tfdml.losses.ops import make_seed_generator, pair_masks, pair_values, row_searchsorted
 
 PER_ANCHOR = ("hard", "easy_positive_hard", "easy_positive_semihard", "softhard", "random")
 PER_PAIR = ("semihard", "distance")
-MININGS = PER_ANCHOR + PER_PAIR + ("all",)
+#: Miners with arguments (`tfdml.losses.miners`): "batch_easy_hard" picks triplets, "angular" filters all.
+PARAMETRIC = ("batch_easy_hard", "angular")
+#: Miners that pick triplets (ρ-regularisation replaces picked triplets).
+PICKING = PER_ANCHOR + PER_PAIR + ("batch_easy_hard",)
+MININGS = PER_ANCHOR + PER_PAIR + ("all",) + PARAMETRIC
 
 MinedTriplets = collections.namedtuple("MinedTriplets", ["anchor", "positive", "negative", "valid"])
 MinedDistances = collections.namedtuple("MinedDistances", ["d_ap", "d_an", "valid", "triplets", "swapped"])
@@ -58,17 +76,60 @@ DISTANCE_WEIGHT_FLOOR = 0.5
 DISTANCE_WEIGHT_CUTOFF = 1.4
 
 
+def miner_name(mining):
+    """The name of a checked `mining` value (a name or a parametric miner's config dict)."""
+    return mining["name"] if isinstance(mining, dict) else mining
+
+
 def check_mining(mining, allowed=MININGS, rho=0.0):
     """`mining` if it is in `allowed` and compatible with ρ-regularisation.
 
+    A parametric miner (`PARAMETRIC`) may be given as its name, its config dict
+    or a `tfdml.losses.miners` object; dicts and objects are returned as the
+    miner's full config dict (which serialises with the loss's config).
+
     Raises:
-        ValueError: unknown `mining`, or `rho > 0` with `mining="all"` (ρ replaces
-            picked triplets; "all" picks none).
+        ValueError: unknown `mining` or bad miner arguments (naming them), or
+            `rho > 0` with a miner that picks no triplets ("all", "angular").
     """
-    check_choice(mining, "mining", allowed)
-    if mining == "all" and rho > 0:
-        raise ValueError("rho > 0 needs a miner that picks triplets; mining='all' does not.")
+    if isinstance(mining, (dict, miners_lib.Miner)):
+        miner = miners_lib.get_miner(mining, "mining", "triplet")
+        check_choice(miner.name, "mining", allowed)
+        _check_triplet_miner(miner)
+        mining = miner.get_config()
+    else:
+        check_choice(mining, "mining", allowed)
+    if rho > 0 and miner_name(mining) not in PICKING:
+        raise ValueError(f"rho > 0 needs a miner that picks triplets; mining={miner_name(mining)!r} does not.")
     return mining
+
+
+def _check_triplet_miner(miner):
+    if miner.name == "batch_easy_hard" and miner.pos_strategy == miner.neg_strategy == "all":
+        raise ValueError("mining='batch_easy_hard' with pos_strategy='all' and neg_strategy='all' is every "
+                         "triplet: use mining='all'.")
+
+
+def triplet_miner(mining):
+    """The `tfdml.losses.miners` object of a parametric `mining` (None for the named miners)."""
+    if miner_name(mining) not in PARAMETRIC:
+        return None
+    return miners_lib.get_miner(mining, "mining", "triplet")
+
+
+def euclidean_from(matrix, metric):
+    """Euclidean distances from a (B, B) matrix in `metric` (unit vectors for "cosine_distance").
+
+    Raises:
+        ValueError: for another metric.
+    """
+    if metric == "euclidean":
+        return matrix
+    if metric == "squared_euclidean":
+        return tf.sqrt(tf.nn.relu(matrix))
+    if metric == "cosine_distance":
+        return tf.sqrt(tf.nn.relu(2.0 * matrix))
+    raise ValueError(f"mining='angular' needs Euclidean, squared Euclidean or cosine distances, got {metric!r}.")
 
 
 def _argmin_masked(values, mask):
@@ -185,7 +246,24 @@ def _distance_negatives(neg_d, neg_mask, embedding_dim, seed_generator):
     return _sample_rows(tf.stop_gradient(logits), seed_generator)  # (B, B): sample j for the pair (i, j)
 
 
-def mine_triplets(pos_distances, neg_distances, labels, mining, margin=0.2, seed=None, embedding_dim=None):
+def _easy_hard_triplets(miner, pos_d, neg_d, pos_mask, neg_mask):
+    """`MinedTriplets` of a `BatchEasyHardMiner` (T = B, or B·B with one side "all")."""
+    positive, negative = miner.select(pos_d, neg_d, pos_mask, neg_mask)
+    batch = tf.shape(pos_d)[0]
+    index = tf.range(batch)
+    if positive is not None and negative is not None:
+        return MinedTriplets(index, positive[0], negative[0], tf.logical_and(positive[1], negative[1]))
+    anchor = tf.repeat(index, batch)
+    other = tf.tile(index, [batch])
+    if positive is None:  # every positive pair (i, j), t = i·B + j, with i's negative
+        valid = tf.logical_and(pos_mask, negative[1][:, None])
+        return MinedTriplets(anchor, other, tf.gather(negative[0], anchor), tf.reshape(valid, [-1]))
+    valid = tf.logical_and(neg_mask, positive[1][:, None])  # every negative pair (i, k), t = i·B + k
+    return MinedTriplets(anchor, tf.gather(positive[0], anchor), other, tf.reshape(valid, [-1]))
+
+
+def mine_triplets(pos_distances, neg_distances, labels, mining, margin=0.2, seed=None, embedding_dim=None,
+                  masks=None):
     """Mines triplets from a batch (see the module docstring for each miner).
 
     Args:
@@ -193,19 +271,23 @@ def mine_triplets(pos_distances, neg_distances, labels, mining, margin=0.2, seed
         neg_distances: (B, B) distances for negative pairs (EE-pooled or equal to
             `pos_distances`).
         labels: (B,) integer labels.
-        mining: a name in `PER_ANCHOR + PER_PAIR`.
+        mining: a name in `PICKING` (or a "batch_easy_hard" config dict).
         margin: semi-hard window width.
         seed: int, None or `keras.random.SeedGenerator` for the random miners.
         embedding_dim: embedding dimension D, required for "distance".
+        masks: (positive, negative) (B, B) bool pair masks to mine among
+            (default: all pairs of the labels).
 
     Returns:
         `MinedTriplets(anchor, positive, negative, valid)`, int32 / bool of shape
         (T,): T = B for per-anchor miners, B·B for per-pair miners.
     """
-    check_mining(mining, PER_ANCHOR + PER_PAIR)
+    mining = check_mining(mining, PICKING)
     seed_generator = make_seed_generator(seed)
     labels = tf.reshape(labels, [-1])
-    pos_mask, neg_mask = pair_masks(labels)
+    pos_mask, neg_mask = pair_masks(labels) if masks is None else masks
+    if miner_name(mining) == "batch_easy_hard":
+        return _easy_hard_triplets(triplet_miner(mining), pos_distances, neg_distances, pos_mask, neg_mask)
     batch = tf.shape(labels)[0]
     index = tf.range(batch)
     if mining in PER_ANCHOR:
@@ -319,8 +401,11 @@ def mined_distances(matrices, labels, mining, margin=0.2, rho=0.0, seed=None, va
         matrices: `tfdml.losses.pairs.PairMatrices` to mine on (`positive` for
             anchor–positive, `negative` for anchor–negative pairs).
         labels: (B,) integer labels.
-        mining: a name in `MININGS`. "all" mines nothing: every valid triplet,
-            as broadcast tensors d_ap (B, B, 1), d_an (B, 1, B), valid (B, B, B).
+        mining: a name in `MININGS` (or a parametric miner's config dict).
+            "all" mines nothing: every valid triplet, as broadcast tensors
+            d_ap (B, B, 1), d_an (B, 1, B), valid (B, B, B); "angular" the
+            same with the triplets below its angle invalid. Triplets are mined
+            among the pairs of `matrices.positive_mask` / `negative_mask`.
         margin: semi-hard window width.
         rho: ρ-regularisation probability (0 with "all").
         seed: int, None or `keras.random.SeedGenerator` of the random draws
@@ -334,14 +419,18 @@ def mined_distances(matrices, labels, mining, margin=0.2, rho=0.0, seed=None, va
         validity of the T mined triplets ((T,) each), the `MinedTriplets` after
         ρ and the bool (T,) mask of ρ-replaced triplets (both None for "all").
     """
-    check_mining(mining, MININGS, rho)
+    mining = check_mining(mining, MININGS, rho)
     values = matrices if values is None else values
-    if mining == "all":
+    if miner_name(mining) in ("all", "angular"):
         valid = tf.logical_and(matrices.positive_mask[:, :, None], matrices.negative_mask[:, None, :])
+        if miner_name(mining) == "angular":
+            euclidean = euclidean_from(tf.stop_gradient(matrices.positive), getattr(matrices, "metric", None))
+            valid = tf.logical_and(valid, triplet_miner(mining).keep(euclidean))
         return MinedDistances(values.positive[:, :, None], values.negative[:, None, :], valid, None, None)
     seed_generator = make_seed_generator(seed)
     triplets = mine_triplets(tf.stop_gradient(matrices.positive), tf.stop_gradient(matrices.negative), labels,
-                             mining, margin=margin, seed=seed_generator, embedding_dim=matrices.embedding_dim)
+                             mining, margin=margin, seed=seed_generator, embedding_dim=matrices.embedding_dim,
+                             masks=(matrices.positive_mask, matrices.negative_mask))
     triplets, swapped = apply_rho(triplets, labels, rho, seed_generator)
     d_ap = pair_values(values.positive, triplets.anchor, triplets.positive)
     negative_pairs = tf.stack([triplets.anchor, triplets.negative], axis=1)

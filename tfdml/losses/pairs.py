@@ -26,16 +26,20 @@ class PairMatrices:
         positive: (B, B) metric between original points (used for positive pairs).
         negative: (B, B) metric for negative pairs: EE-pooled when an expansion is
             active, otherwise the same tensor as `positive`.
-        positive_mask, negative_mask: (B, B) bool masks (positive excludes i = j).
+        positive_mask, negative_mask: (B, B) bool masks (positive excludes i = j);
+            with a loss's `pair_mining`, only the mined pairs.
         embedding_dim: the embedding dimension D (static int or None).
+        metric: the `tfdml.distances.METRICS` name of the matrices (None if
+            another measure).
     """
 
-    def __init__(self, positive, negative, positive_mask, negative_mask, embedding_dim=None):
+    def __init__(self, positive, negative, positive_mask, negative_mask, embedding_dim=None, metric=None):
         self.positive = positive
         self.negative = negative
         self.positive_mask = positive_mask
         self.negative_mask = negative_mask
         self.embedding_dim = embedding_dim
+        self.metric = metric
 
 
 def resolve_pooling(expansion, default_pooling):
@@ -88,7 +92,7 @@ def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", n
         rescaled = distances.rescale(original, scale, metric)
         pooled = rescaled if pooled is original else distances.rescale(pooled, scale, metric)
         original = rescaled
-    return PairMatrices(original, pooled, positive_mask, negative_mask, dim)
+    return PairMatrices(original, pooled, positive_mask, negative_mask, dim, metric)
 
 
 def serialize_expansion(expansion):

@@ -5,7 +5,7 @@ from tfdml import distances
 from tfdml.checks import check_number
 from tfdml.losses import mining as mining_lib
 from tfdml.losses.base import MetricLoss
-from tfdml.losses.ops import masked_mean, normalize_if, pair_masks
+from tfdml.losses.ops import masked_mean, normalize_if
 from tfdml.losses.pairs import PairMatrices
 from tfdml.losses.registry import register
 
@@ -120,7 +120,7 @@ class SNRLoss(MetricLoss):
     def compute(self, labels, embeddings):
         embeddings = normalize_if(embeddings, self.normalize)
         if self.mining == "all":  # nothing to mine
-            snr = self.snr_matrices(embeddings, labels, *pair_masks(labels))
+            snr = self.snr_matrices(embeddings, labels, *self.mined_pair_masks(labels))
             matrices = snr
         else:  # mining uses Euclidean distances, EE-pooled the same way
             matrices = self.pair_matrices(embeddings, labels, "euclidean", self.normalize)
