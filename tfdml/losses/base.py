@@ -25,7 +25,6 @@ and `get_config` from here.
 import keras
 import tensorflow as tf
 
-from tfdml import distances
 from tfdml.checks import check_seed
 from tfdml.losses import distributed
 from tfdml.losses import miners as miners_lib
@@ -193,7 +192,7 @@ class MetricLoss(keras.losses.Loss):
             raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument 'pair_mining' "
                             "(pair mining applies to the pair-based losses)")
         self.pair_mining = None if pair_mining is None else miners_lib.get_miner(pair_mining, "pair_mining")
-        self._mined_pairs = None
+        self._mined_pairs = self._source_embeddings = None
 
     @property
     def compute_dtype(self):
@@ -217,6 +216,7 @@ class MetricLoss(keras.losses.Loss):
         matrices = pair_matrices(embeddings, labels, metric, self.expansion, self.pooling, normalized)
         if self._mined_pairs is not None:
             matrices.positive_mask, matrices.negative_mask = self.mined_pair_masks(labels)
+        matrices.source_embeddings = self._source_embeddings
         return matrices
 
     def mined_pair_masks(self, labels):
@@ -229,19 +229,18 @@ class MetricLoss(keras.losses.Loss):
     def _mine_pairs(self, labels, embeddings):
         """The `pair_mining` masks of the batch: Euclidean distances of the L2-normalised
         embeddings (EE-pooled for negative pairs), without gradient."""
-        x = tf.stop_gradient(embeddings)
-        unit = distances.l2_normalize(x / distances.batch_scale(x))
-        return self.pair_mining(pair_matrices(unit, labels, "euclidean", self.expansion, self.pooling, True))
+        return miners_lib.mine_pairs(self.pair_mining, labels, embeddings, self.expansion, self.pooling)
 
     def _compute_mined(self, labels, embeddings):
-        """`compute`, with the pair-mining masks in place during the call."""
-        if self.pair_mining is None:
-            return self.compute(labels, embeddings)
-        self._mined_pairs = self._mine_pairs(labels, embeddings)
+        """`compute`, with the pair-mining masks and the call's embeddings in place
+        for `pair_matrices` during the call."""
+        self._source_embeddings = embeddings
+        if self.pair_mining is not None:
+            self._mined_pairs = self._mine_pairs(labels, embeddings)
         try:
             return self.compute(labels, embeddings)
         finally:
-            self._mined_pairs = None
+            self._mined_pairs = self._source_embeddings = None
 
     def build_state(self, embedding_dim):
         """Creates trainable state for `embedding_dim`-d embeddings (no-op here)."""

@@ -42,13 +42,14 @@ through `tfdml.losses.mining.mined_distances`):
 
 Which distances a miner reads: pair miners read Euclidean distances between
 the L2-normalised embeddings (pytorch-metric-learning's default distance),
-whatever the loss's own metric; the triplet miners read the loss's mining
-matrices, converted to Euclidean distances ("angular" needs a Euclidean,
-squared Euclidean or cosine distance). Under Embedding Expansion every miner
-reads the distance between original points for positive pairs and the
-EE-pooled distance for negative pairs ("angular" reads original points for all
-three sides of its triangle: it selects triplets of the batch; the loss then
-uses its pooled anchor–negative value).
+whatever the loss's own metric; "batch_easy_hard" as a triplet miner reads
+the loss's mining matrices, like the other triplet miners; "angular" reads
+Euclidean distances between the embeddings the loss was called with,
+L2-normalised (or raw with `normalize=False`). Under Embedding Expansion the
+pair miners and "batch_easy_hard" read the distance between original points
+for positive pairs and the EE-pooled distance for negative pairs; "angular"
+reads original points for all three sides of its triangle (it selects
+triplets of the batch; the loss then uses its pooled anchor–negative value).
 
 Every miner is fixed-shape (XLA-compatible), O(B²) memory (angular: the B³
 candidate mask of `mining="all"`), seedable ("uniform_histogram" draws from
@@ -60,8 +61,10 @@ import math
 import keras
 import tensorflow as tf
 
+from tfdml import distances
 from tfdml.checks import check_choice, check_int, check_number, check_seed
 from tfdml.losses.ops import make_seed_generator, row_searchsorted
+from tfdml.losses.pairs import pair_matrices
 
 _MINERS = {}
 
@@ -140,6 +143,26 @@ def get_miner(spec, argument="pair_mining", kind="pair"):
     if kind not in miner.kinds:
         raise ValueError(f"{argument}={miner.name!r} is not a {kind} miner; expected one of {allowed}.")
     return miner
+
+
+def mine_pairs(miner, labels, embeddings, expansion=None, pooling="class"):
+    """The (positive, negative) (B, B) bool masks a pair miner keeps, without gradient.
+
+    The miner reads Euclidean distances between the L2-normalised embeddings
+    (exact at any magnitude: the batch is divided by its largest entry first);
+    with an `expansion`, negative pairs read the EE-pooled distance (`pooling`
+    unless the expansion sets its own).
+
+    Args:
+        miner: a pair miner (`get_miner`).
+        labels: (B,) integer labels.
+        embeddings: (B, D) float embeddings.
+        expansion: `tfdml.EmbeddingExpansion` or None.
+        pooling: EE pooling, "class" or "anchor".
+    """
+    x = tf.stop_gradient(embeddings)
+    unit = distances.l2_normalize(x / distances.batch_scale(x))
+    return miner(pair_matrices(unit, labels, "euclidean", expansion, pooling, True))
 
 
 def _one_hot_rows(index, batch):
@@ -386,18 +409,35 @@ class AngularMiner(Miner):
     `AngularMiner`).
 
     Keeps every triplet (a, p, n) with arctan(d_ap / (2·d(n, c))) > `angle`,
-    c = (x_a + x_p)/2, on Euclidean distances (arctan2: a triplet with
-    d_ap = d(n, c) = 0 has angle 0).
+    c = (x_a + x_p)/2, on Euclidean distances between the L2-normalised
+    embeddings (the angle of Wang et al.'s angular loss, which normalises its
+    features; arctan2: a triplet with d_ap = d(n, c) = 0 has angle 0).
+    `normalize=False` is pytorch-metric-learning's form: its miner asserts a
+    normalising distance but measures the triangle on the raw embeddings
+    (`pairwise_distance` does not normalise; torch also adds 1e-6 to each
+    coordinate difference, which this does not).
 
     Args:
         angle: threshold in degrees (default 20, pytorch-metric-learning's).
+        normalize: measure the angle on L2-normalised (True, default) or raw
+            (False, pytorch-metric-learning's) embeddings.
     """
 
     kinds = ("triplet",)
-    config_args = ("angle",)
+    config_args = ("angle", "normalize")
 
-    def __init__(self, angle=20.0):
+    def __init__(self, angle=20.0, normalize=True):
         self.angle = check_number(angle, "angle", 0.0, 180.0)
+        self.normalize = bool(normalize)
+
+    def euclidean(self, embeddings):
+        """(B, B) Euclidean distances the angle is measured on (up to a common scale,
+        to which the angle is invariant), without gradient."""
+        x = tf.stop_gradient(embeddings)
+        x = x / distances.batch_scale(x)
+        if self.normalize:
+            x = distances.l2_normalize(x)
+        return distances.euclidean(x)
 
     def keep(self, euclidean):
         """(B, B, B) bool: triplet (a, p, n) passes, from the (B, B) Euclidean distances."""

@@ -42,7 +42,8 @@ Parametric miners (`tfdml.losses.miners`; a name for their defaults, or
   with the other side's pick (T = B·B).
 - "angular" (pytorch-metric-learning's `AngularMiner`): every triplet whose
   angle at the negative exceeds `angle` degrees (B×B×B, like "all"); reads
-  Euclidean distances between original points.
+  Euclidean distances between the L2-normalised (`normalize=False`: raw)
+  embeddings of the loss's call, original points only.
 
 "all" (not a miner): every valid triplet, as B×B×B broadcast tensors.
 A triplet is valid when its anchor has a positive and a negative (and, for the
@@ -115,6 +116,17 @@ def triplet_miner(mining):
     if miner_name(mining) not in PARAMETRIC:
         return None
     return miners_lib.get_miner(mining, "mining", "triplet")
+
+
+def _angular_distances(miner, matrices):
+    """The Euclidean distances the angular miner measures: of the loss's call embeddings
+    (`matrices.source_embeddings`), else from the matrices themselves (L2-normalised
+    embeddings only)."""
+    if matrices.source_embeddings is not None:
+        return miner.euclidean(matrices.source_embeddings)
+    if not miner.normalize:
+        raise ValueError("mining='angular' with normalize=False needs the embeddings: PairMatrices built by a loss.")
+    return euclidean_from(tf.stop_gradient(matrices.positive), matrices.metric)
 
 
 def euclidean_from(matrix, metric):
@@ -424,8 +436,8 @@ def mined_distances(matrices, labels, mining, margin=0.2, rho=0.0, seed=None, va
     if miner_name(mining) in ("all", "angular"):
         valid = tf.logical_and(matrices.positive_mask[:, :, None], matrices.negative_mask[:, None, :])
         if miner_name(mining) == "angular":
-            euclidean = euclidean_from(tf.stop_gradient(matrices.positive), getattr(matrices, "metric", None))
-            valid = tf.logical_and(valid, triplet_miner(mining).keep(euclidean))
+            valid = tf.logical_and(valid, triplet_miner(mining).keep(_angular_distances(triplet_miner(mining),
+                                                                                        matrices)))
         return MinedDistances(values.positive[:, :, None], values.negative[:, None, :], valid, None, None)
     seed_generator = make_seed_generator(seed)
     triplets = mine_triplets(tf.stop_gradient(matrices.positive), tf.stop_gradient(matrices.negative), labels,

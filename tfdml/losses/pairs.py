@@ -31,7 +31,12 @@ class PairMatrices:
         embedding_dim: the embedding dimension D (static int or None).
         metric: the `tfdml.distances.METRICS` name of the matrices (None if
             another measure).
+        source_embeddings: the (B, D) embeddings the loss was called with
+            (before its normalisation), when built by a loss; None otherwise.
+            Miners that measure their own geometry ("angular") read them.
     """
+
+    source_embeddings = None
 
     def __init__(self, positive, negative, positive_mask, negative_mask, embedding_dim=None, metric=None):
         self.positive = positive
