@@ -181,7 +181,10 @@ def test_batch_easy_hard_default_is_easy_positive_semihard():
 def _pml_with_miner(loss, miner, labels, x):
     xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     y = torch.tensor(labels, dtype=torch.long)
-    value = loss(xt, y, miner(xt, y))
+    mined = miner(xt, y)
+    if isinstance(loss, pml_losses.GenericPairLoss) and all(len(v) <= 1 for v in mined):
+        pytest.skip("PML's pair losses return 0 when given at most one pair of each kind")
+    value = loss(xt, y, mined)
     if not value.requires_grad:
         return float(value), np.zeros_like(x)
     (grad,) = torch.autograd.grad(value, xt, allow_unused=True)
@@ -449,7 +452,7 @@ def test_degenerate_batches_and_magnitudes_give_finite_values_and_gradients(name
             grad = tape.gradient(value, xt)
             assert np.isfinite(float(value)), (type(loss).__name__, expansion)
             assert grad is None or np.isfinite(grad.numpy()).all()
-            if case in ("one_class", "singletons"):
+            if case in ("one_class", "singletons") and isinstance(loss, tfdml.losses.TripletLoss):  # no triplet
                 assert float(value) == 0.0 and (grad is None or np.all(grad.numpy() == 0.0))
 
 
@@ -472,7 +475,7 @@ def test_configs_round_trip_and_name_miners():
                                         mining={"name": "angular", "angle": 30})
     config = loss.get_config()
     assert config["pair_mining"] == {"name": "pair_margin", "pos_margin": 0.3, "neg_margin": 0.7}
-    assert config["mining"] == {"name": "angular", "angle": 30.0}
+    assert config["mining"] == {"name": "angular", "angle": 30.0, "normalize": True}
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert restored.get_config() == config
     assert "pair_mining" not in tfdml.losses.ContrastiveLoss().get_config()

@@ -93,6 +93,11 @@ def check_mining(mining, allowed=MININGS, rho=0.0):
         ValueError: unknown `mining` or bad miner arguments (naming them), or
             `rho > 0` with a miner that picks no triplets ("all", "angular").
     """
+    name = getattr(mining, "name", None) if not isinstance(mining, dict) else mining.get("name")
+    name = mining if isinstance(mining, str) else name
+    if isinstance(name, str) and name in miners_lib.miner_names("pair") and name not in PARAMETRIC:
+        raise ValueError(f"mining={name!r} is not a triplet miner but a pair miner: pass it as pair_mining= "
+                         "(with mining='all' the loss takes the triplets of its pairs).")
     if isinstance(mining, (dict, miners_lib.Miner)):
         miner = miners_lib.get_miner(mining, "mining", "triplet")
         check_choice(miner.name, "mining", allowed)
