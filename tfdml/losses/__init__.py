@@ -5,7 +5,7 @@ Build one by class or by name: `tfdml.losses.get("triplet", margin=0.2)`;
 
 Layout: `base` (`MetricLoss`, input validation), `ops` (masked reductions),
 `pairs` (`PairMatrices`, the Embedding Expansion seam), `mining` (the triplet
-family's one mining path), `state` (trainable loss state), `proxies` (base of the
+family's one mining path), `miners` (parametric pair and triplet miners), `state` (trainable loss state), `proxies` (base of the
 proxy losses), `registry`, `distributed`, and one module per loss holding its
 formula.
 
@@ -39,7 +39,11 @@ Argument vocabulary — one name per concept, the same in every loss:
 - `scale`: multiplier of logits (ArcFace, CosFace, tuplet-margin s, SoftTriple λ,
   Circle γ, NCA's softmax scale); `temperature`: divisor of logits (normalised
   softmax T, the triplet "nca" form, SupCon and NT-Xent τ).
-- `mining`, `rho`: triplet miner name and ρ-regularisation probability;
+- `mining`, `rho`: triplet miner (a name, or `{"name": ..., **arguments}` for
+  "batch_easy_hard" and "angular") and ρ-regularisation probability;
+  `pair_mining`: the pair miner of every pair-based loss ("hdc", "pair_margin",
+  "uniform_histogram", "batch_easy_hard"; `tfdml.losses.miners`), which keeps
+  only the mined positive / negative pairs;
   `average_over`: what the triplet loss divides its sum by (triplets, active
   triplets, positive pairs, or nothing: "sum"), and SupCon's (anchors or active anchors).
 - Where pytorch-metric-learning's form differs from the paper's, a named option
@@ -68,6 +72,7 @@ from tfdml.losses.instance import InstanceLoss
 from tfdml.losses.intra_pair_variance import IntraPairVarianceLoss
 from tfdml.losses.lifted import LiftedStructureLoss
 from tfdml.losses.margin import MarginLoss
+from tfdml.losses.miners import AngularMiner, BatchEasyHardMiner, HDCMiner, PairMarginMiner, UniformHistogramMiner
 from tfdml.losses.multi_similarity import MultiSimilarityLoss
 from tfdml.losses.nca import NCALoss
 from tfdml.losses.normalized_softmax import NormalizedSoftmaxLoss
@@ -120,6 +125,11 @@ __all__ = [
     "IntraPairVarianceLoss",
     "NCALoss",
     "InstanceLoss",
+    "HDCMiner",
+    "PairMarginMiner",
+    "UniformHistogramMiner",
+    "BatchEasyHardMiner",
+    "AngularMiner",
     "get",
     "get_class",
     "names",

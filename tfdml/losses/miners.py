@@ -236,6 +236,20 @@ class PairMarginMiner(PairMiner):
 
     Keeps positive pairs with d > `pos_margin` and negative pairs with
     d < `neg_margin` (defaults 0.2 and 0.8, pytorch-metric-learning's).
+
+    Args:
+        pos_margin: positive pairs closer than this are dropped.
+        neg_margin: negative pairs farther than this are dropped.
+
+    Example (the positive pair is √2 apart, below `pos_margin` = 1.5, so only
+    the negative term of the contrastive loss is left: the two negative pairs
+    √2 apart, inside its `neg_margin` = 1.5):
+
+    >>> miner = {"name": "pair_margin", "pos_margin": 1.5, "neg_margin": 1.5}
+    >>> loss = tfdml.losses.ContrastiveLoss(neg_margin=1.5, pair_mining=miner)
+    >>> value = loss([7, 7, 3], [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    >>> round(float(value), 4)  # 1.5 − √2
+    0.0858
     """
 
     config_args = ("pos_margin", "neg_margin")
