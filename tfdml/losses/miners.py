@@ -275,7 +275,8 @@ class UniformHistogramMiner(PairMiner):
 
     Args:
         num_bins: K (default 100).
-        pos_per_bin, neg_per_bin: draws per bin (default 10).
+        pos_per_bin: draws per bin of positive pairs (default 10).
+        neg_per_bin: draws per bin of negative pairs (default 10).
         seed: int seed of the draws, or None.
     """
 
@@ -347,8 +348,10 @@ class BatchEasyHardMiner(PairMiner):
     defaults), which is the triplet miner "easy_positive_semihard".
 
     Args:
-        pos_strategy, neg_strategy: one of `STRATEGIES`.
-        allowed_pos_range, allowed_neg_range: None or [low, high].
+        pos_strategy: one of `STRATEGIES` (default "easy").
+        neg_strategy: one of `STRATEGIES` (default "semihard").
+        allowed_pos_range: None or [low, high] of positive-pair distances.
+        allowed_neg_range: None or [low, high] of negative-pair distances.
     """
 
     kinds = ("pair", "triplet")
