@@ -15,7 +15,7 @@ import yaml
 import reference_expansion as ref_ee
 import reference_miners as ref
 import tfdml
-from conftest import loss_and_gradient
+from conftest import loss_and_gradient, mirrored_strategy
 from tfdml.losses import miners, mining
 from tfdml.losses.pairs import pair_matrices
 
@@ -426,6 +426,21 @@ def test_dynamic_batch_size_under_xla():
     x = _x(labels, 16).astype(np.float32)
     assert float(call(labels, x)) == pytest.approx(float(loss(labels, x)), rel=1e-4)
     assert float(call(np.zeros([0], np.int32), np.zeros([0, DIM], np.float32))) == 0.0
+
+
+@pytest.mark.parametrize("spec", ["hdc", {"name": "batch_easy_hard", "pos_strategy": "hard", "neg_strategy": "hard"}])
+def test_pair_mining_sees_the_global_batch_under_a_mirrored_strategy(spec):
+    labels = LAYOUTS["2_per_class"].astype(np.int32)
+    x = _x(labels, 18).astype(np.float32)
+    expected = float(tfdml.losses.TripletLoss(mining="all", pair_mining=spec)(labels, x))
+    strategy = mirrored_strategy()
+    with strategy.scope():
+        loss = tfdml.losses.TripletLoss(mining="all", pair_mining=spec)
+    batch = next(iter(strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((labels, x)).batch(len(labels)))))
+    per_replica = strategy.run(tf.function(lambda y, e: loss(y, e)), args=batch)
+    value = float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+    assert value == pytest.approx(expected, rel=1e-5)
 
 
 DEGENERATE = {

@@ -231,9 +231,10 @@ class MetricLoss(keras.losses.Loss):
         embeddings (EE-pooled for negative pairs), without gradient."""
         return miners_lib.mine_pairs(self.pair_mining, labels, embeddings, self.expansion, self.pooling)
 
-    def _compute_mined(self, labels, embeddings):
-        """`compute`, with the pair-mining masks and the call's embeddings in place
-        for `pair_matrices` during the call."""
+    def compute_mined(self, labels, embeddings):
+        """`compute` of validated, gathered, cast inputs, with the `pair_mining` masks
+        and the call's embeddings in place for `pair_matrices` during the call
+        (what `__call__` runs; for callers that gather the batch themselves)."""
         self._source_embeddings = embeddings
         if self.pair_mining is not None:
             self._mined_pairs = self._mine_pairs(labels, embeddings)
@@ -277,12 +278,12 @@ class MetricLoss(keras.losses.Loss):
         if rows == 0:
             return tf.reduce_sum(embeddings)  # exactly 0; its gradient is the (empty) zero tensor
         if rows is not None:
-            return self._compute_mined(labels, embeddings)
+            return self.compute_mined(labels, embeddings)
         # Dynamic batch size: an empty batch gets one zero stand-in row, so every op stays defined (also
         # when XLA compiles the function for 0 rows); its value is discarded. No control flow.
         count = tf.shape(embeddings)[0]
         missing = tf.maximum(1 - count, 0)
-        value = self._compute_mined(tf.pad(labels, [[0, missing]]), tf.pad(embeddings, [[0, missing], [0, 0]]))
+        value = self.compute_mined(tf.pad(labels, [[0, missing]]), tf.pad(embeddings, [[0, missing], [0, 0]]))
         return tf.where(count > 0, value, tf.zeros_like(value))
 
     def compute(self, labels, embeddings):

@@ -48,7 +48,7 @@ def _ranking_loss(loss, labels, embeddings):
     labels, embeddings = validate_inputs(labels, embeddings)
     labels = tf.ensure_shape(tf.distribute.get_replica_context().all_gather(labels, axis=0), [None])
     embeddings = tf.cast(_gather(embeddings), loss.compute_dtype)
-    return distributed.scale_for_replicas(loss.compute(labels, embeddings))
+    return distributed.scale_for_replicas(loss.compute_mined(labels, embeddings))
 
 
 def _unscaled(value):
