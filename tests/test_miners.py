@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 pml = pytest.importorskip("pytorch_metric_learning")
 from pytorch_metric_learning import losses as pml_losses  # noqa: E402
 from pytorch_metric_learning import miners as pml_miners  # noqa: E402
-from test_loss_pml import LAYOUTS, assert_matches, pml_value_and_gradient  # noqa: E402
+from test_loss_pml import LAYOUTS, assert_matches  # noqa: E402
 
 DIM = 5
 
