@@ -279,6 +279,26 @@ def test_contrastive_with_a_miner_equals_the_loop_formula_on_the_mined_pairs():
     assert float(loss(labels, x)) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["2_per_class", "uneven_with_singleton"])
+def test_triplet_with_miners_equals_the_loop_formula(layout):
+    """Hinge [d_ap − d_an + m]_+ over the mined triplets: active-triplet mean for the triplets of HDC's
+    pairs (mining="all"), mean over the per-anchor triplets for batch_easy_hard (its default average)."""
+    labels = LAYOUTS[layout]
+    x = _x(labels, 19)
+    d = ref.euclidean(x)
+    (pos, _), (neg, _) = ref.hdc(d, labels, 0.5)
+    hinges = [max(d[a, p] - d[a, n] + 0.2, 0.0) for a, p, n in ref.triplets_of_pairs(pos, neg)]
+    active = [h for h in hinges if h > 0]
+    loss = tfdml.losses.TripletLoss(margin=0.2, mining="all", pair_mining="hdc", dtype="float64")
+    if not _tied_boundary("hdc", labels, x):
+        assert float(loss(labels, x)) == pytest.approx(sum(active) / len(active), rel=1e-12)
+    triplets = ref.triplets_of_pairs(*ref.batch_easy_hard(d, labels, "hard", "semihard", None, (0.0, 1.5)))
+    hinges = [max(d[a, p] - d[a, n] + 0.2, 0.0) for a, p, n in triplets]
+    spec = {"name": "batch_easy_hard", "pos_strategy": "hard", "allowed_neg_range": [0.0, 1.5]}
+    loss = tfdml.losses.TripletLoss(margin=0.2, mining=spec, dtype="float64")
+    assert float(loss(labels, x)) == pytest.approx(sum(hinges) / len(hinges), rel=1e-12)
+
+
 # ------------------------------------------------------------------ uniform histogram
 def test_uniform_histogram_bins_equal_the_reference_and_pml():
     labels = LAYOUTS["uneven_with_singleton"]
