@@ -19,8 +19,10 @@ REQUIRED_ARGS = {
     "proxy_anchor": {"num_classes": 4},
     "cosface": {"num_classes": 4},
     "sub_center_arcface": {"num_classes": 4},
+    "cross_batch_memory": {"loss": {"name": "contrastive"}, "memory_size": 16},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}
+MEMORY_LOSSES = {"cross_batch_memory"}  # state changes with every call
 
 
 def _build(name, dim=6, **kwargs):
@@ -164,9 +166,12 @@ def test_no_valid_tuple_gives_zero_loss_and_zero_gradient(name):
 def test_eager_graph_and_xla_agree(name):
     labels, x = _batch()
     loss = _build(name, seed=3) if name in RANDOM_LOSSES else _build(name)
-    eager = float(loss(labels, x))
-    graph = float(tf.function(lambda a, b: loss(a, b))(labels, x))
-    xla = float(tf.function(lambda a, b: loss(a, b), jit_compile=True)(labels, x))
+    # A memory changes with every call: each mode gets a fresh loss.
+    fresh = _build if name in MEMORY_LOSSES else (lambda _: loss)
+    eager = float(fresh(name)(labels, x))
+    graph_loss, xla_loss = fresh(name), fresh(name)
+    graph = float(tf.function(lambda a, b: graph_loss(a, b))(labels, x))
+    xla = float(tf.function(lambda a, b: xla_loss(a, b), jit_compile=True)(labels, x))
     if name in RANDOM_LOSSES:
         assert np.isfinite([eager, graph, xla]).all()
     else:

@@ -87,6 +87,7 @@ from tfdml.losses.sub_center_arcface import SubCenterArcFaceLoss
 from tfdml.losses.supcon import SupConLoss
 from tfdml.losses.triplet import TripletLoss
 from tfdml.losses.tuplet_margin import TupletMarginLoss
+from tfdml.losses.xbm import CrossBatchMemory, MemoryQueue
 
 __all__ = [
     "MetricLoss",
@@ -120,6 +121,8 @@ __all__ = [
     "IntraPairVarianceLoss",
     "NCALoss",
     "InstanceLoss",
+    "CrossBatchMemory",
+    "MemoryQueue",
     "get",
     "get_class",
     "names",

@@ -19,6 +19,7 @@ the state itself. A subclassed model overriding neither `compile` nor
 `compile_from_config` cannot, so `attach_loss_state` warns (its weights files
 still work when the reloaded model is attached before `load_weights`).
 """
+import contextlib
 import math
 import warnings
 
@@ -124,6 +125,13 @@ class LossVariable(keras.layers.Layer):
         return {**super().get_config(), "shape": list(self.value_shape), "initial": self.initial,
                 "lr_multiplier": self.lr_multiplier, "seed": self.seed}
 
+def frozen_loss_state(loss):
+    """Context in which `loss` keeps non-trainable state (a cross-batch memory) unchanged: used by
+    evaluation steps, so validation batches never enter a training memory."""
+    frozen = getattr(loss, "frozen", None)
+    return frozen() if callable(frozen) else contextlib.nullcontext()
+
+
 @keras.saving.register_keras_serializable(package="tfdml")
 class LossStateFunctional(Functional):
     """A functional model whose `.keras` file restores its loss's trainable state.
@@ -134,6 +142,10 @@ class LossStateFunctional(Functional):
     the rebuilt loss's state before compiling, so the optimizer gets slots for
     it and the saved values and optimizer state are restored.
     """
+
+    def test_step(self, data):
+        with frozen_loss_state(getattr(self, "loss", None)):
+            return super().test_step(data)
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)

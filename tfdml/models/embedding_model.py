@@ -265,7 +265,12 @@ class EmbeddingModel(keras.Model):
 
     def test_step(self, data):
         objective = getattr(self, "_sharing_objective", None)
-        return objective.test_step(self, data) if objective is not None else super().test_step(data)
+        if objective is not None:
+            return objective.test_step(self, data)
+        from tfdml.losses.state import frozen_loss_state
+
+        with frozen_loss_state(getattr(self, "loss", None)):
+            return super().test_step(data)
 
     def get_compile_config(self):
         config = super().get_compile_config()
