@@ -19,6 +19,9 @@ REQUIRED_ARGS = {
     "proxy_anchor": {"num_classes": 4},
     "cosface": {"num_classes": 4},
     "sub_center_arcface": {"num_classes": 4},
+    "large_margin_softmax": {"num_classes": 4},
+    "sphereface": {"num_classes": 4},
+    "p2sgrad": {"num_classes": 4},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}
 

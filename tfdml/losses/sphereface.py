@@ -6,7 +6,7 @@ from tfdml.losses.registry import register
 @register("sphereface")
 class SphereFaceLoss(MultiplicativeMarginLoss):
     """Angular softmax loss, A-Softmax (Liu et al., "SphereFace: Deep Hypersphere Embedding for
-    Face Recognition", CVPR 2017, §3.2, the loss L_ang of eq. 7).
+    Face Recognition", CVPR 2017, §3.2, the A-Softmax loss L_ang).
 
     L-Softmax's multiplicative angular margin with L2-normalised class weights ŵ_c (‖W_c‖ = 1,
     no bias) and the raw embedding x, θ_c the angle between them:
