@@ -28,8 +28,9 @@ Argument vocabulary — one name per concept, the same in every loss:
 - `margin`: the loss's (first) hinge margin (triplet m, margin-loss α,
   quadruplet γ1, SNR, lifted m, ArcFace and sub-center ArcFace m in radians,
   SoftTriple δ, Proxy-Anchor δ, CosFace m, Circle m, tuplet-margin β in
-  radians, L-Softmax and SphereFace's integer multiplicative m); `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`:
-  contrastive, intra-pair variance ε⁺ / ε⁻.
+  radians, L-Softmax and SphereFace's integer multiplicative m);
+  `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`: contrastive,
+  intra-pair variance ε⁺ / ε⁻.
 - `normalize`: L2-normalise the embeddings before the loss (defaults follow
   each paper); the L2 normalisation is `tfdml.distances.l2_normalize`.
 - `embedding_reg`: weight of the loss's embedding regulariser (N-pair, angular,
@@ -37,8 +38,9 @@ Argument vocabulary — one name per concept, the same in every loss:
 - `embedding_scale`: multiplier of the (normalised) embeddings — and proxies —
   before distances (triplet, ProxyNCA).
 - `scale`: multiplier of logits (ArcFace, CosFace, tuplet-margin s, SoftTriple λ,
-  Circle γ, NCA's softmax scale, L-Softmax and SphereFace's PML `scale`); `temperature`: divisor of logits (normalised
-  softmax T, the triplet "nca" form, SupCon and NT-Xent τ).
+  Circle γ, NCA's softmax scale, L-Softmax and SphereFace's PML `scale`);
+  `temperature`: divisor of logits (normalised softmax T, the triplet "nca" form,
+  SupCon and NT-Xent τ).
 - `mining`, `rho`: triplet miner name and ρ-regularisation probability;
   `average_over`: what the triplet loss divides its sum by (triplets, active
   triplets, positive pairs, or nothing: "sum"), and SupCon's (anchors or active anchors).
@@ -47,7 +49,7 @@ Argument vocabulary — one name per concept, the same in every loss:
   `denominator="negatives"`, sub-center ArcFace `monotonic=True`, P2SGrad
   `form="mse"`.
 - `softening`: L-Softmax and SphereFace's λ, the weight of cos θ_y blended into the
-  target logit (their Caffe code's annealed λ, here a constant; 0 is the paper's loss).
+  target logit (annealed in their Caffe code, here a constant; 0 is the printed loss).
 - `ee_form`: "paper" (default) or "pooled" — for the losses with their own
   printed EE equation (lifted EE eq. 12, multi-similarity EE eqs. 14–15);
   `plus_one`: multi-similarity's "1 +" inside the logs (False: EE eqs. 6, 15).
