@@ -20,6 +20,9 @@ REQUIRED_ARGS = {
     "cosface": {"num_classes": 4},
     "sub_center_arcface": {"num_classes": 4},
     "cross_batch_memory": {"loss": {"name": "contrastive"}, "memory_size": 16},
+    "large_margin_softmax": {"num_classes": 4},
+    "sphereface": {"num_classes": 4},
+    "p2sgrad": {"num_classes": 4},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}
 MEMORY_LOSSES = {"cross_batch_memory"}  # state changes with every call

@@ -28,8 +28,9 @@ Argument vocabulary — one name per concept, the same in every loss:
 - `margin`: the loss's (first) hinge margin (triplet m, margin-loss α,
   quadruplet γ1, SNR, lifted m, ArcFace and sub-center ArcFace m in radians,
   SoftTriple δ, Proxy-Anchor δ, CosFace m, Circle m, tuplet-margin β in
-  radians); `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`:
-  contrastive, intra-pair variance ε⁺ / ε⁻.
+  radians, L-Softmax and SphereFace's integer multiplicative m);
+  `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`: contrastive,
+  intra-pair variance ε⁺ / ε⁻.
 - `normalize`: L2-normalise the embeddings before the loss (defaults follow
   each paper); the L2 normalisation is `tfdml.distances.l2_normalize`.
 - `embedding_reg`: weight of the loss's embedding regulariser (N-pair, angular,
@@ -37,14 +38,18 @@ Argument vocabulary — one name per concept, the same in every loss:
 - `embedding_scale`: multiplier of the (normalised) embeddings — and proxies —
   before distances (triplet, ProxyNCA).
 - `scale`: multiplier of logits (ArcFace, CosFace, tuplet-margin s, SoftTriple λ,
-  Circle γ, NCA's softmax scale); `temperature`: divisor of logits (normalised
-  softmax T, the triplet "nca" form, SupCon and NT-Xent τ).
+  Circle γ, NCA's softmax scale, L-Softmax and SphereFace's PML `scale`);
+  `temperature`: divisor of logits (normalised softmax T, the triplet "nca" form,
+  SupCon and NT-Xent τ).
 - `mining`, `rho`: triplet miner name and ρ-regularisation probability;
   `average_over`: what the triplet loss divides its sum by (triplets, active
   triplets, positive pairs, or nothing: "sum"), and SupCon's (anchors or active anchors).
 - Where pytorch-metric-learning's form differs from the paper's, a named option
   selects it: SupCon `average_over="active_anchors"`, NT-Xent
-  `denominator="negatives"`, sub-center ArcFace `monotonic=True`.
+  `denominator="negatives"`, sub-center ArcFace `monotonic=True`, P2SGrad
+  `form="mse"`.
+- `softening`: L-Softmax and SphereFace's λ, the weight of cos θ_y blended into the
+  target logit (annealed in their Caffe code, here a constant; 0 is the printed loss).
 - `ee_form`: "paper" (default) or "pooled" — for the losses with their own
   printed EE equation (lifted EE eq. 12, multi-similarity EE eqs. 14–15);
   `plus_one`: multi-similarity's "1 +" inside the logs (False: EE eqs. 6, 15).
@@ -66,6 +71,7 @@ from tfdml.losses.generalized_lifted import GeneralizedLiftedStructureLoss
 from tfdml.losses.histogram import HistogramLoss
 from tfdml.losses.instance import InstanceLoss
 from tfdml.losses.intra_pair_variance import IntraPairVarianceLoss
+from tfdml.losses.large_margin_softmax import LargeMarginSoftmaxLoss
 from tfdml.losses.lifted import LiftedStructureLoss
 from tfdml.losses.margin import MarginLoss
 from tfdml.losses.multi_similarity import MultiSimilarityLoss
@@ -73,6 +79,7 @@ from tfdml.losses.nca import NCALoss
 from tfdml.losses.normalized_softmax import NormalizedSoftmaxLoss
 from tfdml.losses.npair import NPairLoss
 from tfdml.losses.ntxent import NTXentLoss
+from tfdml.losses.p2sgrad import P2SGradLoss
 from tfdml.losses.proxies import ProxyLoss
 from tfdml.losses.proxy_anchor import ProxyAnchorLoss
 from tfdml.losses.proxy_nca import ProxyNCALoss
@@ -82,6 +89,7 @@ from tfdml.losses.shared_triplets import SharedTripletLoss
 from tfdml.losses.snr import SNRLoss
 from tfdml.losses.soft_triple import SoftTripleLoss
 from tfdml.losses.softmax import SoftmaxLoss
+from tfdml.losses.sphereface import SphereFaceLoss
 from tfdml.losses.state import LossStateFunctional, LossVariable, attach_loss_state
 from tfdml.losses.sub_center_arcface import SubCenterArcFaceLoss
 from tfdml.losses.supcon import SupConLoss
@@ -123,6 +131,9 @@ __all__ = [
     "InstanceLoss",
     "CrossBatchMemory",
     "MemoryQueue",
+    "LargeMarginSoftmaxLoss",
+    "SphereFaceLoss",
+    "P2SGradLoss",
     "get",
     "get_class",
     "names",
