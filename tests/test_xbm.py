@@ -233,3 +233,44 @@ def test_nan_in_gives_nan_out():
     x = x.astype(np.float32)
     x[1, 2] = np.nan
     assert np.isnan(float(xbm(labels, x)))
+
+
+def xbm_code_contrastive(x, labels, ref_x, ref_labels, margin=0.5):
+    """The contrastive loss of the XBM authors' code, looped: per anchor Σ_P (1 − s) over positives other than
+    itself + Σ_N (s − margin) over negatives with s > margin (their code adds s; the gradient is the same),
+    summed over anchors and divided by the number of anchors."""
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    total = 0.0
+    for i in range(len(x)):
+        for j in range(len(ref_x)):
+            s = float(unit(x[i]) @ unit(ref_x[j]))
+            if ref_labels[j] == labels[i] and not np.array_equal(ref_x[j], x[i]):
+                total += 1.0 - s
+            elif ref_labels[j] != labels[i] and s > margin:
+                total += s - margin
+    return total / len(x)
+
+
+def test_xbm_protocol_equals_the_authors_code_form():
+    """configs/xbm_contrastive_sop.yaml's loss: cosine contrastive (1, 0.5), sum ÷ b, batch loss + memory loss."""
+    xbm = tfdml.losses.CrossBatchMemory(
+        tfdml.losses.ContrastiveLoss(pos_margin=1.0, neg_margin=0.5, metric="cosine", reduction="batch"),
+        memory_size=12, batch_term=True, dtype="float64")
+    seen_x, seen_labels = [], []
+    rng = np.random.default_rng(5)
+    for labels, _ in batches():
+        x = rng.normal(size=(len(labels), DIM)) + 1.5  # similarities above the 0.5 margin occur
+        memory_x = np.concatenate(seen_x[-2:] + [x])
+        memory_labels = np.concatenate(seen_labels[-2:] + [labels])
+        expected = xbm_code_contrastive(x, labels, x, labels) + xbm_code_contrastive(x, labels, memory_x,
+                                                                                     memory_labels)
+        assert float(xbm(labels, x)) == pytest.approx(expected, rel=1e-12)
+        seen_x.append(x)
+        seen_labels.append(labels)
+
+
+def test_cosine_contrastive_rejects_triplet_mining():
+    with pytest.raises(ValueError, match="mining"):
+        tfdml.losses.ContrastiveLoss(metric="cosine", mining="hard")
+    with pytest.raises(ValueError, match="metric"):
+        tfdml.losses.ContrastiveLoss(metric="dot")
