@@ -19,6 +19,7 @@ REQUIRED_ARGS = {
     "proxy_anchor": {"num_classes": 4},
     "cosface": {"num_classes": 4},
     "sub_center_arcface": {"num_classes": 4},
+    "manifold": {"num_classes": 4},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}
 

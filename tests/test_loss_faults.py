@@ -13,7 +13,7 @@ import tensorflow as tf
 import tfdml
 
 NEEDS_CLASSES = {"proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
-                 "sub_center_arcface"}
+                 "sub_center_arcface", "manifold"}
 ALL = tfdml.losses.names()
 MODES = ("eager", "graph", "xla")
 LABELS = np.array([0, 0, 1, 1, 2, 2, 3, 3], np.int32)

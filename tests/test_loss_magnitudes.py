@@ -8,7 +8,7 @@ import tensorflow as tf
 import tfdml
 
 NEEDS_CLASSES = {"proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
-                 "sub_center_arcface"}
+                 "sub_center_arcface", "manifold"}
 RAW_EMBEDDINGS = {"npair", "generalized_lifted"}  # unnormalised by default: EE without normalisation
 LABELS = tf.constant(np.array([0, 0, 1, 1, 2, 2, 3, 3], np.int32))
 MAGNITUDES = [10.0 ** exponent for exponent in range(-35, 36, 5)]

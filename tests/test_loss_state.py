@@ -11,7 +11,7 @@ import tensorflow as tf
 import tfdml
 
 PROXY_LOSSES = ["proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
-                "sub_center_arcface"]
+                "sub_center_arcface", "manifold"]
 
 
 @pytest.mark.parametrize("name", PROXY_LOSSES)
@@ -148,6 +148,7 @@ STATEFUL = {
     "proxy_anchor": {"num_classes": 4, "seed": 0, "lr_multiplier": 100.0},
     "cosface": {"num_classes": 4, "seed": 0},
     "sub_center_arcface": {"num_classes": 4, "seed": 0},
+    "manifold": {"num_classes": 4, "seed": 0, "lr_multiplier": 10.0},
 }
 
 

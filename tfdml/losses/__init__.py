@@ -38,7 +38,8 @@ Argument vocabulary — one name per concept, the same in every loss:
   before distances (triplet, ProxyNCA).
 - `scale`: multiplier of logits (ArcFace, CosFace, tuplet-margin s, SoftTriple λ,
   Circle γ, NCA's softmax scale); `temperature`: divisor of logits (normalised
-  softmax T, the triplet "nca" form, SupCon and NT-Xent τ).
+  softmax T, the triplet "nca" form, SupCon and NT-Xent τ; the manifold loss's
+  Gaussian-kernel divisor).
 - `mining`, `rho`: triplet miner name and ρ-regularisation probability;
   `average_over`: what the triplet loss divides its sum by (triplets, active
   triplets, positive pairs, or nothing: "sum"), and SupCon's (anchors or active anchors).
@@ -54,6 +55,7 @@ Argument vocabulary — one name per concept, the same in every loss:
   loss's random draws or of its state's initialisation.
 - Paper symbols where they are the concept: Proxy-Anchor `alpha`; multi-similarity `alpha`, `beta`,
   `base` (λ), `epsilon`; margin-loss `beta`, `nu`; SoftTriple `gamma`, `tau`;
+  manifold loss `alpha` (random-walk weight), `lambda_c` (λ_C);
   angular `alpha_degrees`, `angular_weight`; histogram `bins`.
 """
 from tfdml.losses.angular import AngularLoss
@@ -67,6 +69,7 @@ from tfdml.losses.histogram import HistogramLoss
 from tfdml.losses.instance import InstanceLoss
 from tfdml.losses.intra_pair_variance import IntraPairVarianceLoss
 from tfdml.losses.lifted import LiftedStructureLoss
+from tfdml.losses.manifold import ManifoldLoss
 from tfdml.losses.margin import MarginLoss
 from tfdml.losses.multi_similarity import MultiSimilarityLoss
 from tfdml.losses.nca import NCALoss
@@ -120,6 +123,7 @@ __all__ = [
     "IntraPairVarianceLoss",
     "NCALoss",
     "InstanceLoss",
+    "ManifoldLoss",
     "get",
     "get_class",
     "names",
