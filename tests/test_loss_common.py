@@ -23,6 +23,7 @@ REQUIRED_ARGS = {
     "large_margin_softmax": {"num_classes": 4},
     "sphereface": {"num_classes": 4},
     "p2sgrad": {"num_classes": 4},
+    "manifold": {"num_classes": 4},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}
 MEMORY_LOSSES = {"cross_batch_memory"}  # state changes with every call

@@ -38,9 +38,11 @@ Argument vocabulary — one name per concept, the same in every loss:
 - `embedding_scale`: multiplier of the (normalised) embeddings — and proxies —
   before distances (triplet, ProxyNCA).
 - `scale`: multiplier of logits (ArcFace, CosFace, tuplet-margin s, SoftTriple λ,
-  Circle γ, NCA's softmax scale, L-Softmax and SphereFace's PML `scale`);
+  Circle γ, NCA's softmax scale); `temperature`: divisor of logits (normalised
   `temperature`: divisor of logits (normalised softmax T, the triplet "nca" form,
   SupCon and NT-Xent τ).
+  softmax T, the triplet "nca" form, SupCon and NT-Xent τ; the manifold loss's
+  Gaussian-kernel divisor).
 - `mining`, `rho`: triplet miner name and ρ-regularisation probability;
   `average_over`: what the triplet loss divides its sum by (triplets, active
   triplets, positive pairs, or nothing: "sum"), and SupCon's (anchors or active anchors).
@@ -59,6 +61,7 @@ Argument vocabulary — one name per concept, the same in every loss:
   loss's random draws or of its state's initialisation.
 - Paper symbols where they are the concept: Proxy-Anchor `alpha`; multi-similarity `alpha`, `beta`,
   `base` (λ), `epsilon`; margin-loss `beta`, `nu`; SoftTriple `gamma`, `tau`;
+  manifold loss `alpha` (random-walk weight), `lambda_c` (λ_C);
   angular `alpha_degrees`, `angular_weight`; histogram `bins`.
 """
 from tfdml.losses.angular import AngularLoss
@@ -73,6 +76,7 @@ from tfdml.losses.instance import InstanceLoss
 from tfdml.losses.intra_pair_variance import IntraPairVarianceLoss
 from tfdml.losses.large_margin_softmax import LargeMarginSoftmaxLoss
 from tfdml.losses.lifted import LiftedStructureLoss
+from tfdml.losses.manifold import ManifoldLoss
 from tfdml.losses.margin import MarginLoss
 from tfdml.losses.multi_similarity import MultiSimilarityLoss
 from tfdml.losses.nca import NCALoss
@@ -134,6 +138,7 @@ __all__ = [
     "LargeMarginSoftmaxLoss",
     "SphereFaceLoss",
     "P2SGradLoss",
+    "ManifoldLoss",
     "get",
     "get_class",
     "names",
