@@ -24,9 +24,9 @@ def _weighted_mean(values, logits, mask):
 @register("ranked_list")
 class RankedListLoss(MetricLoss):
     """Ranked list loss, RLL (Wang et al., "Ranked List Loss for Deep Metric
-    Learning", CVPR 2019, eqs. 1–9: the pairwise margin loss, the mining of
-    the non-trivial positives and negatives, the weighted set losses and their
-    sum).
+    Learning", CVPR 2019: the pairwise margin loss, the mining of the
+    non-trivial positives and negatives, the weighted set losses and their
+    sum, as printed there; the equation numbers could not be checked offline).
 
     On Euclidean distances d_ij of L2-normalised embeddings, every sample i is
     a query; with the boundary α on negatives and the margin m between the
