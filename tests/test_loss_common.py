@@ -152,6 +152,7 @@ NO_TUPLE_ARGS = {
     "npair": {"embedding_reg": 0.0}, "angular": {"embedding_reg": 0.0}, "generalized_lifted": {"embedding_reg": 0.0},
     "snr": {"embedding_reg": 0.0},
     "circle": {}, "supcon": {}, "ntxent": {}, "tuplet_margin": {}, "nca": {},
+    "fastap": {}, "smooth_ap": {},
 }
 
 
@@ -190,6 +191,8 @@ OPTIONS = {
                                                    "average_over": "positive_pairs"}),
     "multi_similarity_no_plus_one": ("multi_similarity", {"beta": 50.0, "plus_one": False}),
     "npair_nca_form": ("npair", {"normalize": True, "temperature": 0.1, "embedding_reg": 0.0}),
+    "smooth_ap_include_query": ("smooth_ap", {"temperature": 0.1, "include_query": True}),
+    "ranked_list_pml": ("ranked_list", {"form": "pml", "balance": 0.5, "t_p": 1.0}),
 }
 
 

@@ -62,7 +62,11 @@ Argument vocabulary — one name per concept, the same in every loss:
 - Paper symbols where they are the concept: Proxy-Anchor `alpha`; multi-similarity `alpha`, `beta`,
   `base` (λ), `epsilon`; margin-loss `beta`, `nu`; SoftTriple `gamma`, `tau`;
   manifold loss `alpha` (random-walk weight), `lambda_c` (λ_C);
-  angular `alpha_degrees`, `angular_weight`; histogram `bins`.
+  angular `alpha_degrees`, `angular_weight`; histogram `bins` (nodes), FastAP
+  `bins` (intervals L); ranked list `alpha`, `t_n`, `t_p` (T_n, T_p: multipliers
+  of its weights' exponents), `balance` (λ).
+- Named options for pytorch-metric-learning's forms of the ranking losses:
+  Smooth-AP `include_query=True`, ranked list `form="pml"`.
 """
 from tfdml.losses.angular import AngularLoss
 from tfdml.losses.arcface import ArcFaceLoss
@@ -70,6 +74,7 @@ from tfdml.losses.base import MetricLoss
 from tfdml.losses.circle import CircleLoss
 from tfdml.losses.contrastive import ContrastiveLoss
 from tfdml.losses.cosface import CosFaceLoss
+from tfdml.losses.fastap import FastAPLoss
 from tfdml.losses.generalized_lifted import GeneralizedLiftedStructureLoss
 from tfdml.losses.histogram import HistogramLoss
 from tfdml.losses.instance import InstanceLoss
@@ -88,8 +93,10 @@ from tfdml.losses.proxies import ProxyLoss
 from tfdml.losses.proxy_anchor import ProxyAnchorLoss
 from tfdml.losses.proxy_nca import ProxyNCALoss
 from tfdml.losses.quadruplet import QuadrupletLoss
+from tfdml.losses.ranked_list import RankedListLoss
 from tfdml.losses.registry import get, get_class, names
 from tfdml.losses.shared_triplets import SharedTripletLoss
+from tfdml.losses.smooth_ap import SmoothAPLoss
 from tfdml.losses.snr import SNRLoss
 from tfdml.losses.soft_triple import SoftTripleLoss
 from tfdml.losses.softmax import SoftmaxLoss
@@ -139,6 +146,9 @@ __all__ = [
     "SphereFaceLoss",
     "P2SGradLoss",
     "ManifoldLoss",
+    "FastAPLoss",
+    "SmoothAPLoss",
+    "RankedListLoss",
     "get",
     "get_class",
     "names",
