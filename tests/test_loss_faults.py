@@ -13,7 +13,7 @@ import tensorflow as tf
 import tfdml
 
 NEEDS_CLASSES = {"proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
-                 "sub_center_arcface", "manifold"}
+                 "sub_center_arcface", "large_margin_softmax", "sphereface", "p2sgrad", "manifold"}
 WRAPPERS = {"cross_batch_memory": {"loss": {"name": "contrastive"}, "memory_size": 16}}  # wrapped loss, memory
 ALL = tfdml.losses.names()
 MODES = ("eager", "graph", "xla")

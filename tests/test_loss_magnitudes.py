@@ -8,7 +8,7 @@ import tensorflow as tf
 import tfdml
 
 NEEDS_CLASSES = {"proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
-                 "sub_center_arcface", "manifold"}
+                 "sub_center_arcface", "large_margin_softmax", "sphereface", "p2sgrad", "manifold"}
 WRAPPERS = {"cross_batch_memory": {"loss": {"name": "contrastive"}, "memory_size": 16}}  # wrapped loss, memory
 RAW_EMBEDDINGS = {"npair", "generalized_lifted"}  # unnormalised by default: EE without normalisation
 LABELS = tf.constant(np.array([0, 0, 1, 1, 2, 2, 3, 3], np.int32))

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tfdml
 
 PROXY_LOSSES = ["proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
-                "sub_center_arcface", "manifold"]
+                "sub_center_arcface", "large_margin_softmax", "sphereface", "p2sgrad", "manifold"]
 
 
 @pytest.mark.parametrize("name", PROXY_LOSSES)

@@ -38,11 +38,9 @@ Argument vocabulary — one name per concept, the same in every loss:
 - `embedding_scale`: multiplier of the (normalised) embeddings — and proxies —
   before distances (triplet, ProxyNCA).
 - `scale`: multiplier of logits (ArcFace, CosFace, tuplet-margin s, SoftTriple λ,
-  Circle γ, NCA's softmax scale); `temperature`: divisor of logits (normalised
+  Circle γ, NCA's softmax scale, L-Softmax and SphereFace's PML `scale`);
   `temperature`: divisor of logits (normalised softmax T, the triplet "nca" form,
-  SupCon and NT-Xent τ).
-  softmax T, the triplet "nca" form, SupCon and NT-Xent τ; the manifold loss's
-  Gaussian-kernel divisor).
+  SupCon and NT-Xent τ, Smooth-AP τ; the manifold loss's Gaussian-kernel divisor).
 - `mining`, `rho`: triplet miner name and ρ-regularisation probability;
   `average_over`: what the triplet loss divides its sum by (triplets, active
   triplets, positive pairs, or nothing: "sum"), and SupCon's (anchors or active anchors).
