@@ -29,7 +29,8 @@ Argument vocabulary — one name per concept, the same in every loss:
   quadruplet γ1, SNR, lifted m, ArcFace and sub-center ArcFace m in radians,
   SoftTriple δ, Proxy-Anchor δ, CosFace m, Circle m, tuplet-margin β in
   radians); `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`:
-  contrastive, intra-pair variance ε⁺ / ε⁻.
+  contrastive, intra-pair variance ε⁺ / ε⁻, threshold-consistent margin m⁺ / m⁻
+  (`pos_weight` / `neg_weight`: its λ⁺ / λ⁻).
 - `normalize`: L2-normalise the embeddings before the loss (defaults follow
   each paper); the L2 normalisation is `tfdml.distances.l2_normalize`.
 - `embedding_reg`: weight of the loss's embedding regulariser (N-pair, angular,
@@ -44,7 +45,9 @@ Argument vocabulary — one name per concept, the same in every loss:
   triplets, positive pairs, or nothing: "sum"), and SupCon's (anchors or active anchors).
 - Where pytorch-metric-learning's form differs from the paper's, a named option
   selects it: SupCon `average_over="active_anchors"`, NT-Xent
-  `denominator="negatives"`, sub-center ArcFace `monotonic=True`.
+  `denominator="negatives"`, sub-center ArcFace `monotonic=True`, PNP
+  `variant="O", alpha=1`, dynamic soft margin `triplets="all",
+  batch_histogram="counts", histogram_gradient=True`.
 - `ee_form`: "paper" (default) or "pooled" — for the losses with their own
   printed EE equation (lifted EE eq. 12, multi-similarity EE eqs. 14–15);
   `plus_one`: multi-similarity's "1 +" inside the logs (False: EE eqs. 6, 15).
@@ -54,7 +57,8 @@ Argument vocabulary — one name per concept, the same in every loss:
   loss's random draws or of its state's initialisation.
 - Paper symbols where they are the concept: Proxy-Anchor `alpha`; multi-similarity `alpha`, `beta`,
   `base` (λ), `epsilon`; margin-loss `beta`, `nu`; SoftTriple `gamma`, `tau`;
-  angular `alpha_degrees`, `angular_weight`; histogram `bins`.
+  angular `alpha_degrees`, `angular_weight`; histogram and dynamic soft margin
+  `bins`; PNP `alpha`, `b`.
 """
 from tfdml.losses.angular import AngularLoss
 from tfdml.losses.arcface import ArcFaceLoss
@@ -62,6 +66,7 @@ from tfdml.losses.base import MetricLoss
 from tfdml.losses.circle import CircleLoss
 from tfdml.losses.contrastive import ContrastiveLoss
 from tfdml.losses.cosface import CosFaceLoss
+from tfdml.losses.dynamic_soft_margin import DynamicSoftMarginLoss
 from tfdml.losses.generalized_lifted import GeneralizedLiftedStructureLoss
 from tfdml.losses.histogram import HistogramLoss
 from tfdml.losses.instance import InstanceLoss
@@ -73,6 +78,7 @@ from tfdml.losses.nca import NCALoss
 from tfdml.losses.normalized_softmax import NormalizedSoftmaxLoss
 from tfdml.losses.npair import NPairLoss
 from tfdml.losses.ntxent import NTXentLoss
+from tfdml.losses.pnp import PNPLoss
 from tfdml.losses.proxies import ProxyLoss
 from tfdml.losses.proxy_anchor import ProxyAnchorLoss
 from tfdml.losses.proxy_nca import ProxyNCALoss
@@ -85,6 +91,7 @@ from tfdml.losses.softmax import SoftmaxLoss
 from tfdml.losses.state import LossStateFunctional, LossVariable, attach_loss_state
 from tfdml.losses.sub_center_arcface import SubCenterArcFaceLoss
 from tfdml.losses.supcon import SupConLoss
+from tfdml.losses.threshold_consistent_margin import ThresholdConsistentMarginLoss
 from tfdml.losses.triplet import TripletLoss
 from tfdml.losses.tuplet_margin import TupletMarginLoss
 
@@ -120,6 +127,9 @@ __all__ = [
     "IntraPairVarianceLoss",
     "NCALoss",
     "InstanceLoss",
+    "PNPLoss",
+    "ThresholdConsistentMarginLoss",
+    "DynamicSoftMarginLoss",
     "get",
     "get_class",
     "names",
