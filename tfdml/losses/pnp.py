@@ -32,11 +32,10 @@ class PNPLoss(MetricLoss):
     - "Dq" (PNP-D_q, decreasing): f(R) = 1 − 1/(1 + R)^α.
 
     ℓ_q = 1/|P_q| Σ_{i∈P_q} f(R_qi) and loss = mean of ℓ_q over the queries
-    with a positive (0 if none). With `query_as_positive=True` (default) P_q
-    holds every sample of q's class *including q itself* (whose R_qq counts the
-    negatives scoring above q's self-similarity), so every query counts; with
-    False, P_q excludes q and only queries with another sample of their class
-    count (a batch of singletons gives 0).
+    with another sample of their class (0 if none, e.g. a batch of
+    singletons). With `query_as_positive=True` (default) P_q holds every sample
+    of q's class *including q itself* (whose R_qq counts the negatives scoring
+    above q's self-similarity); with False, P_q excludes q.
 
     Defaults: the variant the paper recommends, PNP-D_q, with α = 4 and
     τ = 0.01 (the authors' reported best SOP run), b = 2. The paper text could
@@ -62,14 +61,14 @@ class PNPLoss(MetricLoss):
         The scalar loss when called as `loss(labels, embeddings)`.
 
     Example (orthonormal points, every similarity 0 except s_qq = 1; PNP-O,
-    τ = 1: each query's self-term counts its one or two negatives at σ(−1),
-    each other positive its negatives at σ(0) = ½; the queries of class 0 have
-    ℓ = (σ(−1) + ½)/2, the query of class 1 has ℓ = 2σ(−1)):
+    τ = 1: the two queries of class 0 have R_qq = σ(−1) (their negative against
+    the self-similarity 1) and R_qi = σ(0) = ½ for the other positive, so
+    ℓ = (σ(−1) + ½)/2; the lone sample of class 1 is no query):
 
     >>> loss = tfdml.losses.PNPLoss(variant="O", temperature=1.0)
     >>> value = loss([0, 0, 1], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    >>> round(float(value), 4)  # (2 · (σ(−1) + ½)/2 + 2σ(−1)) / 3
-    0.4356
+    >>> round(float(value), 4)  # (σ(−1) + ½) / 2
+    0.3845
     """
 
     config_args = ("variant", "temperature", "alpha", "b", "query_as_positive", "expansion")
@@ -88,8 +87,10 @@ class PNPLoss(MetricLoss):
     def compute(self, labels, embeddings):
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "cosine")
         positives = m.positive_mask
+        is_query = tf.reduce_any(positives, axis=1)
         if self.query_as_positive:
-            positives = tf.logical_or(positives, tf.cast(tf.eye(tf.shape(labels)[0]), tf.bool))
+            positives = tf.logical_or(positives, tf.logical_and(tf.cast(tf.eye(tf.shape(labels)[0]), tf.bool),
+                                                                is_query[:, None]))
         # (query q, positive i, negative k): σ((s_qk − s_qi)/τ) where k is a negative of q.
         before = tf.sigmoid((m.negative[:, None, :] - m.positive[:, :, None]) / self.temperature)
         before = tf.where(m.negative_mask[:, None, :], before, tf.zeros_like(before))
@@ -98,7 +99,7 @@ class PNPLoss(MetricLoss):
         count = tf.reduce_sum(tf.cast(positives, per_pair.dtype), axis=1)
         per_query = tf.math.divide_no_nan(
             tf.reduce_sum(tf.where(positives, per_pair, tf.zeros_like(per_pair)), axis=1), count)
-        return masked_mean(per_query, count > 0)
+        return masked_mean(per_query, is_query)
 
     def _transform(self, rank):
         if self.variant == "O":
