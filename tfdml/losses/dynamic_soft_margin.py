@@ -29,7 +29,8 @@ class DynamicSoftMarginLoss(MetricLoss):
     2. h ← (1 − μ) h + μ h_batch, with μ = `momentum` (μ = 1 for the first
        batch, when h is still zero), then h ← h / Σh; the running histogram h
        is the loss's state (`loss.histogram`, a non-trainable variable not
-       saved with the model; `reset_histogram()` zeroes it);
+       saved with the model; `reset_histogram()` zeroes it; a batch without a
+       triplet or with a non-finite embedding leaves it unchanged);
     3. Φ(x) = Σ_{b ≤ ⌊t⌋} h_b, and
 
            loss = 1/|T| Σ_{(a,p,n) ∈ T} Φ(x_apn) · x_apn
@@ -148,7 +149,10 @@ class DynamicSoftMarginLoss(MetricLoss):
             votes = tf.math.divide_no_nan(votes, tf.reduce_sum(votes))
         mixed = (1.0 - momentum) * old + momentum * votes
         mixed = tf.math.divide_no_nan(mixed, tf.reduce_sum(mixed))
-        update = tf.logical_and(tf.reduce_any(used), tf.reduce_all(tf.logical_or(finite, tf.logical_not(valid))))
+        # A batch without a triplet, or with a non-finite embedding (the loss is then NaN), leaves h unchanged.
+        finite_batch = tf.logical_and(tf.reduce_all(tf.math.is_finite(embeddings)),
+                                      tf.reduce_all(tf.logical_or(finite, tf.logical_not(valid))))
+        update = tf.logical_and(tf.reduce_any(used), finite_batch)
         histogram = tf.where(update, mixed, old)
         if not self.histogram_gradient:
             histogram = tf.stop_gradient(histogram)
