@@ -146,6 +146,7 @@ NO_TUPLE_ARGS = {
     "npair": {"embedding_reg": 0.0}, "angular": {"embedding_reg": 0.0}, "generalized_lifted": {"embedding_reg": 0.0},
     "snr": {"embedding_reg": 0.0},
     "circle": {}, "supcon": {}, "ntxent": {}, "tuplet_margin": {}, "nca": {},
+    "pnp": {}, "dynamic_soft_margin": {},
 }
 
 

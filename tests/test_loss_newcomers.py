@@ -120,7 +120,8 @@ def test_gradients_of_paper_forms_match_central_differences(case):
 
 # ------------------------------------------------------------- robustness
 NEW = ["proxy_anchor", "cosface", "sub_center_arcface", "circle", "supcon", "ntxent", "tuplet_margin",
-       "intra_pair_variance", "nca", "instance"]
+       "intra_pair_variance", "nca", "instance", "pnp", "threshold_consistent_margin",
+       "dynamic_soft_margin"]
 PROXY = {"proxy_anchor", "cosface", "sub_center_arcface"}
 LABELS = np.array([0, 0, 1, 1, 2, 2, 3, 3, 1])
 
