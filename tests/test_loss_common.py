@@ -274,6 +274,8 @@ def test_model_fit_lowers_the_loss(name):
     data = _grouped_dataset(x, labels)
     before = float(np.mean([float(loss(yb, model(xb))) for xb, yb in data]))
     model.fit(data, epochs=8, verbose=0)
+    if hasattr(loss, "reset_histogram"):  # dynamic soft margin: Φ·x against a fresh running histogram, as before
+        loss.reset_histogram()
     after = float(np.mean([float(loss(yb, model(xb))) for xb, yb in data]))
     assert after < before
 

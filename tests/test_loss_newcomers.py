@@ -133,6 +133,8 @@ def _build(name, dim=6, **kwargs):
 
 
 def _value_and_gradient(loss, x, mode="eager"):
+    if hasattr(loss, "reset_histogram"):  # dynamic soft margin: every call against a fresh running histogram
+        loss.reset_histogram()
     def run(labels, embeddings):
         with tf.GradientTape() as tape:
             tape.watch(embeddings)

@@ -36,7 +36,9 @@ class DynamicSoftMarginLoss(MetricLoss):
            loss = 1/|T| Σ_{(a,p,n) ∈ T} Φ(x_apn) · x_apn
 
        with Φ a constant in the gradient (as in the authors' code), so
-       ∂loss/∂x = Φ(x)/|T|.
+       ∂loss/∂x = Φ(x)/|T|. The value is relative to the running histogram:
+       compare values from different training steps only against the same
+       histogram (e.g. after `reset_histogram()`).
 
     Triplets T (`triplets`):
 
