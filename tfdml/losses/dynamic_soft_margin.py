@@ -72,7 +72,8 @@ class DynamicSoftMarginLoss(MetricLoss):
     Args:
         bins: number of histogram bins (≥ 2).
         momentum: μ, weight of the current batch's histogram, in (0, 1].
-        min_value, max_value: the range of x covered by the bins.
+        min_value: the lower end of the range of x covered by the bins.
+        max_value: the upper end of that range (the last bin's position).
         triplets: "hardest" or "all".
         batch_histogram: "normalized" or "counts".
         histogram_gradient: differentiate through the batch's histogram votes.
