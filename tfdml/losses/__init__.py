@@ -30,7 +30,8 @@ Argument vocabulary — one name per concept, the same in every loss:
   SoftTriple δ, Proxy-Anchor δ, CosFace m, Circle m, tuplet-margin β in
   radians, L-Softmax and SphereFace's integer multiplicative m);
   `second_margin`: quadruplet γ2; `pos_margin` / `neg_margin`: contrastive,
-  intra-pair variance ε⁺ / ε⁻.
+  intra-pair variance ε⁺ / ε⁻, threshold-consistent margin m⁺ / m⁻
+  (`pos_weight` / `neg_weight`: its λ⁺ / λ⁻).
 - `normalize`: L2-normalise the embeddings before the loss (defaults follow
   each paper); the L2 normalisation is `tfdml.distances.l2_normalize`.
 - `embedding_reg`: weight of the loss's embedding regulariser (N-pair, angular,
@@ -47,7 +48,8 @@ Argument vocabulary — one name per concept, the same in every loss:
 - Where pytorch-metric-learning's form differs from the paper's, a named option
   selects it: SupCon `average_over="active_anchors"`, NT-Xent
   `denominator="negatives"`, sub-center ArcFace `monotonic=True`, P2SGrad
-  `form="mse"`.
+  `form="mse"`, PNP `variant="O", alpha=1`, dynamic soft margin `triplets="all",
+  batch_histogram="counts", histogram_gradient=True`.
 - `softening`: L-Softmax and SphereFace's λ, the weight of cos θ_y blended into the
   target logit (annealed in their Caffe code, here a constant; 0 is the printed loss).
 - `ee_form`: "paper" (default) or "pooled" — for the losses with their own
@@ -60,9 +62,9 @@ Argument vocabulary — one name per concept, the same in every loss:
 - Paper symbols where they are the concept: Proxy-Anchor `alpha`; multi-similarity `alpha`, `beta`,
   `base` (λ), `epsilon`; margin-loss `beta`, `nu`; SoftTriple `gamma`, `tau`;
   manifold loss `alpha` (random-walk weight), `lambda_c` (λ_C);
-  angular `alpha_degrees`, `angular_weight`; histogram `bins` (nodes), FastAP
-  `bins` (intervals L); ranked list `alpha`, `t_n`, `t_p` (T_n, T_p: multipliers
-  of its weights' exponents), `balance` (λ).
+  angular `alpha_degrees`, `angular_weight`; histogram and dynamic soft margin
+  `bins` (nodes), FastAP `bins` (intervals L); PNP `alpha`, `b`; ranked list
+  `alpha`, `t_n`, `t_p` (T_n, T_p: multipliers of its weights' exponents), `balance` (λ).
 - Named options for pytorch-metric-learning's forms of the ranking losses:
   Smooth-AP `include_query=True`, ranked list `form="pml"`.
 """
@@ -72,6 +74,7 @@ from tfdml.losses.base import MetricLoss
 from tfdml.losses.circle import CircleLoss
 from tfdml.losses.contrastive import ContrastiveLoss
 from tfdml.losses.cosface import CosFaceLoss
+from tfdml.losses.dynamic_soft_margin import DynamicSoftMarginLoss
 from tfdml.losses.fastap import FastAPLoss
 from tfdml.losses.generalized_lifted import GeneralizedLiftedStructureLoss
 from tfdml.losses.histogram import HistogramLoss
@@ -87,6 +90,7 @@ from tfdml.losses.normalized_softmax import NormalizedSoftmaxLoss
 from tfdml.losses.npair import NPairLoss
 from tfdml.losses.ntxent import NTXentLoss
 from tfdml.losses.p2sgrad import P2SGradLoss
+from tfdml.losses.pnp import PNPLoss
 from tfdml.losses.proxies import ProxyLoss
 from tfdml.losses.proxy_anchor import ProxyAnchorLoss
 from tfdml.losses.proxy_nca import ProxyNCALoss
@@ -102,6 +106,7 @@ from tfdml.losses.sphereface import SphereFaceLoss
 from tfdml.losses.state import LossStateFunctional, LossVariable, attach_loss_state
 from tfdml.losses.sub_center_arcface import SubCenterArcFaceLoss
 from tfdml.losses.supcon import SupConLoss
+from tfdml.losses.threshold_consistent_margin import ThresholdConsistentMarginLoss
 from tfdml.losses.triplet import TripletLoss
 from tfdml.losses.tuplet_margin import TupletMarginLoss
 from tfdml.losses.xbm import CrossBatchMemory, MemoryQueue
@@ -147,6 +152,9 @@ __all__ = [
     "FastAPLoss",
     "SmoothAPLoss",
     "RankedListLoss",
+    "PNPLoss",
+    "ThresholdConsistentMarginLoss",
+    "DynamicSoftMarginLoss",
     "get",
     "get_class",
     "names",
