@@ -44,7 +44,8 @@ Argument vocabulary — one name per concept, the same in every loss:
   triplets, positive pairs, or nothing: "sum"), and SupCon's (anchors or active anchors).
 - Where pytorch-metric-learning's form differs from the paper's, a named option
   selects it: SupCon `average_over="active_anchors"`, NT-Xent
-  `denominator="negatives"`, sub-center ArcFace `monotonic=True`.
+  `denominator="negatives"`, sub-center ArcFace `monotonic=True`, VICReg
+  `invariance_reduction="mean"` with `variance_reduction="mean"`.
 - `ee_form`: "paper" (default) or "pooled" — for the losses with their own
   printed EE equation (lifted EE eq. 12, multi-similarity EE eqs. 14–15);
   `plus_one`: multi-similarity's "1 +" inside the logs (False: EE eqs. 6, 15).
@@ -54,7 +55,8 @@ Argument vocabulary — one name per concept, the same in every loss:
   loss's random draws or of its state's initialisation.
 - Paper symbols where they are the concept: Proxy-Anchor `alpha`; multi-similarity `alpha`, `beta`,
   `base` (λ), `epsilon`; margin-loss `beta`, `nu`; SoftTriple `gamma`, `tau`;
-  angular `alpha_degrees`, `angular_weight`; histogram `bins`.
+  angular `alpha_degrees`, `angular_weight`; histogram `bins`; VICReg `gamma`,
+  `epsilon` and `invariance_weight`, `variance_weight`, `covariance_weight` (λ, μ, ν).
 """
 from tfdml.losses.angular import AngularLoss
 from tfdml.losses.arcface import ArcFaceLoss
@@ -87,6 +89,7 @@ from tfdml.losses.sub_center_arcface import SubCenterArcFaceLoss
 from tfdml.losses.supcon import SupConLoss
 from tfdml.losses.triplet import TripletLoss
 from tfdml.losses.tuplet_margin import TupletMarginLoss
+from tfdml.losses.vicreg import VICRegLoss
 
 __all__ = [
     "MetricLoss",
@@ -120,6 +123,7 @@ __all__ = [
     "IntraPairVarianceLoss",
     "NCALoss",
     "InstanceLoss",
+    "VICRegLoss",
     "get",
     "get_class",
     "names",
