@@ -22,7 +22,7 @@ class VICRegLoss(MetricLoss):
     the loss is NaN). The first occurrences of the labels form Z, their second
     occurrences Z' (row i of Z' is the partner of row i of Z). A batch of
     singletons, or of one class, is therefore rejected; with
-    `tfdml.data.self_supervised_dataset` every image appears as two views
+    `tfdml.data.self_supervised_pipeline` every image appears as two views
     labelled by its instance id.
 
     With n pairs of d-dimensional embeddings z_i, z'_i (no normalisation):
