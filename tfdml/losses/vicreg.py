@@ -44,7 +44,12 @@ class VICRegLoss(MetricLoss):
 
           ℓ = λ s(Z, Z') + μ [v(Z) + v(Z')] + ν [c(Z) + c(Z')]
 
-    The defaults λ = μ = 25, ν = 1, γ = 1, ε = 10⁻⁴ are the paper's (§4.3).
+    The defaults λ = μ = 25, ν = 1, γ = 1, ε = 10⁻⁴ are the paper's (and PML's).
+    The paper could not be re-read offline when this loss was written: the
+    equation numbers and printed forms above are quoted from memory of it
+    (eq. 5 without a 1/d, eq. 6 without a 1/2), and the "mean" options follow
+    PML's code, which the tests match exactly.
+
     Two named options select the form of the official code and of
     pytorch-metric-learning's `VICRegLoss` (whose call takes the two views as
     `embeddings` and `ref_emb`):
