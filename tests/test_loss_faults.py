@@ -147,8 +147,8 @@ def test_huge_embeddings_give_no_nan(name):
     value, grad = _runner(_build(name), "eager")(tf.constant(LABELS), tf.constant(_embeddings(scale=1e20)))
     assert np.isfinite(float(value))
     assert np.isfinite(grad.numpy()).all()
-    if name in ("npair", "angular", "generalized_lifted", "softmax",
-                "large_margin_softmax", "sphereface"):  # raw embeddings: not scale invariant
+    if name in ("npair", "angular", "generalized_lifted", "softmax", "large_margin_softmax", "sphereface",
+                "vicreg"):  # raw embeddings: not scale invariant
         return
     large, _ = _runner(_build(name), "eager")(tf.constant(LABELS), tf.constant(_embeddings(scale=1e15)))
     unit, _ = _runner(_build(name), "eager")(tf.constant(LABELS), tf.constant(_embeddings(scale=1.0)))

@@ -49,7 +49,8 @@ Argument vocabulary — one name per concept, the same in every loss:
   selects it: SupCon `average_over="active_anchors"`, NT-Xent
   `denominator="negatives"`, sub-center ArcFace `monotonic=True`, P2SGrad
   `form="mse"`, PNP `variant="O", alpha=1`, dynamic soft margin `triplets="all",
-  batch_histogram="counts", histogram_gradient=True`.
+  batch_histogram="counts", histogram_gradient=True`, VICReg
+  `invariance_reduction="mean"` with `variance_reduction="mean"`.
 - `softening`: L-Softmax and SphereFace's λ, the weight of cos θ_y blended into the
   target logit (annealed in their Caffe code, here a constant; 0 is the printed loss).
 - `ee_form`: "paper" (default) or "pooled" — for the losses with their own
@@ -64,7 +65,9 @@ Argument vocabulary — one name per concept, the same in every loss:
   manifold loss `alpha` (random-walk weight), `lambda_c` (λ_C);
   angular `alpha_degrees`, `angular_weight`; histogram and dynamic soft margin
   `bins` (nodes), FastAP `bins` (intervals L); PNP `alpha`, `b`; ranked list
-  `alpha`, `t_n`, `t_p` (T_n, T_p: multipliers of its weights' exponents), `balance` (λ).
+  `alpha`, `t_n`, `t_p` (T_n, T_p: multipliers of its weights' exponents), `balance` (λ);
+  VICReg `gamma`, `epsilon` and `invariance_weight`, `variance_weight`,
+  `covariance_weight` (λ, μ, ν).
 - Named options for pytorch-metric-learning's forms of the ranking losses:
   Smooth-AP `include_query=True`, ranked list `form="pml"`.
 """
@@ -109,6 +112,7 @@ from tfdml.losses.supcon import SupConLoss
 from tfdml.losses.threshold_consistent_margin import ThresholdConsistentMarginLoss
 from tfdml.losses.triplet import TripletLoss
 from tfdml.losses.tuplet_margin import TupletMarginLoss
+from tfdml.losses.vicreg import VICRegLoss
 from tfdml.losses.xbm import CrossBatchMemory, MemoryQueue
 
 __all__ = [
@@ -155,6 +159,7 @@ __all__ = [
     "PNPLoss",
     "ThresholdConsistentMarginLoss",
     "DynamicSoftMarginLoss",
+    "VICRegLoss",
     "get",
     "get_class",
     "names",
