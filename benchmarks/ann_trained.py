@@ -27,37 +27,12 @@ import zero_shot_ee as glyphs  # noqa: E402
 def trained_embeddings(classes, per_class, steps, seed=0):
     """(classes · per_class, 64) unit embeddings of new glyph images from a model trained on 60 classes."""
     data = glyphs.glyph_dataset(num_classes=classes, per_class=per_class, train_classes=60, seed=1234)
-    model = train(data, seed, steps)
+    import tfdml
+
+    model = glyphs.train(tfdml.losses.MultiSimilarityLoss(), data, seed, steps)
     images = np.concatenate([data[0], data[2]])
     embeddings = model.predict(images, batch_size=2000, verbose=0)
     return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-
-
-def train(data, seed, steps):
-    """The benchmark CNN trained with the multi-similarity loss on the training classes of `data`."""
-    import keras
-    import tensorflow as tf
-
-    import tfdml
-
-    x_train, y_train = data[0], data[1]
-    keras.utils.set_random_seed(seed)
-    model = glyphs.small_cnn()
-    optimizer = keras.optimizers.Adam(1e-3)
-    loss = tfdml.losses.MultiSimilarityLoss()
-
-    @tf.function
-    def step(images, labels):
-        with tf.GradientTape() as tape:
-            value = loss(labels, model(images, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
-        return value
-
-    batches = glyphs.class_balanced_batches(y_train, 16, 4, np.random.default_rng(seed))
-    for _ in range(steps):
-        index = next(batches)
-        step(tf.constant(x_train[index]), tf.constant(y_train[index]))
-    return model
 
 
 def main(argv=None):
