@@ -180,7 +180,9 @@ def _configurations():
         # Cross-batch memory of 512 embeddings (8 batches) from step 50; EE expands the current batch only.
         "xbm": [("MS + XBM", lambda: L.CrossBatchMemory(L.MultiSimilarityLoss(), 512, warmup_steps=50)),
                 ("MS + EE + XBM", lambda: L.CrossBatchMemory(L.MultiSimilarityLoss(expansion=ee), 512,
-                                                             warmup_steps=50))],
+                                                             warmup_steps=50)),
+                ("MS + EE + XBM (memory_points=with_synthetic)", lambda: L.CrossBatchMemory(
+                    L.MultiSimilarityLoss(expansion=ee), 512, warmup_steps=50, memory_points="with_synthetic"))],
     }
 
 

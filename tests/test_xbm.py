@@ -274,3 +274,43 @@ def test_cosine_contrastive_rejects_triplet_mining():
         tfdml.losses.ContrastiveLoss(metric="cosine", mining="hard")
     with pytest.raises(ValueError, match="metric"):
         tfdml.losses.ContrastiveLoss(metric="dot")
+
+
+def test_memory_with_synthetic_points_stores_ee_points_as_negatives_only():
+    """memory_points="with_synthetic": the memory holds each batch's unit embeddings and EE points; with the
+    additive reduction "batch" the memory's share of the loss is an explicit loop over the stored points, the
+    synthetic ones entering only as negatives."""
+    expansion = tfdml.EmbeddingExpansion(2)
+    inner = lambda: tfdml.losses.ContrastiveLoss(neg_margin=1.2, reduction="batch", expansion=expansion)  # noqa
+    xbm = tfdml.losses.CrossBatchMemory(inner(), memory_size=64, memory_points="with_synthetic", dtype="float64")
+    plain_ee = tfdml.losses.ContrastiveLoss(neg_margin=1.2, reduction="batch", expansion=expansion, dtype="float64")
+    (labels1, x1), (labels2, x2) = batches(seed=7)[:2]
+    labels1 = np.array([0, 0, 1, 1])  # two positive pairs: 2 × n = 4 synthetic points
+    assert float(xbm(labels1, x1)) == pytest.approx(float(plain_ee(labels1, x1)), rel=1e-12)
+    unit1 = x1 / np.linalg.norm(x1, axis=1, keepdims=True)
+    points, point_labels, synthetic = (np.asarray(t) for t in expansion.expand(unit1, labels1))
+    queue = xbm.state_layer.queue
+    kinds = queue.filled.numpy()
+    stored = kinds > 0
+    assert stored.sum() == len(points) == 8 and (kinds == 2).sum() == synthetic.sum() == 4
+    np.testing.assert_allclose(queue.embeddings.numpy()[stored], points, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(queue.labels.numpy()[stored], point_labels)
+
+    unit2 = x2 / np.linalg.norm(x2, axis=1, keepdims=True)
+    memory_share = 0.0
+    for i in range(len(x2)):
+        for point, label, is_synthetic in zip(points, point_labels, synthetic):
+            d = np.linalg.norm(unit2[i] - point)
+            if label == labels2[i]:
+                memory_share += 0.0 if is_synthetic else d  # synthetic points are never positives
+            else:
+                memory_share += max(1.2 - d, 0.0)
+    expected = float(plain_ee(labels2, x2)) + memory_share / len(x2)
+    assert float(xbm(labels2, x2)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_memory_with_synthetic_points_needs_an_expansion():
+    with pytest.raises(ValueError, match="memory_points"):
+        tfdml.losses.CrossBatchMemory(tfdml.losses.ContrastiveLoss(), 8, memory_points="with_synthetic")
+    with pytest.raises(ValueError, match="memory_points"):
+        tfdml.losses.CrossBatchMemory(tfdml.losses.ContrastiveLoss(), 8, memory_points="everything")

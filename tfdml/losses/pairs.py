@@ -99,7 +99,8 @@ def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", n
     return PairMatrices(original, pooled, positive_mask, negative_mask, dim)
 
 
-def append_references(matrices, queries, labels, references, reference_labels, usable, metric):
+def append_references(matrices, queries, labels, references, reference_labels, usable, metric,
+                      negative_usable=None):
     """Extends a batch's `PairMatrices` with one column per reference point (a memory of past embeddings).
 
     Row i stays anchor i of the batch; the columns are the batch's points (as in
@@ -114,18 +115,20 @@ def append_references(matrices, queries, labels, references, reference_labels, u
         reference_labels: (M,) their labels.
         usable: (M,) bool, references that take part (others are in neither mask).
         metric: a `tfdml.distances.METRICS` name.
+        negative_usable: (M,) bool, references that take part as negatives
+            (default `usable`; e.g. synthetic points are negatives only).
 
     Returns:
         `PairMatrices` of shape (B, B + M).
     """
     values = distances.pairwise(queries, references, metric)
     same = tf.equal(labels[:, None], reference_labels[None, :])
-    usable = usable[None, :]
+    negative_usable = usable if negative_usable is None else negative_usable
     return PairMatrices(
         tf.concat([matrices.positive, values], axis=1),
         tf.concat([matrices.negative, values], axis=1),
-        tf.concat([matrices.positive_mask, tf.logical_and(same, usable)], axis=1),
-        tf.concat([matrices.negative_mask, tf.logical_and(tf.logical_not(same), usable)], axis=1),
+        tf.concat([matrices.positive_mask, tf.logical_and(same, usable[None, :])], axis=1),
+        tf.concat([matrices.negative_mask, tf.logical_and(tf.logical_not(same), negative_usable[None, :])], axis=1),
         matrices.embedding_dim,
     )
 

@@ -4,7 +4,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from tfdml.checks import check_number
+from tfdml.checks import check_choice, check_number
 from tfdml.losses.base import MetricLoss
 from tfdml.losses.pairs import append_references
 from tfdml.losses.registry import get as get_loss
@@ -13,6 +13,9 @@ from tfdml.losses.registry import register
 #: Losses whose value reduces row by row over their pair matrices (each row an anchor of the batch), so the
 #: matrices may carry extra reference columns: the pair-based losses `CrossBatchMemory` accepts.
 MEMORY_LOSSES = ("contrastive", "multi_similarity", "circle", "supcon", "ntxent", "tuplet_margin")
+#: What the memory stores of each batch: its embeddings, or also the wrapped loss's EE synthetic points.
+MEMORY_POINTS = ("originals", "with_synthetic")
+ORIGINAL, SYNTHETIC = 1, 2  # `MemoryQueue.filled` slot kinds
 
 
 @keras.saving.register_keras_serializable(package="tfdml")
@@ -20,7 +23,8 @@ class MemoryQueue(keras.layers.Layer):
     """XBM's queue: the last `memory_size` (stop-gradient) embeddings the loss saw and their labels.
 
     Non-trainable variables, created by `build_for(embedding_dim)`: `embeddings`
-    (M, D), `labels` (M,), `filled` (M,) 1 where a slot holds an embedding,
+    (M, D), `labels` (M,), `filled` (M,): 0 for an empty slot, `ORIGINAL` for an
+    embedding, `SYNTHETIC` for an Embedding Expansion point (a negative only),
     `pointer` (the next slot to write) and `steps` (calls so far, for the warm-up).
     Under a `tf.distribute` strategy every variable is mirrored with the
     ONLY_FIRST_REPLICA aggregation: the loss enqueues the all-gathered global
@@ -69,11 +73,15 @@ class MemoryQueue(keras.layers.Layer):
         offset = tf.math.floormod(tf.range(self.memory_size) - self.pointer, self.memory_size)
         return offset < count
 
-    def enqueue(self, embeddings, labels, enabled=True):
-        """Writes the last min(B, M) rows at the pointer (circularly), when `enabled`; counts the call."""
+    def enqueue(self, embeddings, labels, enabled=True, kinds=None):
+        """Writes the last min(B, M) rows at the pointer (circularly), when `enabled`; counts the call.
+
+        `kinds`: (B,) int32 slot kinds (`ORIGINAL`, `SYNTHETIC`, or 0 for a row to leave
+        unused); default all `ORIGINAL`."""
         embeddings = tf.cast(embeddings, self.embeddings.dtype)[-self.memory_size:]
         labels = tf.cast(labels, tf.int64)[-self.memory_size:]
         count = tf.shape(labels)[0]
+        kinds = tf.fill([count], ORIGINAL) if kinds is None else tf.cast(kinds, tf.int32)[-self.memory_size:]
         slots = tf.math.floormod(self.pointer + tf.range(count), self.memory_size)[:, None]
         enabled = tf.convert_to_tensor(enabled)
         updates = [
@@ -81,8 +89,8 @@ class MemoryQueue(keras.layers.Layer):
                 self.embeddings.value, slots, embeddings), self.embeddings.value)),
             self.labels.assign(tf.where(enabled, tf.tensor_scatter_nd_update(self.labels.value, slots, labels),
                                         self.labels.value)),
-            self.filled.assign(tf.where(enabled, tf.tensor_scatter_nd_update(
-                self.filled.value, slots, tf.ones([count], tf.int32)), self.filled.value)),
+            self.filled.assign(tf.where(enabled, tf.tensor_scatter_nd_update(self.filled.value, slots, kinds),
+                                        self.filled.value)),
             self.pointer.assign(tf.where(enabled, tf.math.floormod(self.pointer + count, self.memory_size),
                                          self.pointer.value)),
             self.steps.assign_add(tf.constant(1, tf.int64)),
@@ -144,11 +152,14 @@ class CrossBatchMemory(MetricLoss):
     written; L = L(batch, batch) (XBM §4: embeddings drift fast early in
     training; the authors start the memory after 1k iterations).
 
-    Embedding Expansion (EE) of the wrapped loss expands the current batch only:
-    negatives within the batch are EE-pooled as without the memory, memory
-    columns hold the stored original points with their plain values (EE §3
-    synthesises points from the positive pairs of the batch at hand; a stored
-    embedding has no current positive partner to interpolate with).
+    Embedding Expansion (EE) of the wrapped loss expands the current batch
+    (default, `memory_points="originals"`): negatives within the batch are
+    EE-pooled as without the memory, memory columns hold the stored original
+    points with their plain values (EE §3 synthesises points from the positive
+    pairs of the batch at hand; a stored embedding has no current positive
+    partner to interpolate with). `memory_points="with_synthetic"` also stores
+    each batch's synthetic points (EE's interpolations of its positive pairs),
+    which later anchors meet as negatives only.
 
     Memory: O(B·(B + M)) per pair matrix. The queue is a tracked loss state
     (`loss.state_layer`), so checkpoints and `.keras` files keep it. The
@@ -164,6 +175,8 @@ class CrossBatchMemory(MetricLoss):
         batch_term: add the batch's own loss (the authors' code).
         memory_weight: weight of the memory loss when `batch_term` is True
             (ignored otherwise).
+        memory_points: "originals" or "with_synthetic" (`MEMORY_POINTS`; the
+            latter needs an expanding wrapped loss).
 
     Example (three steps of a contrastive loss with a memory of 8 embeddings):
 
@@ -174,10 +187,10 @@ class CrossBatchMemory(MetricLoss):
     1
     """
 
-    config_args = ("loss", "memory_size", "warmup_steps", "batch_term", "memory_weight")
+    config_args = ("loss", "memory_size", "warmup_steps", "batch_term", "memory_weight", "memory_points")
 
     def __init__(self, loss, memory_size, warmup_steps=0, batch_term=False, memory_weight=1.0,
-                 name="cross_batch_memory", **kwargs):
+                 memory_points="originals", name="cross_batch_memory", **kwargs):
         super().__init__(name=name, **kwargs)
         self.loss = _inner_loss(loss)
         if self.loss.gather_replicas != self.gather_replicas:
@@ -188,6 +201,10 @@ class CrossBatchMemory(MetricLoss):
         self.warmup_steps = int(check_number(warmup_steps, "warmup_steps", 0))
         self.batch_term = bool(batch_term)
         self.memory_weight = check_number(memory_weight, "memory_weight", 0.0)
+        self.memory_points = check_choice(memory_points, "memory_points", MEMORY_POINTS)
+        if self.memory_points == "with_synthetic" and not self.loss.expanding:
+            raise ValueError("memory_points='with_synthetic' stores Embedding Expansion points: give the wrapped loss "
+                             "an expansion with n_points > 0.")
         self.queue = MemoryQueue(self.memory_size, dtype=self.compute_dtype, name=f"{name}_queue")
         self.state_layer = _StateLayers(self.queue, getattr(self.loss, "state_layer", None), name=f"{name}_state")
         self._frozen = False
@@ -231,17 +248,18 @@ class CrossBatchMemory(MetricLoss):
         seen = []
 
         def with_memory(matrices, queries, query_labels, metric, normalized):
-            seen.append(queries)
-            if len(seen) > 1:
+            if seen:
                 raise ValueError(f"{type(self.loss).__name__} builds its pair matrices more than once per call, "
                                  "which CrossBatchMemory does not support.")
+            seen.append(self._rows_to_store(tf.stop_gradient(queries), query_labels))
             # Stored rows are the wrapped loss's own prepared queries (normalised when it normalises).
             references = tf.cast(tf.stop_gradient(queue.embeddings.value), queries.dtype)
-            usable = tf.logical_and(tf.cast(queue.filled.value, tf.bool),
-                                    tf.logical_not(queue.overwritten(tf.shape(query_labels)[0])))
-            usable = tf.logical_and(usable, active)
+            kept = tf.logical_and(tf.logical_not(queue.overwritten(tf.shape(seen[0][1])[0])), active)
+            negatives = tf.logical_and(queue.filled.value > 0, kept)
+            positives = tf.logical_and(tf.equal(queue.filled.value, ORIGINAL), kept)
             return append_references(matrices, queries, query_labels, references,
-                                     tf.cast(queue.labels.value, query_labels.dtype), usable, metric)
+                                     tf.cast(queue.labels.value, query_labels.dtype), positives, metric,
+                                     negative_usable=negatives)
 
         self.loss.pair_hook = with_memory
         try:
@@ -251,8 +269,9 @@ class CrossBatchMemory(MetricLoss):
         if not seen:
             raise ValueError(f"{type(self.loss).__name__} does not compare pairs; CrossBatchMemory wraps one of "
                              f"{', '.join(MEMORY_LOSSES)}.")
+        rows, row_labels, kinds = seen[0]
         with tf.control_dependencies([memory_value]):
-            update = queue.enqueue(tf.stop_gradient(seen[0]), labels, active)
+            update = queue.enqueue(rows, row_labels, active, kinds)
         with tf.control_dependencies([update]):
             memory_value = tf.identity(memory_value)
         if not self.batch_term and self.warmup_steps == 0:
@@ -261,6 +280,17 @@ class CrossBatchMemory(MetricLoss):
         if not self.batch_term:
             return tf.where(active, memory_value, batch_value)
         return batch_value + tf.where(active, self.memory_weight * memory_value, tf.zeros_like(memory_value))
+
+    def _rows_to_store(self, queries, labels):
+        """(rows, labels, kinds) the memory stores of this batch: its prepared embeddings, and with
+        `memory_points="with_synthetic"` the wrapped loss's EE synthetic points (invalid slots: kind 0)."""
+        kinds = tf.fill(tf.shape(labels), ORIGINAL)
+        if self.memory_points == "originals":
+            return queries, labels, kinds
+        points, structure = self.loss.expansion.expanded_points(queries, labels)
+        synthetic_kinds = tf.where(structure["valid"], SYNTHETIC, 0)
+        return points, tf.concat([labels, tf.cast(structure["labels"], labels.dtype)], 0), \
+            tf.concat([kinds, synthetic_kinds], 0)
 
     def get_config(self):
         config = super().get_config()
