@@ -94,8 +94,8 @@ class ResumableCSVLogger(MeasuredCSVLogger):
         super().__init__(filename, separator=separator, append=True)
 
     def on_train_begin(self, logs=None):
-        """Drops the rows of epochs ≥ `params["initial_epoch"]` from an existing file, then opens it
-        for appending (Keras callback)."""
+        """Drops the rows of epochs ≥ `params["initial_epoch"]` from an existing file (removing a file
+        left without rows), then opens it for appending (Keras callback)."""
         if os.path.exists(self.filename):
             first = int((self.params or {}).get("initial_epoch", 0))
             with open(self.filename, newline="") as handle:
