@@ -39,6 +39,8 @@ class ViewsSampler:
         self.views = check_int(views, "views", minimum=2)
 
     def check(self, labels, batch_size, samples_per_class=None):
+        """Raises `ValueError` unless `batch_size` is a multiple of `views` holding at least two images,
+        and the split (`labels`) has `batch_size / views` images."""
         if batch_size % self.views or batch_size // self.views < 2:
             raise ValueError(f"batch_size ({batch_size}) must be a multiple of views ({self.views}) holding at "
                              f"least two images (self-supervised batches: batch_size / views images, each "

@@ -118,6 +118,9 @@ class DynamicSoftMarginLoss(MetricLoss):
         self.histogram.assign(tf.zeros_like(self.histogram))
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: updates the running histogram with the relative distances x of its
+        triplets (`triplets`: "all", or the hardest negatives) and returns the mean of Φ(x)·x, Φ the
+        histogram's CDF."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "euclidean")
         if self.triplets == "hardest":
             has_negative = tf.reduce_any(m.negative_mask, axis=1)

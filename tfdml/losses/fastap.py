@@ -90,6 +90,7 @@ class FastAPLoss(MetricLoss):
         self.bins = check_int(bins, "bins", minimum=1)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: one minus the histogram-approximated AP, averaged over queries with a positive."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "squared_euclidean")
         h_pos = per_anchor_histograms(m.positive, m.positive_mask, self.bins)
         h_neg = per_anchor_histograms(m.negative, m.negative_mask, self.bins)

@@ -70,6 +70,8 @@ class MultiplicativeMarginLoss(ProxyLoss):
         self.softening = check_number(softening, "softening", minimum=0.0)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: cross-entropy on the logits with the multiplicative angular margin on the true
+        class."""
         labels = check_class_labels(labels, self.num_classes)
         weights = tf.cast(self.state_layer.value, embeddings.dtype)
         x_norms, unit_x = exact_norms(embeddings)

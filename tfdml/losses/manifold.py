@@ -126,6 +126,8 @@ class ManifoldLoss(ProxyLoss):
         return tf.reduce_mean(tf.nn.softplus(masked_logsumexp(values, active, axis=1)))
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """The N-pair-style violations of the manifold similarities and, weighted by `lambda_c`, of their context
+        similarities."""
         rows = tf.shape(unit_embeddings)[0]
         manifold = self.manifold_similarities(unit_embeddings, unit_proxies)
         loss = tf.zeros([], manifold.dtype)

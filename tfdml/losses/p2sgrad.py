@@ -56,6 +56,7 @@ class P2SGradLoss(ProxyLoss):
         self.form = check_choice(form, "form", FORMS)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """Squared error between the cosines and the one-hot labels (`form`: mean or half the per-sample sum)."""
         cosine = tf.clip_by_value(tf.matmul(unit_embeddings, unit_proxies, transpose_b=True), -1.0, 1.0)
         errors = tf.square(cosine - tf.one_hot(labels, self.num_classes, dtype=cosine.dtype))
         if self.form == "mse":

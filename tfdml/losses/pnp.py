@@ -85,6 +85,8 @@ class PNPLoss(MetricLoss):
         self.query_as_positive = bool(query_as_positive)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the transformed (`variant`) smoothed count of negatives ranked before
+        each positive, averaged over a query's positives, then over queries."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "cosine")
         positives = m.positive_mask
         is_query = tf.reduce_any(positives, axis=1)

@@ -100,6 +100,8 @@ class RankedListLoss(MetricLoss):
             raise ValueError(f"balance must be in [0, 1] with form='pml' (its imbalance), got {balance!r}.")
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the weighted losses of the mined non-trivial positives and negatives, summed and
+        averaged over anchors."""
         m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean",
                                normalized=self.normalize)
         boundary = self.alpha - self.margin

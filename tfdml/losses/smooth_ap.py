@@ -80,6 +80,7 @@ class SmoothAPLoss(MetricLoss):
         self.include_query = include_query
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: one minus the sigmoid-smoothed AP, averaged over queries."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "cosine")
         batch = tf.shape(labels)[0]
         self_mask = tf.eye(batch, dtype=tf.bool)

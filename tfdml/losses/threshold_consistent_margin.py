@@ -66,6 +66,8 @@ class ThresholdConsistentMarginLoss(MetricLoss):
         self.neg_weight = check_number(neg_weight, "neg_weight", minimum=0.0)
 
     def compute(self, labels, embeddings):
+        """The regulariser of the batch: the weighted mean violations of the hard positive pairs (below
+        `pos_margin`) and the hard negative pairs (above `neg_margin`)."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "cosine")
         hard_positive = tf.logical_and(m.positive_mask, m.positive <= self.pos_margin)
         hard_negative = tf.logical_and(m.negative_mask, m.negative >= self.neg_margin)

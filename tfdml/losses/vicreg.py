@@ -113,6 +113,8 @@ class VICRegLoss(MetricLoss):
         return super()._compute_any_batch(check_two_views(labels), embeddings)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the weighted invariance, variance and covariance terms of its two views; NaN for
+        labels that are not pairs."""
         first, partner, valid = view_pairs(labels)
         x = embeddings
         dtype = x.dtype

@@ -65,6 +65,7 @@ class MemoryQueue(keras.layers.Layer):
 
     @property
     def built_for_embeddings(self):
+        """Whether the queue's variables have been created (`build_for`)."""
         return self.embeddings is not None
 
     def overwritten(self, count):
@@ -102,7 +103,8 @@ class MemoryQueue(keras.layers.Layer):
         for variable in (self.embeddings, self.labels, self.filled, self.pointer, self.steps):
             variable.assign(tf.zeros_like(variable))
 
-    def call(self, inputs):  # never used as a model layer; present for Keras' Layer contract
+    def call(self, inputs):
+        """Returns `inputs`: never used as a model layer, present for Keras' `Layer` contract."""
         return inputs
 
     def load_own_variables(self, store):
@@ -112,6 +114,7 @@ class MemoryQueue(keras.layers.Layer):
         super().load_own_variables(store)
 
     def get_config(self):
+        """Config of this layer: its `memory_size` (Keras serialisation)."""
         return {**super().get_config(), "memory_size": self.memory_size}
 
 
@@ -211,6 +214,7 @@ class CrossBatchMemory(MetricLoss):
 
     @property
     def expansion(self):
+        """The wrapped loss's `EmbeddingExpansion` (None without one); set it on the wrapped loss."""
         return getattr(self.loss, "expansion", None)
 
     @expansion.setter
@@ -225,6 +229,7 @@ class CrossBatchMemory(MetricLoss):
         return self.state_layer
 
     def prepare(self, embeddings):
+        """Creates the queue for the embeddings' width on first use, then prepares the wrapped loss."""
         if embeddings.shape[-1] is None:
             raise ValueError("CrossBatchMemory needs embeddings with a known width.")
         if not self.queue.built_for_embeddings:
@@ -241,6 +246,8 @@ class CrossBatchMemory(MetricLoss):
             self._frozen = previous
 
     def compute(self, labels, embeddings):
+        """The wrapped loss of the batch against the memory (plus its batch term when `batch_term`),
+        enqueueing the batch; the wrapped loss alone while warming up or frozen."""
         queue = self.queue
         if self._frozen:
             return self.loss.compute(labels, embeddings)
@@ -293,6 +300,7 @@ class CrossBatchMemory(MetricLoss):
             tf.concat([kinds, synthetic_kinds], 0)
 
     def get_config(self):
+        """Config of this loss, the wrapped loss serialised (Keras serialisation)."""
         config = super().get_config()
         config["loss"] = keras.saving.serialize_keras_object(self.loss)
         return config

@@ -264,6 +264,8 @@ class EmbeddingModel(keras.Model):
         return objective.train_step(self, data) if objective is not None else super().train_step(data)
 
     def test_step(self, data):
+        """Keras' evaluation step with the loss's state frozen, or `SharingObjective.test_step` for a
+        model compiled with one."""
         objective = getattr(self, "_sharing_objective", None)
         if objective is not None:
             return objective.test_step(self, data)
@@ -273,6 +275,7 @@ class EmbeddingModel(keras.Model):
             return super().test_step(data)
 
     def get_compile_config(self):
+        """Keras' compile config, with the `SharingObjective` as the loss of a model compiled with one."""
         config = super().get_compile_config()
         objective = getattr(self, "_sharing_objective", None)
         if config and objective is not None:
@@ -286,10 +289,13 @@ class EmbeddingModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
+        """Config of this model: its constructor arguments and name (Keras serialisation)."""
         return {**self._config, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
+        """A model from `get_config`'s dict, built with `weights=None`: a loaded model takes its weights
+        from the saved file, never from the original weights source (Keras serialisation)."""
         # Weights are restored from the saved file: never download or read the original weights again
         # (a .keras file must load where the original weights file does not exist).
         return cls(**{**config, "weights": None})

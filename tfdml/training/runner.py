@@ -289,6 +289,8 @@ def memory_bank_hooks(config, bank, train_split):
 
 
 def monitored_metric(config):
+    """The epoch-log key that selects the best model: `val_<first tap>_recall@1`, or `val_recall@1`
+    for a config without taps."""
     taps = config["training"]["taps"]
     return f"val_{taps[0]}_recall@1" if taps else "val_recall@1"
 
