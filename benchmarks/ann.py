@@ -14,9 +14,13 @@ parameters unless given — measures:
   embeddings for exact search, the faiss index for the others).
 
 Prints a Markdown table. On a real machine use the default N = 1,000,000.
+`--embeddings FILE.npy` replaces the synthetic data by stored (N, D) embeddings (e.g. a
+trained model's, see `benchmarks/ann_trained.py`): `--queries` rows drawn at random (seed 0)
+are the queries, the rest the gallery.
 
 Usage: python benchmarks/ann.py [--n 1000000] [--dim 128] [--clusters 1000] [--queries 1000]
        [--k 10] [--kinds exact,ivf_flat,ivf_pq,hnsw] [--threads T] [--set kind.param=value ...]
+       [--embeddings FILE.npy]
 """
 import argparse
 import os
@@ -42,6 +46,18 @@ def clustered(n, dim, clusters, seed, spread=0.5):
     return out
 
 
+def split_stored(path, num_queries):
+    """(gallery, queries) from an (N, D) .npy file: `num_queries` random rows (seed 0) are the queries."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: --embeddings {path!r}: no such file.")
+    embeddings = np.load(path).astype(np.float32)
+    if embeddings.ndim != 2 or len(embeddings) <= num_queries:
+        raise SystemExit(f"error: --embeddings {path!r}: expected an (N, D) array with N > --queries "
+                         f"({num_queries}), got shape {embeddings.shape}.")
+    order = np.random.default_rng(0).permutation(len(embeddings))
+    return embeddings[order[num_queries:]], embeddings[order[:num_queries]]
+
+
 def parse_params(texts, kinds):
     params = {kind: {} for kind in kinds}
     for text in texts:
@@ -64,6 +80,7 @@ def main(argv=None):
     parser.add_argument("--kinds", default="exact,ivf_flat,ivf_pq,hnsw")
     parser.add_argument("--threads", type=int, default=None, help="faiss OpenMP threads (default: faiss')")
     parser.add_argument("--set", action="append", default=[], help="kind.param=value, e.g. ivf_pq.nprobe=32")
+    parser.add_argument("--embeddings", default=None, help="(N, D) .npy file of embeddings instead of synthetic data")
     args = parser.parse_args(argv)
     kinds = args.kinds.split(",")
     params = parse_params(args.set, kinds)
@@ -71,9 +88,14 @@ def main(argv=None):
         import faiss
 
         faiss.omp_set_num_threads(args.threads)
-    gallery = clustered(args.n, args.dim, args.clusters, seed=0)
-    queries = clustered(args.queries, args.dim, args.clusters, seed=1)
-    print(f"N = {args.n:,} × {args.dim}-d, {args.clusters} clusters, {args.queries} queries, k = {args.k}; "
+    if args.embeddings:
+        gallery, queries = split_stored(args.embeddings, args.queries)
+        source = f"{args.embeddings}: N = {len(gallery):,} × {gallery.shape[1]}-d"
+    else:
+        gallery = clustered(args.n, args.dim, args.clusters, seed=0)
+        queries = clustered(args.queries, args.dim, args.clusters, seed=1)
+        source = f"N = {args.n:,} × {args.dim}-d, {args.clusters} clusters"
+    print(f"{source}, {len(queries)} queries, k = {args.k}; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", flush=True)
     truth = None
     rows = []

@@ -122,7 +122,15 @@ def recall_at_1(embeddings, labels):
 
 
 def train_and_evaluate(loss, data, seed, steps, classes_per_batch=16, per_class=4, learning_rate=1e-3):
-    x_train, y_train, x_test, y_test = data
+    """Recall@1 on the unseen classes of `data` after `train`."""
+    model = train(loss, data, seed, steps, classes_per_batch, per_class, learning_rate)
+    embeddings = model.predict(data[2], batch_size=400, verbose=0)
+    return recall_at_1(embeddings, data[3])
+
+
+def train(loss, data, seed, steps, classes_per_batch=16, per_class=4, learning_rate=1e-3):
+    """The benchmark CNN trained with `loss` on the training classes of `data` (class-balanced batches)."""
+    x_train, y_train = data[0], data[1]
     keras.utils.set_random_seed(seed)
     model = small_cnn()
     optimizer = keras.optimizers.Adam(learning_rate)
@@ -140,8 +148,7 @@ def train_and_evaluate(loss, data, seed, steps, classes_per_batch=16, per_class=
         value = step(tf.constant(x_train[index]), tf.constant(y_train[index]))
     if not np.isfinite(float(value)):
         raise RuntimeError(f"non-finite loss {float(value)}")
-    embeddings = model.predict(x_test, batch_size=400, verbose=0)
-    return recall_at_1(embeddings, y_test)
+    return model
 
 
 # Each entry: (row label, loss builder). EE uses n = 2 synthetic points, the EE paper's default, with each
@@ -168,7 +175,27 @@ def _configurations():
                   ("N-pair + EE (pooling=anchor, pairs=all)", lambda: L.NPairLoss(
                       expansion=tfdml.EmbeddingExpansion(n_points=2, normalize=False, pairs="all",
                                                          pooling="anchor")))],
+        **{name: [(label, lambda cls=cls: cls()), (f"{label} + EE", lambda cls=cls: cls(expansion=ee))]
+           for name, label, cls in NEWCOMERS},
+        # Cross-batch memory of 512 embeddings (8 batches) from step 50; EE expands the current batch only.
+        "xbm": [("MS + XBM", lambda: L.CrossBatchMemory(L.MultiSimilarityLoss(), 512, warmup_steps=50)),
+                ("MS + EE + XBM", lambda: L.CrossBatchMemory(L.MultiSimilarityLoss(expansion=ee), 512,
+                                                             warmup_steps=50)),
+                ("MS + EE + XBM (memory_points=with_synthetic)", lambda: L.CrossBatchMemory(
+                    L.MultiSimilarityLoss(expansion=ee), 512, warmup_steps=50, memory_points="with_synthetic"))],
     }
+
+
+# The pair-based losses added after the five papers' set, each at its own (paper) defaults.
+NEWCOMERS = [("circle", "Circle", tfdml.losses.CircleLoss), ("supcon", "SupCon", tfdml.losses.SupConLoss),
+             ("ntxent", "NT-Xent", tfdml.losses.NTXentLoss),
+             ("tuplet_margin", "tuplet margin", tfdml.losses.TupletMarginLoss),
+             ("intra_pair_variance", "intra-pair variance", tfdml.losses.IntraPairVarianceLoss),
+             ("ranked_list", "ranked list", tfdml.losses.RankedListLoss),
+             ("fastap", "FastAP", tfdml.losses.FastAPLoss), ("smooth_ap", "Smooth-AP", tfdml.losses.SmoothAPLoss),
+             ("pnp", "PNP", tfdml.losses.PNPLoss),
+             ("threshold_consistent_margin", "threshold-consistent margin", tfdml.losses.ThresholdConsistentMarginLoss),
+             ("dynamic_soft_margin", "dynamic soft margin", tfdml.losses.DynamicSoftMarginLoss)]
 
 
 def main():

@@ -19,8 +19,16 @@ REQUIRED_ARGS = {
     "proxy_anchor": {"num_classes": 4},
     "cosface": {"num_classes": 4},
     "sub_center_arcface": {"num_classes": 4},
+    "cross_batch_memory": {"loss": {"name": "contrastive"}, "memory_size": 16},
+    "large_margin_softmax": {"num_classes": 4},
+    "sphereface": {"num_classes": 4},
+    "p2sgrad": {"num_classes": 4},
+    "manifold": {"num_classes": 4},
 }
 RANDOM_LOSSES = {"margin", "quadruplet", "snr"}
+MEMORY_LOSSES = {"cross_batch_memory"}  # state changes with every call
+# Losses on two views per label (every label exactly twice): one class or singletons raise a ValueError.
+TWO_VIEWS = {"vicreg"}
 
 
 def _build(name, dim=6, **kwargs):
@@ -126,6 +134,10 @@ DEGENERATE = {
 @pytest.mark.parametrize("name", ALL)
 def test_degenerate_batches_give_finite_values_and_gradients(name, case):
     labels, x = DEGENERATE[case]
+    if name in TWO_VIEWS and case in ("one_class", "singletons"):
+        with pytest.raises(ValueError, match="every label exactly twice"):
+            _build(name)(labels, x)
+        return
     for expansion in (None, tfdml.EmbeddingExpansion(2), tfdml.EmbeddingExpansion(2, normalize=False)):
         try:
             loss = _build(name, expansion=expansion)
@@ -146,6 +158,7 @@ NO_TUPLE_ARGS = {
     "npair": {"embedding_reg": 0.0}, "angular": {"embedding_reg": 0.0}, "generalized_lifted": {"embedding_reg": 0.0},
     "snr": {"embedding_reg": 0.0},
     "circle": {}, "supcon": {}, "ntxent": {}, "tuplet_margin": {}, "nca": {},
+    "fastap": {}, "smooth_ap": {}, "pnp": {}, "dynamic_soft_margin": {},
 }
 
 
@@ -164,9 +177,12 @@ def test_no_valid_tuple_gives_zero_loss_and_zero_gradient(name):
 def test_eager_graph_and_xla_agree(name):
     labels, x = _batch()
     loss = _build(name, seed=3) if name in RANDOM_LOSSES else _build(name)
-    eager = float(loss(labels, x))
-    graph = float(tf.function(lambda a, b: loss(a, b))(labels, x))
-    xla = float(tf.function(lambda a, b: loss(a, b), jit_compile=True)(labels, x))
+    # A memory changes with every call: each mode gets a fresh loss.
+    fresh = _build if name in MEMORY_LOSSES else (lambda _: loss)
+    eager = float(fresh(name)(labels, x))
+    graph_loss, xla_loss = fresh(name), fresh(name)
+    graph = float(tf.function(lambda a, b: graph_loss(a, b))(labels, x))
+    xla = float(tf.function(lambda a, b: xla_loss(a, b), jit_compile=True)(labels, x))
     if name in RANDOM_LOSSES:
         assert np.isfinite([eager, graph, xla]).all()
     else:
@@ -181,6 +197,8 @@ OPTIONS = {
                                                    "average_over": "positive_pairs"}),
     "multi_similarity_no_plus_one": ("multi_similarity", {"beta": 50.0, "plus_one": False}),
     "npair_nca_form": ("npair", {"normalize": True, "temperature": 0.1, "embedding_reg": 0.0}),
+    "smooth_ap_include_query": ("smooth_ap", {"temperature": 0.1, "include_query": True}),
+    "ranked_list_pml": ("ranked_list", {"form": "pml", "balance": 0.5, "t_p": 1.0}),
 }
 
 
@@ -270,9 +288,11 @@ def test_model_fit_lowers_the_loss(name):
     loss = _build(name, dim=16, seed=0) if name in RANDOM_LOSSES else _build(name, dim=16)
     tfdml.losses.attach_loss_state(model, loss, embedding_dim=16)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)
-    data = _grouped_dataset(x, labels)
+    data = _grouped_dataset(x, labels, per_class=2 if name in TWO_VIEWS else 4)
     before = float(np.mean([float(loss(yb, model(xb))) for xb, yb in data]))
     model.fit(data, epochs=8, verbose=0)
+    if hasattr(loss, "reset_histogram"):  # dynamic soft margin: Φ·x against a fresh running histogram, as before
+        loss.reset_histogram()
     after = float(np.mean([float(loss(yb, model(xb))) for xb, yb in data]))
     assert after < before
 

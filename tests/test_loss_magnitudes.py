@@ -8,7 +8,8 @@ import tensorflow as tf
 import tfdml
 
 NEEDS_CLASSES = {"proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
-                 "sub_center_arcface"}
+                 "sub_center_arcface", "large_margin_softmax", "sphereface", "p2sgrad", "manifold"}
+WRAPPERS = {"cross_batch_memory": {"loss": {"name": "contrastive"}, "memory_size": 16}}  # wrapped loss, memory
 RAW_EMBEDDINGS = {"npair", "generalized_lifted"}  # unnormalised by default: EE without normalisation
 LABELS = tf.constant(np.array([0, 0, 1, 1, 2, 2, 3, 3], np.int32))
 MAGNITUDES = [10.0 ** exponent for exponent in range(-35, 36, 5)]
@@ -19,6 +20,7 @@ CASES = [(name, expanding) for name in tfdml.losses.names()
 def _build(name, expanding, **kwargs):
     cls = tfdml.losses.get_class(name)
     arguments = {"num_classes": 4} if name in NEEDS_CLASSES else {}
+    arguments.update(WRAPPERS.get(name, {}))
     if "seed" in cls.config_args:
         arguments["seed"] = 0
     if expanding:

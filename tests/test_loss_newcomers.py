@@ -120,8 +120,9 @@ def test_gradients_of_paper_forms_match_central_differences(case):
 
 # ------------------------------------------------------------- robustness
 NEW = ["proxy_anchor", "cosface", "sub_center_arcface", "circle", "supcon", "ntxent", "tuplet_margin",
-       "intra_pair_variance", "nca", "instance"]
-PROXY = {"proxy_anchor", "cosface", "sub_center_arcface"}
+       "intra_pair_variance", "nca", "instance", "manifold", "fastap", "smooth_ap", "ranked_list", "pnp",
+       "threshold_consistent_margin", "dynamic_soft_margin"]
+PROXY = {"proxy_anchor", "cosface", "sub_center_arcface", "manifold"}
 LABELS = np.array([0, 0, 1, 1, 2, 2, 3, 3, 1])
 
 
@@ -132,6 +133,8 @@ def _build(name, dim=6, **kwargs):
 
 
 def _value_and_gradient(loss, x, mode="eager"):
+    if hasattr(loss, "reset_histogram"):  # dynamic soft margin: every call against a fresh running histogram
+        loss.reset_histogram()
     def run(labels, embeddings):
         with tf.GradientTape() as tape:
             tape.watch(embeddings)

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tfdml
 
 PROXY_LOSSES = ["proxy_nca", "soft_triple", "arcface", "normalized_softmax", "softmax", "proxy_anchor", "cosface",
-                "sub_center_arcface"]
+                "sub_center_arcface", "large_margin_softmax", "sphereface", "p2sgrad", "manifold"]
 
 
 @pytest.mark.parametrize("name", PROXY_LOSSES)
@@ -148,6 +148,10 @@ STATEFUL = {
     "proxy_anchor": {"num_classes": 4, "seed": 0, "lr_multiplier": 100.0},
     "cosface": {"num_classes": 4, "seed": 0},
     "sub_center_arcface": {"num_classes": 4, "seed": 0},
+    "large_margin_softmax": {"num_classes": 4, "seed": 0},
+    "sphereface": {"num_classes": 4, "seed": 0, "lr_multiplier": 2.0},
+    "p2sgrad": {"num_classes": 4, "seed": 0},
+    "manifold": {"num_classes": 4, "seed": 0, "lr_multiplier": 10.0},
 }
 
 

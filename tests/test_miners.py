@@ -572,3 +572,5 @@ def test_bad_miner_arguments_are_named():
         tfdml.losses.CosFaceLoss(4, pair_mining="hdc")
     with pytest.raises(ValueError, match="pair_mining"):
         tfdml.losses.get("proxy_anchor", num_classes=4, pair_mining="hdc")
+    with pytest.raises(ValueError, match="pair_mining"):
+        tfdml.losses.CrossBatchMemory(tfdml.losses.ContrastiveLoss(pair_mining="hdc"), memory_size=8)

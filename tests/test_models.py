@@ -169,3 +169,12 @@ def test_export_round_trip_in_fresh_process(tmp_path):
     expected = model.embedder("pool")(images.astype(np.float32)).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "u8.npy"), expected, atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "f32.npy"), expected[:1], atol=1e-5)
+
+
+def test_avg_max_pooling_is_the_sum_of_global_average_and_max():
+    model = tfdml.models.EmbeddingModel(backbone="resnet18", embedding_dim=8, pooling="avg_max", weights=None,
+                                        input_shape=(32, 32, 3))
+    images = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    pool = keras.Model(model.inputs, model.get_layer("pool").output)(images).numpy()
+    features = keras.Model(model.inputs, model.get_layer("pool_avg").input)(images).numpy()
+    np.testing.assert_allclose(pool, features.mean(axis=(1, 2)) + features.max(axis=(1, 2)), rtol=1e-5, atol=1e-5)

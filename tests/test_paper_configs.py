@@ -51,12 +51,26 @@ def test_the_up_to_date_check_reports_edited_missing_and_orphaned_files(tmp_path
         "ee_cub200.yaml", "old.yaml", "xuan_epshn_sop.yaml"]
 
 
-def test_paper_configs_use_coupled_weight_decay():
+def test_paper_configs_use_their_codes_weight_decay():
+    """Coupled L2 (torch.optim.Adam / SGD / MXNet wd) everywhere but Proxy-Anchor's torch.optim.AdamW."""
     marked = [p for p in glob.glob(os.path.join(CONFIGS, "*.yaml")) if _generator().MARKER in open(p).read()]
     configs = [name for name in _generator().generated() if "/" not in name]  # not the sweeps/ files
-    assert len(marked) == len(configs) == 30 + 3 * 23 + 7 + 6 + 3 * 7 + 3 * 4
+    assert len(marked) == len(configs) == 30 + 3 * 23 + 7 + 6 + 3 * 7 + 3 * 4 + 3 + 1
     for path in marked + glob.glob(os.path.join(CONFIGS, "sharing_*.yaml")):
-        assert load_config(path)["optimizer"]["weight_decay_mode"] == "coupled", path
+        expected = "decoupled" if os.path.basename(path).startswith("proxy_anchor_") else "coupled"
+        assert load_config(path)["optimizer"]["weight_decay_mode"] == expected, path
+
+
+def test_proxy_anchor_and_xbm_configs_build_their_losses():
+    proxy_anchor = load_config(os.path.join(CONFIGS, "proxy_anchor_cub200.yaml"))
+    assert proxy_anchor["model"]["backbone"] == "bninception" and proxy_anchor["model"]["pooling"] == "avg_max"
+    assert proxy_anchor["sampler"]["batch_size"] == 180 and proxy_anchor["optimizer"]["learning_rate"] == 1e-4
+    loss = tfdml.losses.get(proxy_anchor["loss"]["name"], num_classes=100, **proxy_anchor["loss"]["params"])
+    assert (loss.alpha, loss.margin, loss.lr_multiplier) == (32.0, 0.1, 100.0)
+    xbm = load_config(os.path.join(CONFIGS, "xbm_contrastive_sop.yaml"))
+    loss = tfdml.losses.get(xbm["loss"]["name"], **xbm["loss"]["params"])
+    assert isinstance(loss, tfdml.losses.CrossBatchMemory) and loss.memory_size == 55000 and loss.batch_term
+    assert loss.loss.metric == "cosine" and (loss.loss.pos_margin, loss.loss.neg_margin) == (1.0, 0.5)
 
 
 EE_ROWS = {"": ("triplet", {"margin": 1e-5, "mining": "hard", "average_over": "sum"}, "anchor"),

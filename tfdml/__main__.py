@@ -12,6 +12,7 @@ from tfdml.cli import COMMANDS
 
 
 def usage():
+    """The text of `python -m tfdml` without a command: the commands and what each does."""
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: python -m tfdml {" + ",".join(COMMANDS) + "} [arguments]", "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]

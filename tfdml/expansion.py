@@ -123,6 +123,7 @@ class EmbeddingExpansion:
         self.memory_budget_mb = check_number(memory_budget_mb, "memory_budget_mb", greater_than=0.0)
 
     def get_config(self):
+        """Config of this expansion: its constructor arguments (Keras serialisation)."""
         return {
             "n_points": self.n_points,
             "normalize": self.normalize,
@@ -133,6 +134,7 @@ class EmbeddingExpansion:
 
     @classmethod
     def from_config(cls, config):
+        """An expansion from `get_config`'s dict (Keras serialisation)."""
         return cls(**config)
 
     def __repr__(self):

@@ -144,6 +144,7 @@ class ExpansionMonitor(keras.callbacks.Callback):
     """
 
     KEYS = ("ee_synthetic_recall@1", "ee_original_recall@1", "ee_synthetic_negative_ratio")
+    """The log keys this callback writes every epoch (NaN when not measured)."""
 
     def __init__(self, batches, expansion, every=1):
         super().__init__()
@@ -168,6 +169,7 @@ class ExpansionMonitor(keras.callbacks.Callback):
         }
 
     def on_epoch_end(self, epoch, logs=None):
+        """Logs the `KEYS` measured now on epochs that are due, NaN on the others (Keras callback)."""
         logs = logs if logs is not None else {}
         last = (self.params or {}).get("epochs")
         due = epoch == 0 or (epoch + 1) % self.every == 0 or (last is not None and epoch + 1 == last)

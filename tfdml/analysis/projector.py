@@ -220,6 +220,7 @@ class EmbeddingProjector(keras.callbacks.Callback):
                                      sample=self._sample)
 
     def on_epoch_end(self, epoch, logs=None):
+        """Writes the projector files every `every` epochs and after the last (Keras callback)."""
         last = (self.params or {}).get("epochs")
         if (epoch + 1) % self.every == 0 or (last is not None and epoch + 1 == last):
             self.write(epoch)

@@ -84,6 +84,8 @@ class TapRecallHistory(keras.callbacks.Callback):
         return results
 
     def on_epoch_end(self, epoch, logs=None):
+        """Logs `tap_{tap}_{split}_{metric}` for each tap and split: measured on due epochs, NaN on
+        the others; keeps them in `values` and Recall@1 in `history` (Keras callback)."""
         logs = logs if logs is not None else {}
         results = self._measure() if self._due(epoch) or self._keys is None else None
         if results is not None:

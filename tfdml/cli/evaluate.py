@@ -109,6 +109,7 @@ def _run_log(model_path):
 
 
 def build_parser(prog=None):
+    """The `argparse` parser of `tfdml-evaluate` (`prog`: the program name shown in usage)."""
     parser = argparse.ArgumentParser(prog=prog or "tfdml-evaluate", description="Evaluate retrieval on a test split.")
     parser.add_argument("--model", required=True, help="run directory, .keras file or SavedModel directory")
     parser.add_argument("--dataset", default="digits", help="digits, cub200, cars196, sop or folder")

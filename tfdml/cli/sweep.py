@@ -18,6 +18,7 @@ from tfdml.training.sweep import _columns, collect, execute, load_sweep, paper_c
 
 
 def build_parser(prog=None):
+    """The `argparse` parser of `tfdml-sweep` (`prog`: the program name shown in usage)."""
     parser = argparse.ArgumentParser(prog=prog or "tfdml-sweep", description="Run configs over a grid of overrides "
                                      "and seeds; summarise the test metrics as mean ± std.")
     parser.add_argument("--sweep", default=None, metavar="FILE",

@@ -37,6 +37,7 @@ from tfdml.cli.common import add_common_arguments, progress_verbosity, run_cli, 
 
 
 def build_parser(prog=None):
+    """The `argparse` parser of `tfdml-train` (`prog`: the program name shown in usage)."""
     parser = argparse.ArgumentParser(prog=prog or "tfdml-train", description="Train a tfdml embedding model.")
     parser.add_argument("--config", help="YAML config file or the name of a shipped config, e.g. ee_cub200 "
                                           "(default: the embedded default)")

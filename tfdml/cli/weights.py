@@ -21,6 +21,7 @@ from tfdml.cli.common import add_common_arguments, run_cli
 
 
 def build_parser(prog=None):
+    """The `argparse` parser of `tfdml-weights` and its `list` and `convert` commands."""
     parser = argparse.ArgumentParser(prog=prog or "tfdml-weights",
                                      description="Published ImageNet checkpoints of tfdml's backbones.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +84,8 @@ def convert_checkpoint(backbone, checkpoint, output, image_size=224, source=None
 
 
 def main(argv=None, prog=None):
+    """`tfdml-weights`: `list` prints the known checkpoints (and returns their rows), `convert`
+    writes a PyTorch / safetensors checkpoint as a Keras `.weights.h5` file (and returns its path)."""
     args = build_parser(prog).parse_args(argv)
     if args.command == "list":
         from tfdml.weights.load import CACHE_ENV, cache_dir

@@ -1,4 +1,5 @@
-"""Datasets with zero-shot class splits, batch samplers, the memory bank and augmentation pipelines."""
+"""Datasets with zero-shot class splits, batch samplers, the memory bank, augmentation pipelines and
+self-supervised (two-view) batches."""
 from tfdml.data.augmentation import AUGMENTATIONS, make_augmentation
 from tfdml.data.datasets import DATASETS, EXPECTED_COUNTS, MissingDependencyError, check_counts, image_folder, load_split
 from tfdml.data.digits import digits_split
@@ -6,6 +7,7 @@ from tfdml.data.embedded_samplers import EmbeddedSampler
 from tfdml.data.memory_bank import MemoryBank, MemoryBankUpdate, prepare_memory_bank
 from tfdml.data.pipelines import eval_pipeline, train_pipeline
 from tfdml.data.samplers import EMBEDDED_SAMPLERS, SAMPLERS, batch_indices
+from tfdml.data.self_supervised import ViewsSampler, self_supervised_pipeline, unlabeled_folder
 from tfdml.data.split import Split
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "MissingDependencyError",
     "SAMPLERS",
     "Split",
+    "ViewsSampler",
     "batch_indices",
     "check_counts",
     "digits_split",
@@ -27,5 +30,7 @@ __all__ = [
     "load_split",
     "make_augmentation",
     "prepare_memory_bank",
+    "self_supervised_pipeline",
     "train_pipeline",
+    "unlabeled_folder",
 ]

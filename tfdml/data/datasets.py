@@ -87,6 +87,9 @@ def check_counts(split_obj, name, split, strict=False):
 
 
 def cub200_folder(data_dir, split, channels=3):
+    """The `split` of a CUB-200-2011 folder: the first half of the sorted classes ("train") or the
+    second ("test"), read from `images.txt` and `image_class_labels.txt` (in `data_dir` or its
+    `CUB_200_2011`)."""
     root = os.path.join(data_dir, "CUB_200_2011")
     root = root if os.path.isdir(root) else data_dir
     images = {row[0]: row[1] for row in _read_rows(os.path.join(root, "images.txt"))}
@@ -97,6 +100,10 @@ def cub200_folder(data_dir, split, channels=3):
 
 
 def cars196_folder(data_dir, split, channels=3):
+    """The `split` of a Cars196 folder: the first half of the sorted classes ("train") or the second ("test").
+
+    Reads `cars_annos.txt` ("path class_id" lines) when present, else an image folder with one
+    sub-folder per class."""
     annotations = os.path.join(data_dir, "cars_annos.txt")
     if os.path.exists(annotations):
         rows = _read_rows(annotations)
@@ -110,6 +117,7 @@ def cars196_folder(data_dir, split, channels=3):
 
 
 def sop_folder(data_dir, split, channels=3):
+    """The `split` of a Stanford Online Products folder, read from `Ebay_train.txt` or `Ebay_test.txt`."""
     name = "Ebay_train.txt" if split == "train" else "Ebay_test.txt"
     rows = _read_rows(os.path.join(data_dir, name))[1:]  # header line
     return Split("sop", [int(r[1]) for r in rows], paths=[os.path.join(data_dir, r[3]) for r in rows],

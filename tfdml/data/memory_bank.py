@@ -51,10 +51,12 @@ class MemoryBank:
 
     @property
     def num_items(self):
+        """Rows of the bank (N)."""
         return int(self.variable.shape[0])
 
     @property
     def dim(self):
+        """Embedding size of the bank (D)."""
         return int(self.variable.shape[1])
 
     def fill(self, embedder, dataset, verbose="auto"):
@@ -173,11 +175,13 @@ class MemoryBankUpdate(keras.callbacks.Callback):
         self.bank = bank
 
     def set_model(self, model):
+        """Replaces the model's train step with one that also writes the batch's rows of the bank (Keras callback)."""
         super().set_model(model)
         model.train_step = functools.partial(memory_bank_train_step, model, self.bank)
         model.train_function = None  # rebuilt with the bank step
 
     def on_train_end(self, logs=None):
+        """Restores the model's own train step (Keras callback)."""
         self.model.__dict__.pop("train_step", None)
         self.model.train_function = None
 

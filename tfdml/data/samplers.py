@@ -55,6 +55,7 @@ class ClassMembers:
 
     @property
     def num_classes(self):
+        """Number of classes."""
         return len(self.classes)
 
     def of(self, class_id):
@@ -97,6 +98,8 @@ class ClassMembers:
 
 
 def check_sampler_arguments(sampler, batch_size, samples_per_class, num_classes):
+    """Raises `ValueError` for an unknown `sampler` name (or one that needs a memory bank), a
+    `batch_size` below 1 (2 for "spc_r") or batch sizes the split's classes cannot fill."""
     if sampler in EMBEDDED_SAMPLERS:
         raise ValueError(
             f"sampler={sampler!r} chooses batches from a memory bank of embeddings: pass "
@@ -112,6 +115,8 @@ def check_sampler_arguments(sampler, batch_size, samples_per_class, num_classes)
 
 
 def check_classes_per_batch(batch_size, samples_per_class, num_classes):
+    """Raises `ValueError` unless `batch_size` is a multiple of `samples_per_class` and the split has
+    the `batch_size / samples_per_class` classes a batch needs."""
     if samples_per_class < 1 or batch_size % samples_per_class:
         raise ValueError(
             f"batch_size ({batch_size}) must be divisible by samples_per_class ({samples_per_class}).")

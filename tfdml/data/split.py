@@ -63,10 +63,12 @@ class Split:
 
     @property
     def num_images(self):
+        """Number of images."""
         return int(len(self.labels))
 
     @property
     def num_classes(self):
+        """Number of classes."""
         return int(len(self.original_labels))
 
     @property

@@ -79,6 +79,7 @@ class AngularLoss(MetricLoss):
 
     @property
     def tan_squared(self):
+        """tan²(α), α = `alpha_degrees` in radians: the factor of the angular term."""
         return math.tan(math.radians(self.alpha_degrees)) ** 2
 
     def _npair_terms(self, labels, embeddings):
@@ -108,6 +109,8 @@ class AngularLoss(MetricLoss):
         return tf.where(has_neg[:, None], per_pair, tf.zeros_like(per_pair))
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the N-pair term plus `angular_weight` times the angular term, averaged
+        over positive pairs, plus the embedding-norm penalty when `embedding_reg` > 0."""
         npair, positive_mask = self._npair_terms(labels, embeddings)
         per_pair = npair
         if self.angular_weight > 0:

@@ -51,6 +51,7 @@ class ArcFaceLoss(ProxyLoss):
         self.scale = check_number(scale, "scale", greater_than=0.0)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """Softmax cross-entropy of the scaled cosines, the true class's angle increased by `margin`."""
         cosine = tf.clip_by_value(tf.matmul(unit_embeddings, unit_proxies, transpose_b=True), -1.0, 1.0)
         cos_true = tf.gather(cosine, labels, axis=1, batch_dims=1)
         sin_true = distances.safe_sqrt(1.0 - tf.square(cos_true))

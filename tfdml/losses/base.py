@@ -171,6 +171,10 @@ class MetricLoss(keras.losses.Loss):
     random_sampling = False
     #: Trainable state (proxies, β) as a Keras layer; None for stateless losses.
     state_layer = None
+    #: Set by a wrapper for the duration of one call (`tfdml.losses.CrossBatchMemory`):
+    #: `hook(matrices, embeddings, labels, metric, normalized)` returns the `PairMatrices` to use;
+    #: `matrices` are then built with gradients through their rows only (`detach_columns`).
+    pair_hook = None
 
     def __init__(self, name=None, dtype=None, gather_replicas=True, reduction=None, expansion=None, seed=None,
                  pair_mining=None):
@@ -213,10 +217,14 @@ class MetricLoss(keras.losses.Loss):
         for negative pairs with this loss's expansion and pooling.
         `normalized`: the embeddings are L2-normalised (False: raw embeddings,
         computed without overflow at any magnitude)."""
-        matrices = pair_matrices(embeddings, labels, metric, self.expansion, self.pooling, normalized)
+        hooked = self.pair_hook is not None
+        matrices = pair_matrices(embeddings, labels, metric, self.expansion, self.pooling, normalized,
+                                 detach_columns=hooked)
         if self._mined_pairs is not None:
             matrices.positive_mask, matrices.negative_mask = self.mined_pair_masks(labels)
         matrices.source_embeddings = self._source_embeddings
+        if hooked:
+            matrices = self.pair_hook(matrices, embeddings, labels, metric, normalized)
         return matrices
 
     def mined_pair_masks(self, labels):

@@ -61,6 +61,8 @@ class CircleLoss(MetricLoss):
         self.scale = check_number(scale, "scale", greater_than=0.0)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: softplus of the weighted positive and negative log-sum-exps of
+        cosine similarities per anchor, averaged over anchors with a positive and a negative."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "cosine")
         margin, scale = self.margin, self.scale
         alpha_p = tf.nn.relu(1.0 + margin - tf.stop_gradient(m.positive))

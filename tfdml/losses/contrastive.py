@@ -15,6 +15,9 @@ CONTRASTIVE_MININGS = ("all",) + mining_lib.PER_ANCHOR + mining_lib.PER_PAIR + m
 #: non-zero term; "batch": the sum over all pairs' terms divided by the batch
 #: size b (Roth et al. 2020, appendix A.1).
 CONTRASTIVE_REDUCTIONS = ("mean", "batch")
+#: "euclidean": hinges on Euclidean distances (Hadsell et al.); "cosine": hinges on
+#: cosine similarities (the form of XBM, Wang et al. 2020).
+CONTRASTIVE_METRICS = ("euclidean", "cosine")
 
 
 @register("contrastive")
@@ -49,8 +52,19 @@ class ContrastiveLoss(MetricLoss):
     (i, j, k) becomes (i, i, k') with k' another sample of i's class
     (`tfdml.losses.mining.apply_rho`).
 
+    `metric="cosine"` (the similarity form of the contrastive loss used by XBM,
+    Wang et al. 2020, §5.1 and their code): with cosine similarities s,
+
+        terms h([pos_margin − s_ij]_+) for positive pairs, h([s_ik − neg_margin]_+)
+        for negative pairs,
+
+    reduced as above (`mining="all"` only). XBM's setting is `pos_margin=1`,
+    `neg_margin=0.5`, `reduction="batch"`: 1/b Σ_i (Σ_P (1 − s_ij) + Σ_N [s_ik − 0.5]_+)
+    — their code sums s_ik itself over the negatives with s_ik > 0.5, the same
+    gradient (their value is higher by 0.5 per such negative).
+
     Embedding Expansion: every negative distance is the pooled one (minimum over
-    the pool; default pooling "class").
+    the pool, maximum of similarities; default pooling "class").
 
     Args:
         pos_margin: margin of positive pairs (distances below it cost nothing).
@@ -59,6 +73,7 @@ class ContrastiveLoss(MetricLoss):
         rho: ρ-regularisation probability.
         mining: "all" or a triplet miner (`CONTRASTIVE_MININGS`; a parametric
             miner also as its config dict).
+        metric: "euclidean" (default) or "cosine" (similarity form; `mining="all"`).
         reduction: "mean" or "batch" (`CONTRASTIVE_REDUCTIONS`).
         normalize: L2-normalise embeddings first (default True).
         expansion: `tfdml.EmbeddingExpansion` or None.
@@ -74,13 +89,13 @@ class ContrastiveLoss(MetricLoss):
     """
 
     config_args = ("pos_margin", "neg_margin", "squared", "rho", "mining", "reduction", "normalize", "expansion",
-                   "seed")
+                   "seed", "metric")
     supports_expansion = True
     default_pooling = "class"
     random_sampling = True
 
     def __init__(self, pos_margin=0.0, neg_margin=1.0, squared=False, rho=0.0, mining="all", reduction="mean",
-                 normalize=True, expansion=None, seed=None, name="contrastive_loss", **kwargs):
+                 normalize=True, expansion=None, seed=None, metric="euclidean", name="contrastive_loss", **kwargs):
         super().__init__(name=name, expansion=expansion, seed=seed, **kwargs)
         self.pos_margin = check_number(pos_margin, "pos_margin")
         self.neg_margin = check_number(neg_margin, "neg_margin")
@@ -90,10 +105,17 @@ class ContrastiveLoss(MetricLoss):
         self.mining = mining_lib.check_mining(mining, CONTRASTIVE_MININGS, 0.0 if mining == "all" else self.rho)
         self.reduction = check_choice(reduction, "reduction", CONTRASTIVE_REDUCTIONS)
         self.normalize = bool(normalize)
+        self.metric = check_choice(metric, "metric", CONTRASTIVE_METRICS)
+        if self.metric == "cosine" and self.mining != "all":
+            raise ValueError(f"mining={self.mining!r} mines triplets on distances; metric='cosine' takes "
+                             "mining='all'.")
 
     def _terms(self, d_pos, d_neg):
-        pos_term = tf.nn.relu(d_pos - self.pos_margin)
-        neg_term = tf.nn.relu(self.neg_margin - d_neg)
+        if self.metric == "cosine":  # similarities: positives below pos_margin, negatives above neg_margin cost
+            return self._squared(tf.nn.relu(self.pos_margin - d_pos), tf.nn.relu(d_neg - self.neg_margin))
+        return self._squared(tf.nn.relu(d_pos - self.pos_margin), tf.nn.relu(self.neg_margin - d_neg))
+
+    def _squared(self, pos_term, neg_term):
         if self.squared:
             pos_term, neg_term = tf.square(pos_term), tf.square(neg_term)
         return pos_term, neg_term
@@ -108,7 +130,7 @@ class ContrastiveLoss(MetricLoss):
         return masked_mean(pos_term, positive_mask) + masked_mean(neg_term, active_neg)
 
     def compute(self, labels, embeddings):
-        m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean", self.normalize)
+        m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, self.metric, self.normalize)
         batch = tf.shape(labels)[0]
         if self.mining != "all":
             mined = mining_lib.mined_distances(m, labels, self.mining, rho=self.rho, seed=self._seed_generator)

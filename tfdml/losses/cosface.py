@@ -45,6 +45,7 @@ class CosFaceLoss(ProxyLoss):
         self.scale = check_number(scale, "scale", greater_than=0.0)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """Softmax cross-entropy of the scaled cosines, `margin` subtracted from the true class's."""
         cosine = tf.matmul(unit_embeddings, unit_proxies, transpose_b=True)
         true = tf.one_hot(labels, self.num_classes, dtype=cosine.dtype)
         return softmax_cross_entropy(self.scale * (cosine - self.margin * true), labels)

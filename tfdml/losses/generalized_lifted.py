@@ -62,6 +62,8 @@ class GeneralizedLiftedStructureLoss(MetricLoss):
         self.normalize = bool(normalize)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the hinge of each anchor's positive and negative log-sum-exps, averaged
+        over anchors with a positive, plus the embedding-norm penalty when `embedding_reg` > 0."""
         embeddings = normalize_if(embeddings, self.normalize)
         m = self.pair_matrices(embeddings, labels, "euclidean", self.normalize)
         has_pos = tf.reduce_any(m.positive_mask, axis=1)

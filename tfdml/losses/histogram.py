@@ -78,6 +78,8 @@ class HistogramLoss(MetricLoss):
         self.bins = check_int(bins, "bins", minimum=2)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the probability that a negative pair is more similar than a positive one,
+        from soft histograms of the cosine similarities."""
         unit = distances.l2_normalize(embeddings)
         m = self.pair_matrices(unit, labels, "cosine")
         batch = tf.shape(labels)[0]

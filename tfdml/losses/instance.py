@@ -59,6 +59,8 @@ class InstanceLoss(MetricLoss):
         self.scale = check_number(scale, "scale", greater_than=0.0)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: softmax cross-entropy of scaled cosine similarities, each sample's class among
+        the batch's."""
         unit = distances.l2_normalize(embeddings)
         logits = self.scale * tf.matmul(unit, unit, transpose_b=True)
         return softmax_cross_entropy(logits, label_ranks(labels))

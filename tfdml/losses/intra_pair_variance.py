@@ -52,6 +52,7 @@ class IntraPairVarianceLoss(MetricLoss):
         self.neg_margin = check_number(neg_margin, "neg_margin")
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: squared hinges of positive and negative similarities around their means."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "cosine")
         mean_pos = masked_mean(m.positive, m.positive_mask)
         mean_neg = masked_mean(m.negative, m.negative_mask)

@@ -69,6 +69,8 @@ class LiftedStructureLoss(MetricLoss):
         self.ee_form = check_choice(ee_form, "ee_form", EE_FORMS)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the squared hinge of the lifted structure term per positive pair
+        (EE eq. 12 when expanding with `ee_form="paper"`, else eq. 2), averaged over positive pairs."""
         m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean", self.normalize)
         neg_lse = masked_logsumexp(self.margin - m.negative, m.negative_mask, axis=1)  # (B,)
         if self.expanding and self.ee_form == "paper":  # EE eq. 12

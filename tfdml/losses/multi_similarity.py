@@ -86,6 +86,8 @@ class MultiSimilarityLoss(MetricLoss):
         self.plus_one = plus_one
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: each anchor's positive and negative terms over the pairs the
+        similarity-based mining keeps, averaged over anchors."""
         m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "cosine", self.normalize)
         # "paper": the pooled ŝ only selects negatives (eq. 14); "pooled": it replaces s everywhere.
         loss_sim = m.positive if self.ee_form == "paper" else m.negative  # negative-pair similarity in ℓ and eq. 5

@@ -43,6 +43,8 @@ class NCALoss(MetricLoss):
         self.scale = check_number(scale, "scale", greater_than=0.0)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: minus the log-probability of picking a same-class neighbour, averaged over
+        anchors with a positive."""
         d = distances.squared_euclidean(distances.l2_normalize(embeddings))
         positive_mask, negative_mask = pair_masks(labels)
         logits = -self.scale * d

@@ -40,5 +40,6 @@ class NormalizedSoftmaxLoss(ProxyLoss):
         self.temperature = check_number(temperature, "temperature", greater_than=0.0)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """Softmax cross-entropy of the cosines divided by `temperature`."""
         logits = tf.matmul(unit_embeddings, unit_proxies, transpose_b=True) / self.temperature
         return softmax_cross_entropy(logits, labels)

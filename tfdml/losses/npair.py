@@ -71,6 +71,8 @@ class NPairLoss(MetricLoss):
                 "normalize=False) (config: expansion.normalize: false), or NPairLoss(normalize=True).")
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: softplus of each positive pair's log-sum-exp margin over the anchor's
+        negatives, averaged over positive pairs, plus the embedding-norm penalty when `embedding_reg` > 0."""
         embeddings = normalize_if(embeddings, self.normalize)
         m = self.pair_matrices(embeddings, labels, "dot", self.normalize)
         positive, negative = m.positive, m.negative

@@ -61,6 +61,8 @@ class NTXentLoss(MetricLoss):
         self.denominator = check_choice(denominator, "denominator", DENOMINATORS)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the temperature-scaled cross-entropy of each positive pair, averaged over
+        positive pairs."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "cosine")
         positive = m.positive / self.temperature
         negative = m.negative / self.temperature

@@ -52,7 +52,8 @@ def resolve_pooling(expansion, default_pooling):
     return (expansion.pooling if expansion is not None else None) or default_pooling
 
 
-def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", normalized=True):
+def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", normalized=True,
+                  detach_columns=False):
     """Builds `PairMatrices` from the Gram matrix of `embeddings`.
 
     Args:
@@ -71,13 +72,20 @@ def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", n
             L2-normalises its synthetic points the divisor is at least
             dtype max^(-1/4) (2.3e-10 in float32), so the unit-norm synthetic
             points stay representable next to tiny embeddings.
+        detach_columns: the Gram matrix is ⟨x_i, sg(x_j)⟩: gradients reach each
+            row's embedding only (a memory of stop-gradient embeddings holds the
+            batch as columns, `tfdml.losses.CrossBatchMemory`). Not for
+            unnormalised "dot".
     """
     positive_mask, negative_mask = pair_masks(labels)
+    columns = tf.stop_gradient if detach_columns else tf.identity
     dim = embeddings.shape[-1]
     scale = None
     if normalized:
-        gram = tf.matmul(embeddings, embeddings, transpose_b=True)
+        gram = tf.matmul(embeddings, columns(embeddings), transpose_b=True)
     elif metric == "dot":
+        if detach_columns:
+            raise ValueError("detach_columns is not available for the unnormalised dot product.")
         gram = distances.saturating_gram(embeddings)
     else:
         scale = distances.batch_scale(embeddings)
@@ -86,7 +94,7 @@ def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", n
             # their squared norms (1/scale²) finite for tiny embeddings.
             scale = tf.maximum(scale, tf.constant(embeddings.dtype.max ** -0.25, scale.dtype))
         scaled = embeddings / scale
-        gram = tf.matmul(scaled, scaled, transpose_b=True)
+        gram = tf.matmul(scaled, columns(scaled), transpose_b=True)
     if expansion is None or expansion.n_points == 0:
         original = pooled = metric_from_gram(gram, metric)
     else:
@@ -98,6 +106,40 @@ def pair_matrices(embeddings, labels, metric, expansion=None, pooling="class", n
         pooled = rescaled if pooled is original else distances.rescale(pooled, scale, metric)
         original = rescaled
     return PairMatrices(original, pooled, positive_mask, negative_mask, dim, metric)
+
+
+def append_references(matrices, queries, labels, references, reference_labels, usable, metric,
+                      negative_usable=None):
+    """Extends a batch's `PairMatrices` with one column per reference point (a memory of past embeddings).
+
+    Row i stays anchor i of the batch; the columns are the batch's points (as in
+    `matrices`, EE-pooled negatives included) followed by the references, whose
+    values are the plain `metric` between query and reference (no EE pooling).
+
+    Args:
+        matrices: (B, B) `PairMatrices` of the batch.
+        queries: (B, D) the batch's embeddings as the loss prepared them.
+        labels: (B,) labels of the batch.
+        references: (M, D) reference embeddings, prepared like `queries`.
+        reference_labels: (M,) their labels.
+        usable: (M,) bool, references that take part (others are in neither mask).
+        metric: a `tfdml.distances.METRICS` name.
+        negative_usable: (M,) bool, references that take part as negatives
+            (default `usable`; e.g. synthetic points are negatives only).
+
+    Returns:
+        `PairMatrices` of shape (B, B + M).
+    """
+    values = distances.pairwise(queries, references, metric)
+    same = tf.equal(labels[:, None], reference_labels[None, :])
+    negative_usable = usable if negative_usable is None else negative_usable
+    return PairMatrices(
+        tf.concat([matrices.positive, values], axis=1),
+        tf.concat([matrices.negative, values], axis=1),
+        tf.concat([matrices.positive_mask, tf.logical_and(same, usable[None, :])], axis=1),
+        tf.concat([matrices.negative_mask, tf.logical_and(tf.logical_not(same), negative_usable[None, :])], axis=1),
+        matrices.embedding_dim,
+    )
 
 
 def serialize_expansion(expansion):

@@ -68,6 +68,8 @@ class ProxyLoss(MetricLoss):
         return distances.l2_normalize(tf.cast(self.state_layer.value, dtype))
 
     def compute(self, labels, embeddings):
+        """Checks the labels against `num_classes` and returns `proxy_loss` of the L2-normalised embeddings and
+        proxies."""
         labels = check_class_labels(labels, self.num_classes)
         return self.proxy_loss(labels, distances.l2_normalize(embeddings), self.unit_proxies(embeddings.dtype))
 

@@ -50,6 +50,7 @@ class ProxyAnchorLoss(ProxyLoss):
         self.alpha = check_number(alpha, "alpha", greater_than=0.0)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """The positive term averaged over proxies with positives plus the negative term averaged over all proxies."""
         cosine = tf.matmul(unit_embeddings, unit_proxies, transpose_b=True)  # (B, C)
         positive = tf.one_hot(labels, self.num_classes, on_value=True, off_value=False)
         pos_lse = masked_logsumexp(-self.alpha * (cosine - self.margin), positive, axis=0)  # (C,)

@@ -48,6 +48,8 @@ class ProxyNCALoss(ProxyLoss):
         self.embedding_scale = check_number(embedding_scale, "embedding_scale", greater_than=0.0)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """Squared distance to the true proxy plus the log-sum-exp of minus the distances to the other proxies,
+        averaged."""
         scale = self.embedding_scale
         d = distances.squared_euclidean(scale * unit_embeddings, scale * unit_proxies)  # (B, C)
         true = tf.one_hot(labels, self.num_classes, on_value=True, off_value=False)

@@ -75,6 +75,8 @@ class QuadrupletLoss(MetricLoss):
         self.normalize = bool(normalize)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the mined triplets' hinge plus the second hinge, which compares d_ap
+        with the distance of the negative to a fourth sample of yet another class."""
         matrices = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean", self.normalize)
         mined = mining_lib.mined_distances(matrices, labels, "distance", margin=self.margin, rho=self.rho,
                                            seed=self._seed_generator)

@@ -5,7 +5,8 @@ _REGISTRY = {}
 
 
 def register(name):
-    """Class decorator: registers a loss under `name` and as Keras-serialisable."""
+    """Class decorator: registers a loss under `name` (also set as the class's `registered_name`) and as
+    Keras-serialisable."""
 
     def decorator(cls):
         if name in _REGISTRY:

@@ -220,6 +220,7 @@ class SharedTripletLoss(MetricLoss):
         return self.state_layer
 
     def compute(self, labels, embeddings):
+        """The loss of the batch on its shared triplets; NaN when an embedding is not finite."""
         value = self._value(labels, normalize_if(embeddings, self.normalize))
         # NaN in → NaN out (a NaN distance must not be mistaken for 0 by the safe square root).
         return tf.where(tf.reduce_all(tf.math.is_finite(embeddings)), value, tf.constant(float("nan"), value.dtype))

@@ -59,6 +59,8 @@ class SoftTripleLoss(ProxyLoss):
         self.tau = check_number(tau, "tau", 0.0)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """Softmax cross-entropy of the relaxed class similarities with a margin, plus the `tau`-weighted centre
+        regulariser."""
         k = self.proxies_per_class
         sims = tf.reshape(tf.matmul(unit_embeddings, unit_proxies, transpose_b=True), [-1, self.num_classes, k])
         weights = tf.nn.softmax(sims / self.gamma, axis=2)

@@ -45,6 +45,7 @@ class SoftmaxLoss(ProxyLoss):
         return self.state_layer.build_for(int(embedding_dim) + 1)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: softmax cross-entropy of the linear classifier's logits."""
         labels = check_class_labels(labels, self.num_classes)
         classifier = tf.cast(self.state_layer.value, embeddings.dtype)
         logits = tf.matmul(embeddings, classifier[:, :-1], transpose_b=True) + classifier[:, -1][None, :]

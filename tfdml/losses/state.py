@@ -19,6 +19,7 @@ the state itself. A subclassed model overriding neither `compile` nor
 `compile_from_config` cannot, so `attach_loss_state` warns (its weights files
 still work when the reloaded model is attached before `load_weights`).
 """
+import contextlib
 import math
 import warnings
 
@@ -92,6 +93,7 @@ class LossVariable(keras.layers.Layer):
 
     @property
     def built_for_embeddings(self):
+        """Whether the variable has been created (`build_for`)."""
         return self.raw is not None
 
     @property
@@ -110,7 +112,8 @@ class LossVariable(keras.layers.Layer):
         """The value as a numpy array."""
         return np.asarray(self.value)
 
-    def call(self, inputs):  # never used as a model layer; present for Keras' Layer contract
+    def call(self, inputs):
+        """Returns `inputs`: never used as a model layer, present for Keras' `Layer` contract."""
         return inputs
 
     def load_own_variables(self, store):
@@ -121,8 +124,16 @@ class LossVariable(keras.layers.Layer):
         super().load_own_variables(store)
 
     def get_config(self):
+        """Config of this layer: its shape, initializer, learning-rate multiplier and seed (Keras serialisation)."""
         return {**super().get_config(), "shape": list(self.value_shape), "initial": self.initial,
                 "lr_multiplier": self.lr_multiplier, "seed": self.seed}
+
+def frozen_loss_state(loss):
+    """Context in which `loss` keeps non-trainable state (a cross-batch memory) unchanged: used by
+    evaluation steps, so validation batches never enter a training memory."""
+    frozen = getattr(loss, "frozen", None)
+    return frozen() if callable(frozen) else contextlib.nullcontext()
+
 
 @keras.saving.register_keras_serializable(package="tfdml")
 class LossStateFunctional(Functional):
@@ -135,7 +146,14 @@ class LossStateFunctional(Functional):
     it and the saved values and optimizer state are restored.
     """
 
+    def test_step(self, data):
+        """Keras' evaluation step with the loss's state frozen: validation never writes a cross-batch memory."""
+        with frozen_loss_state(getattr(self, "loss", None)):
+            return super().test_step(data)
+
     def compile_from_config(self, config):
+        """Compiles a loaded model from its saved compile config, attaching the rebuilt loss's state first
+        so the optimizer state is restored (Keras serialisation)."""
         config = keras.saving.deserialize_keras_object(config)
         if getattr(config.get("loss"), "state_layer", None) is not None:
             attach_loss_state(self, config["loss"])

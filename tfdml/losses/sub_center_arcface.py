@@ -62,6 +62,7 @@ class SubCenterArcFaceLoss(ProxyLoss):
         self.monotonic = bool(monotonic)
 
     def proxy_loss(self, labels, unit_embeddings, unit_proxies):
+        """ArcFace on each class's nearest sub-center: cross-entropy of the scaled cosines with the angular margin."""
         sims = tf.matmul(unit_embeddings, unit_proxies, transpose_b=True)
         cosine = tf.reduce_max(tf.reshape(sims, [-1, self.num_classes, self.proxies_per_class]), axis=2)
         cosine = tf.clip_by_value(cosine, -1.0, 1.0)

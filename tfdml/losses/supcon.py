@@ -59,6 +59,7 @@ class SupConLoss(MetricLoss):
         self.average_over = check_choice(average_over, "average_over", AVERAGES)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: minus the mean log-probability of each anchor's positives, averaged over anchors."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "cosine")
         logits = tf.where(m.positive_mask, m.positive, m.negative) / self.temperature
         others = tf.logical_or(m.positive_mask, m.negative_mask)

@@ -123,6 +123,7 @@ class TripletLoss(MetricLoss):
         return tf.nn.softplus((d_an - d_ap) / self.temperature)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: the per-triplet loss of the mined triplets, reduced as `average` says."""
         embeddings = normalize_if(embeddings, self.normalize)
         if self.embedding_scale != 1.0:
             embeddings = embeddings * self.embedding_scale

@@ -55,6 +55,8 @@ class TupletMarginLoss(MetricLoss):
         self.scale = check_number(scale, "scale", greater_than=0.0)
 
     def compute(self, labels, embeddings):
+        """The loss of the batch: softplus of the scaled negatives' log-sum-exp against each positive pair's
+        slack-margin cosine, averaged over positive pairs."""
         m = self.pair_matrices(distances.l2_normalize(embeddings), labels, "cosine")
         cos_ap = tf.clip_by_value(m.positive, -1.0, 1.0)
         sin_ap = distances.safe_sqrt(1.0 - tf.square(cos_ap))

@@ -89,6 +89,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         return keys
 
     def on_epoch_end(self, epoch, logs=None):
+        """Evaluates after the first epoch, every `every` epochs and after the last, and adds the
+        metrics to `logs`; other epochs log them as NaN (Keras callback)."""
         logs = logs if logs is not None else {}
         last_epoch = self.params.get("epochs") if self.params else None
         if (epoch + 1) % self.every == 0 or (last_epoch is not None and epoch + 1 == last_epoch) or not self.last:
@@ -108,6 +110,7 @@ class MeasuredCSVLogger(keras.callbacks.CSVLogger):
     """
 
     def on_epoch_end(self, epoch, logs=None):
+        """Writes the epoch's row with NaN values as empty cells (Keras callback)."""
         logs = {key: "" if isinstance(value, float) and np.isnan(value) else value
                 for key, value in (logs or {}).items()}
         super().on_epoch_end(epoch, logs)
@@ -124,9 +127,11 @@ class MeasuredProgbarLogger(keras.callbacks.ProgbarLogger):
     """
 
     def on_epoch_end(self, epoch, logs=None):
+        """Prints the epoch's logs without NaN metrics; a NaN loss is kept (Keras callback)."""
         super().on_epoch_end(epoch, _measured(logs))
 
     def on_train_batch_end(self, batch, logs=None):
+        """Updates the progress bar without NaN metrics; a NaN loss is kept (Keras callback)."""
         super().on_train_batch_end(batch, _measured(logs))
 
 

@@ -101,6 +101,7 @@ def backbone_spec(name):
 
 
 def check_backbone(name):
+    """Returns `name` if it is a known backbone; raises `ValueError` listing the valid names otherwise."""
     if name not in _APPLICATIONS and name not in _CUSTOM:
         raise ValueError(f"Unknown backbone={name!r}; valid names: {', '.join(backbone_names())}.")
     return name

@@ -9,8 +9,8 @@ from tfdml.models.layers import RGB_MODES, GrayToRGB, L2Normalization, PixelPrep
 from tfdml.models.reinitialize import reinitialize_layers
 from tfdml.sharing.objective import SharingObjective
 
-POOLINGS = ("avg", "max")
-"""Global pooling modes of the backbone's last feature map (`pooling=`): average or max."""
+POOLINGS = ("avg", "max", "avg_max")
+"""Global pooling modes of the backbone's last feature map (`pooling=`): average, max, or their sum."""
 #: KerasHub token backbones also pool by their class token.
 HUB_POOLINGS = ("cls", "avg", "max")
 _LAYER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -76,8 +76,9 @@ class EmbeddingModel(keras.Model):
     Args:
         backbone: a `tfdml.models.backbone_names()` entry or "hub:<preset>".
         embedding_dim: width of every fc layer, or None for no fc layer.
-        pooling: "avg" or "max" global pooling (the "pool" tap); KerasHub
-            token backbones also "cls".
+        pooling: "avg" or "max" global pooling (the "pool" tap), or "avg_max",
+            their sum (Kim et al.'s Proxy-Anchor code); KerasHub token backbones
+            also "cls" (not "avg_max").
         extra_fc: number of fc layers after the first (ignored when `fc_names`
             is given, which then sets the count).
         normalize: L2-normalise the output.
@@ -148,8 +149,7 @@ class EmbeddingModel(keras.Model):
         if hub:
             x = hub_pooling_layer(trunk_output, pooling)(trunk_output)
         else:
-            pool_layer = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-            x = pool_layer(name="pool")(trunk_output)
+            x = _global_pooling(trunk_output, pooling)
         tap_tensors = {"pool": x}
         _check_regularizers(feature_dropout, feature_noise, embedding_noise, fc_layers or heads)
         x = _feature_regularizers(x, feature_dropout, feature_noise)
@@ -264,10 +264,18 @@ class EmbeddingModel(keras.Model):
         return objective.train_step(self, data) if objective is not None else super().train_step(data)
 
     def test_step(self, data):
+        """Keras' evaluation step with the loss's state frozen, or `SharingObjective.test_step` for a
+        model compiled with one."""
         objective = getattr(self, "_sharing_objective", None)
-        return objective.test_step(self, data) if objective is not None else super().test_step(data)
+        if objective is not None:
+            return objective.test_step(self, data)
+        from tfdml.losses.state import frozen_loss_state
+
+        with frozen_loss_state(getattr(self, "loss", None)):
+            return super().test_step(data)
 
     def get_compile_config(self):
+        """Keras' compile config, with the `SharingObjective` as the loss of a model compiled with one."""
         config = super().get_compile_config()
         objective = getattr(self, "_sharing_objective", None)
         if config and objective is not None:
@@ -281,10 +289,13 @@ class EmbeddingModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
+        """Config of this model: its constructor arguments and name (Keras serialisation)."""
         return {**self._config, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
+        """A model from `get_config`'s dict, built with `weights=None`: a loaded model takes its weights
+        from the saved file, never from the original weights source (Keras serialisation)."""
         # Weights are restored from the saved file: never download or read the original weights again
         # (a .keras file must load where the original weights file does not exist).
         return cls(**{**config, "weights": None})
@@ -345,6 +356,17 @@ def _check_channels(input_shape, mode, weights, gray_to_rgb, backbone):
             f"(preprocessing {mode!r} or pretrained weights); use 3 channels, or 1 channel with gray_to_rgb "
             "None/True (repeated to RGB).")
     return gray_to_rgb
+
+
+def _global_pooling(features, pooling):
+    """The "pool" tap: global average, global max, or their sum ("avg_max", the Proxy-Anchor code's GAP + GMP)."""
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="pool")(features)
+    average = keras.layers.GlobalAveragePooling2D(name="pool_avg")(features)
+    maximum = keras.layers.GlobalMaxPooling2D(name="pool_max")(features)
+    return keras.layers.Add(name="pool")([average, maximum])
 
 
 def _check_heads(heads, embedding_dim, trunk):

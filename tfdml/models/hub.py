@@ -105,7 +105,9 @@ class ClassToken(keras.layers.Layer):
     """The first token of a (batch, tokens, dim) sequence: a ViT's class token."""
 
     def call(self, tokens):
+        """The first token of `tokens` (B, T, D): the class token (B, D)."""
         return tokens[:, 0, :]
 
     def compute_output_shape(self, input_shape):
+        """(B, D) for token input shape (B, T, D)."""
         return (input_shape[0], input_shape[-1])

@@ -51,6 +51,7 @@ class PixelPreprocessing(keras.layers.Layer):
         self.offset = None if offset is None else [float(v) for v in offset]
 
     def build(self, input_shape):
+        """Raises `ValueError` for an ImageNet-RGB `mode` on input without 3 channels."""
         if self.mode in RGB_MODES and input_shape[-1] != 3:
             raise ValueError(f"PixelPreprocessing mode={self.mode!r} normalises with ImageNet RGB statistics and "
                              f"needs 3 channels, got input shape {tuple(input_shape)}; repeat a gray channel "
@@ -58,6 +59,7 @@ class PixelPreprocessing(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, images):
+        """Maps `images` (pixel values in [0, 255]) to the backbone's input as `mode` says."""
         x = ops.cast(images, self.compute_dtype)
         if self.mode == "caffe":
             return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
@@ -77,6 +79,7 @@ class PixelPreprocessing(keras.layers.Layer):
         return x
 
     def get_config(self):
+        """Config of this layer: `mode`, and `scale` and `offset` for "affine" (Keras serialisation)."""
         config = {**super().get_config(), "mode": self.mode}
         if self.mode == "affine":
             config.update(scale=self.scale, offset=self.offset)
@@ -88,14 +91,17 @@ class GrayToRGB(keras.layers.Layer):
     """Repeats a single (gray) channel three times: (..., 1) → (..., 3), R = G = B."""
 
     def build(self, input_shape):
+        """Raises `ValueError` unless the input has one channel."""
         if input_shape[-1] != 1:
             raise ValueError(f"GrayToRGB expects 1 channel, got input shape {tuple(input_shape)}.")
         super().build(input_shape)
 
     def call(self, images):
+        """Repeats the single channel of `images` three times."""
         return ops.repeat(images, 3, axis=-1)
 
     def compute_output_shape(self, input_shape):
+        """The input shape with 3 channels."""
         return (*input_shape[:-1], 3)
 
 
@@ -104,7 +110,9 @@ class L2Normalization(keras.layers.Layer):
     """L2-normalises the last axis (`tfdml.distances.l2_normalize`: zero vectors stay zero); output in float32."""
 
     def call(self, x):
+        """The rows of `x` scaled to unit L2 norm, in float32."""
         return distances.l2_normalize(ops.cast(x, "float32"))
 
     def compute_output_spec(self, x):
+        """The input shape, in float32."""
         return keras.KerasTensor(x.shape, dtype="float32")

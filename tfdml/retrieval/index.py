@@ -257,6 +257,7 @@ class Index:
 
     @property
     def dim(self):
+        """Embedding size (D)."""
         return self.embeddings.shape[1]
 
     def embed_queries(self, queries, batch_size=256):

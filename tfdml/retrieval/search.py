@@ -25,7 +25,15 @@ from tfdml.retrieval import exact
 
 
 class References(NamedTuple):
-    """Reference embeddings prepared for `top_k` (build with `prepare_references`)."""
+    """Reference embeddings prepared for `top_k` (build with `prepare_references`).
+
+    Attributes:
+        raw: (N, D) float32, the embeddings as given.
+        centred: (N_padded, D) float32, fl(x − μ), with zero rows as padding.
+        sq_norms: (N_padded,) float32, ‖ĉ‖² of the centred rows, +inf on padding.
+        mean: (D,) float32, the centring vector μ (the embeddings' mean unless given).
+        max_sq_norm: () float32, the largest of `sq_norms` over the real rows.
+    """
 
     raw: tf.Tensor           # (N, D) float32, as given
     centred: tf.Tensor       # (N_padded, D) float32, fl(x − μ), zero rows as padding

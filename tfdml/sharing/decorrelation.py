@@ -38,6 +38,7 @@ class GradientReversal(keras.layers.Layer):
         super().__init__(**kwargs)
 
     def call(self, inputs):
+        """Returns `inputs` unchanged; the gradient flows back negated."""
         return reverse_gradient(inputs)
 
 
@@ -68,19 +69,24 @@ class DecorrelationRegressor(keras.layers.Layer):
         self.projection = keras.layers.Dense(self.output_dim, name="projection", dtype=self.dtype_policy)
 
     def build(self, input_shape):
+        """Builds the hidden and projection layers for `input_shape`."""
         self.hidden.build(input_shape)
         self.projection.build((*input_shape[:-1], self.units))
         self.built = True
 
     def call(self, inputs):
+        """The regression of `inputs`, in float32 (float64 when computed in float64), L2-normalised when
+        `normalize`."""
         outputs = self.projection(self.hidden(inputs))
         outputs = tf.cast(outputs, tf.float64 if outputs.dtype == tf.float64 else tf.float32)
         return distances.l2_normalize(outputs) if self.normalize else outputs
 
     def compute_output_shape(self, input_shape):
+        """The input shape with `output_dim` features."""
         return (*input_shape[:-1], self.output_dim)
 
     def get_config(self):
+        """Config of this layer: `output_dim`, `units` and `normalize` (Keras serialisation)."""
         return {**super().get_config(), "output_dim": self.output_dim, "units": self.units,
                 "normalize": self.normalize}
 

@@ -77,6 +77,7 @@ class GroupAssignment:
         return self.groups
 
     def update(self, groups):
+        """Replaces the group ids with `groups` (same shape) and counts the update."""
         groups = np.asarray(groups, np.int32)
         if groups.shape != self.groups.shape:
             raise ValueError(f"groups must have shape {self.groups.shape}, got {groups.shape}.")
@@ -128,11 +129,13 @@ class RegroupingCallback(keras.callbacks.Callback):
         return groups
 
     def on_train_begin(self, logs=None):
+        """Groups the samples before the first batch, also when a run resumes (Keras callback)."""
         # At the start of training (also when resuming with restored weights), before the first batch.
         self.regroup()
         self._just_grouped = True
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Regroups every `every` epochs, unless training has just grouped (Keras callback)."""
         if epoch % self.every == 0 and not self._just_grouped:
             self.regroup()
         self._just_grouped = False

@@ -279,10 +279,13 @@ class SharingObjective(keras.layers.Layer):
             tracker.update_state(logs[tracker.name])
         return {tracker.name: tracker.result() for tracker in self.trackers}
 
-    def call(self, inputs):  # never called as a layer of the model; present for Keras' Layer contract
+    def call(self, inputs):
+        """Returns `inputs`: never called as a layer of the model, present for Keras' `Layer` contract."""
         return inputs
 
     def get_config(self):
+        """Config of this objective: both losses (serialised), `gamma`, the regressor, heads and `mode` (Keras
+        serialisation)."""
         return {**super().get_config(),
                 "class_loss": keras.saving.serialize_keras_object(self.class_loss),
                 "shared_loss": keras.saving.serialize_keras_object(self.shared_loss),

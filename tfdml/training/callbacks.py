@@ -47,13 +47,17 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         return than is None or (value > than if self.mode == "max" else value < than)
 
     def get_loop_state(self):
+        """The best score and its epoch, saved in the training checkpoint (`TrainingLoop.fit`)."""
         return {"best": self.best, "best_epoch": self.best_epoch}
 
     def set_loop_state(self, state):
+        """Restores the best score and epoch from `get_loop_state`'s dict, if it beats the current one."""
         if self._better(state.get("best"), self.best):
             self.best, self.best_epoch = state["best"], state.get("best_epoch")
 
     def on_train_begin(self, logs=None):
+        """Takes the best score from `record` when both it and the saved model exist and `record`
+        monitors the same key (Keras callback)."""
         if self.record and os.path.exists(self.record) and os.path.exists(self.filepath):
             with open(self.record) as handle:
                 saved = json.load(handle)
@@ -61,6 +65,8 @@ class BestModelCheckpoint(keras.callbacks.Callback):
                 self.set_loop_state(saved)
 
     def on_epoch_end(self, epoch, logs=None):
+        """Saves the model atomically (and writes `record`) when `monitor` reaches a new best; warns
+        when `monitor` is not in the logs (Keras callback)."""
         value = (logs or {}).get(self.monitor)
         if value is None:
             warnings.warn(f"BestModelCheckpoint: {self.monitor!r} is not in the epoch logs "
@@ -88,6 +94,8 @@ class ResumableCSVLogger(MeasuredCSVLogger):
         super().__init__(filename, separator=separator, append=True)
 
     def on_train_begin(self, logs=None):
+        """Drops the rows of epochs ≥ `params["initial_epoch"]` from an existing file (removing a file
+        left without rows), then opens it for appending (Keras callback)."""
         if os.path.exists(self.filename):
             first = int((self.params or {}).get("initial_epoch", 0))
             with open(self.filename, newline="") as handle:

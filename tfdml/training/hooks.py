@@ -23,9 +23,12 @@ class MemoryBankHook:
         self.verbose = verbose
 
     def before_training(self, loop):
+        """Fills the bank with the inference embeddings of `fill_data` from `loop.model` (`TrainingLoop` hook)."""
         self.bank.fill(loop.model, self.fill_data, verbose=self.verbose)
 
     def after_replica_step(self, data, embeddings):
+        """Overwrites the bank rows of the batch's indices (`data[2]`) with the step's `embeddings`
+        (`TrainingLoop` hook); raises `ValueError` for batches without indices."""
         if len(data) < 3:
             raise ValueError("MemoryBankHook needs (images, labels, indices) batches: build the input with "
                              "with_indices=True.")

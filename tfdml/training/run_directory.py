@@ -109,6 +109,7 @@ class RunDirectory:
 
     @property
     def lock_path(self):
+        """Path of the run's lock file, `<run>/.lock`."""
         return os.path.join(self.path, LOCK_NAME)
 
     def acquire(self):

@@ -28,13 +28,17 @@ import os
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfdml import losses
 from tfdml.analysis import ExpansionMonitor, TapRecallHistory
 from tfdml.analysis.projector import EmbeddingProjector
 from tfdml.analysis.retrieval_examples import RetrievalExamples
-from tfdml.data import EMBEDDED_SAMPLERS, EmbeddedSampler, MemoryBank, eval_pipeline, load_split, train_pipeline
+from tfdml.data import EMBEDDED_SAMPLERS, EmbeddedSampler, MemoryBank, ViewsSampler, eval_pipeline, load_split, \
+    train_pipeline, unlabeled_folder
+from tfdml.data.datasets import check_files
+from tfdml.data.self_supervised import is_unlabeled_folder
 from tfdml.expansion import EmbeddingExpansion
 from tfdml.metrics import RetrievalEvaluation, embed, evaluate_embeddings, format_table
 from tfdml.metrics.evaluate import tap_embedder
@@ -138,8 +142,15 @@ def check_taps(config, model):
 
 
 def load_splits(config):
-    """(train split, test split) of the configured dataset (`dataset.channels`: 3 RGB, 1 gray)."""
+    """(train split, test split) of the configured dataset (`dataset.channels`: 3 RGB, 1 gray).
+
+    Self-supervised runs (`self_supervised.enabled`) on `dataset.name: folder` with an unlabeled folder (see
+    `tfdml.data.self_supervised.is_unlabeled_folder`): (all its images, None) — no test split.
+    """
     data = config["dataset"]
+    if (config["self_supervised"]["enabled"] and data["name"] == "folder" and data["data_dir"] is not None
+            and os.path.isdir(data["data_dir"]) and is_unlabeled_folder(data["data_dir"])):
+        return check_files(unlabeled_folder(data["data_dir"], data["channels"]), "train", data["skip_corrupt"]), None
     return [load_split(data["name"], split, data["data_dir"], strict=data["strict"], image_size=data["image_size"],
                        channels=data["channels"], skip_corrupt=data["skip_corrupt"])
             for split in ("train", "test")]
@@ -176,7 +187,8 @@ def model_selection(validation):
 
 def write_skipped(run_dir, splits):
     """Writes `skipped_files.txt` (tab-separated split, path, reason) when the loader left files out."""
-    rows = [(name, path, reason) for name, split in splits.items() for path, reason in split.skipped]
+    rows = [(name, path, reason) for name, split in splits.items() if split is not None
+            for path, reason in split.skipped]
     if not rows:
         return None
     path = os.path.join(run_dir, "skipped_files.txt")
@@ -231,9 +243,17 @@ def make_train_input(config, train_split, bank=None):
     """The `TrainingLoop.fit` input: the configured sampler's global batches, split over replicas.
 
     With a memory bank (embedded samplers) batches are `(images, labels, indices)`
-    and drawn by an `EmbeddedSampler` reading the bank.
+    and drawn by an `EmbeddedSampler` reading the bank. Self-supervised runs
+    (`self_supervised.enabled`): the batches of `tfdml.data.self_supervised_pipeline`
+    (`views` augmented views of each image, labelled by instance).
     """
     sampler = config["sampler"]
+    if config["self_supervised"]["enabled"]:
+        views = config["self_supervised"]["views"]
+        ids = np.arange(train_split.num_images, dtype=np.int32)
+        return train_input(train_split, sampler["batch_size"], sampler=ViewsSampler(views), samples_per_class=views,
+                           augmentation=config["augmentation"]["train"], image_size=config["dataset"]["image_size"],
+                           seed=config["seed"], relabel=lambda: ids)
     return train_input(train_split, sampler["batch_size"], sampler=make_sampler(config, bank),
                        samples_per_class=sampler["samples_per_class"], augmentation=config["augmentation"]["train"],
                        image_size=config["dataset"]["image_size"], seed=config["seed"], with_indices=bank is not None)
@@ -269,6 +289,8 @@ def memory_bank_hooks(config, bank, train_split):
 
 
 def monitored_metric(config):
+    """The epoch-log key that selects the best model: `val_<first tap>_recall@1`, or `val_recall@1`
+    for a config without taps."""
     taps = config["training"]["taps"]
     return f"val_{taps[0]}_recall@1" if taps else "val_recall@1"
 
@@ -281,12 +303,13 @@ def make_callbacks(config, run_dir, eval_data, analysis=(), test_split=None):
     examples = None
     if training["tensorboard"] and test_split is not None and importlib.util.find_spec("tensorboard") is not None:
         examples = RetrievalExamples(test_split, os.path.join(run_dir, "tensorboard", "retrieval"))
-    evaluation = RetrievalEvaluation(eval_data, every=training["eval_every"], ks=training["ks"],
-                                     metrics=("recall", "nmi"), taps=training["taps"], examples=examples)
-    callbacks = [
-        evaluation,
+    callbacks = [] if eval_data is None else [  # None: no labelled split to evaluate on (unlabeled folder)
+        RetrievalEvaluation(eval_data, every=training["eval_every"], ks=training["ks"], metrics=("recall", "nmi"),
+                            taps=training["taps"], examples=examples),
         BestModelCheckpoint(os.path.join(run_dir, "best.keras"), monitored_metric(config), mode="max",
                             record=os.path.join(run_dir, "checkpoints", "best.json")),
+    ]
+    callbacks += [
         *analysis,
         ResumableCSVLogger(os.path.join(run_dir, "log.csv")),
     ]
@@ -320,7 +343,7 @@ def evaluate_untrained(config, model, test_data):
     Call before training starts: the model is built from `seed`, so after a resume the same initial
     weights are rebuilt — the file is reused when it exists.
     """
-    if not config["training"]["evaluate_untrained"]:
+    if not config["training"]["evaluate_untrained"] or test_data is None:
         return None
     path = os.path.join(config["output_dir"], "untrained_metrics.json")
     if os.path.exists(path):
@@ -404,6 +427,14 @@ def finish(config, model, test_data, untrained=None, selection="best-on-test"):
     SavedModel. Returns the metrics per tap."""
     run_dir, training = config["output_dir"], config["training"]
     model.save(os.path.join(run_dir, "final.keras"))
+    if test_data is None:  # a self-supervised run on an unlabeled folder: nothing to evaluate on
+        print("No labelled test split (unlabeled folder): the final weights are not evaluated.")
+        with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
+            json.dump({"weights": "final (last epoch)", "split": None, "best.keras": None,
+                       "note": "self-supervised run on an unlabeled folder: no labelled test split"}, handle, indent=2)
+        export(model, os.path.join(run_dir, "saved_model"), tap=training["export_tap"])
+        print(f"run directory: {run_dir}")
+        return {}
     results = evaluate_taps(model, test_data, report_taps(model, config), training["ks"])
     about = describe_weights(config, selection)
     print(f"Test split, final weights (last epoch); best.keras is {about['best.keras']}.")
@@ -470,16 +501,29 @@ def run(config, callbacks=(), verbose=2, overwrite=False, allow_config_change=Fa
         train_split, test_split = load_splits(config)
         if chief:
             write_skipped(run_dir, {"train": train_split, "test": test_split})
-        train_split, validation = validation_split(config, train_split)
-        test_data = eval_pipeline(test_split, training["eval_batch_size"], config["dataset"]["image_size"],
-                                  config["augmentation"]["test"])
+        if test_split is None:  # a self-supervised run on an unlabeled folder: no evaluation
+            validation, test_data = None, None
+            if any(config["analysis"][key] for key in ("tap_metrics", "expansion_recall", "projector_every")):
+                raise ValueError("The 'analysis' section needs labelled data, but dataset.data_dir is an unlabeled "
+                                 "folder (self-supervised run): switch the analysis off.")
+        else:
+            train_split, validation = validation_split(config, train_split)
+            test_data = eval_pipeline(test_split, training["eval_batch_size"], config["dataset"]["image_size"],
+                                      config["augmentation"]["test"])
         selection_data = test_data if validation is None else eval_pipeline(
             validation, training["eval_batch_size"], config["dataset"]["image_size"], config["augmentation"]["test"])
         if chief and verbose:
             held_out = f"validation: {validation}  " if validation is not None else ""
             print(f"train: {train_split}  {held_out}test: {test_split}  strategy: {describe(strategy)}")
-            print(f"val_* metrics and best.keras: {'validation' if validation is not None else 'test'} split "
-                  f"({model_selection(validation)})")
+            if test_split is None:
+                print("no labelled test split (unlabeled folder, self-supervised): no evaluation and no best.keras")
+            else:
+                print(f"val_* metrics and best.keras: {'validation' if validation is not None else 'test'} split "
+                      f"({model_selection(validation)})")
+            if config["self_supervised"]["enabled"]:
+                views = config["self_supervised"]["views"]
+                print(f"self-supervised: {config['sampler']['batch_size'] // views} images per batch, {views} "
+                      f"augmented views each ({config['augmentation']['train']}), labelled by instance")
         with strategy.scope():
             model = build_model(config)
             loss = build_loss(config, train_split.num_classes)

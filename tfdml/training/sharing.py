@@ -103,4 +103,6 @@ class SharingTrainingLoop(TrainingLoop):
         super().__init__(model, **kwargs)
 
     def train_step(self, data):
+        """One iteration of Algorithm 1 on `data = (batch, shared_batch)`:
+        `SharingObjective.train_iteration` (two optimizer updates)."""
         return self.loss.train_iteration(self.model, self.optimizer, data[0], data[1])

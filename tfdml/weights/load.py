@@ -41,10 +41,12 @@ def cache_dir():
 
 
 def is_checkpoint_path(weights):
+    """Whether `weights` is a path to a PyTorch / safetensors checkpoint (by its suffix)."""
     return isinstance(weights, (str, os.PathLike)) and str(weights).lower().endswith(CHECKPOINT_SUFFIXES)
 
 
 def names_a_source(weights):
+    """Whether `weights` names published weights: "imagenet" or a key of `SOURCES`."""
     return weights == "imagenet" or weights in SOURCES
 
 
@@ -78,6 +80,7 @@ def load_checkpoint(model, spec, path, backbone, rename=None):
 
 
 def load_keras_weights(model, path):
+    """Loads a Keras weights file into `model`; raises `FileNotFoundError` if `path` does not exist."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"weights file not found: {path!r} (expected a Keras .weights.h5 file or a "

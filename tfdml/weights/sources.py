@@ -45,6 +45,7 @@ class WeightSource:
 
     @property
     def file_name(self):
+        """File name of the download (the last part of `url`)."""
         return os.path.basename(self.url)
 
     @property
