@@ -200,6 +200,7 @@ class MetricLoss(keras.losses.Loss):
 
     @property
     def compute_dtype(self):
+        """tf.float64 for a loss built with dtype "float64", else tf.float32 (also under mixed precision)."""
         return compute_dtype_for(self.dtype)
 
     @property
@@ -299,6 +300,8 @@ class MetricLoss(keras.losses.Loss):
         raise NotImplementedError
 
     def get_config(self):
+        """Keras config: name, dtype, `gather_replicas`, every `config_args` entry (the
+        expansion as its config dict) and, when set, `pair_mining` as its miner config."""
         config = super().get_config()
         config.pop("reduction", None)
         config["dtype"] = self.dtype

@@ -130,6 +130,7 @@ class ContrastiveLoss(MetricLoss):
         return masked_mean(pos_term, positive_mask) + masked_mean(neg_term, active_neg)
 
     def compute(self, labels, embeddings):
+        """The contrastive loss of the batch (see the class docstring)."""
         m = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, self.metric, self.normalize)
         batch = tf.shape(labels)[0]
         if self.mining != "all":

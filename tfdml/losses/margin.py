@@ -112,6 +112,7 @@ class MarginLoss(MetricLoss):
         return tf.gather(values, check_class_labels(anchor_labels, self.num_classes))
 
     def compute(self, labels, embeddings):
+        """The margin loss over the mined triplets (see the class docstring)."""
         matrices = self.pair_matrices(normalize_if(embeddings, self.normalize), labels, "euclidean", self.normalize)
         mined = mining_lib.mined_distances(matrices, labels, self.mining, margin=self.margin, rho=self.rho,
                                            seed=self._seed_generator)

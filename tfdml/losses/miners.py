@@ -91,6 +91,7 @@ def miner_names(kind=None):
 class Miner:
     """Base class: a name, constructor arguments (`config_args`), `get_config`."""
 
+    #: The registered name (`register_miner`), the "name" of the config dict.
     name = None
     #: "pair" (usable as `pair_mining=`) and/or "triplet" (usable as `mining=`).
     kinds = ()

@@ -118,6 +118,7 @@ class SNRLoss(MetricLoss):
         return PairMatrices(full[:batch, :batch], pooled, positive_mask, negative_mask, dim)
 
     def compute(self, labels, embeddings):
+        """The SNR triplet loss over the mined triplets (see the class docstring)."""
         embeddings = normalize_if(embeddings, self.normalize)
         if self.mining == "all":  # nothing to mine
             snr = self.snr_matrices(embeddings, labels, *self.mined_pair_masks(labels))
