@@ -214,7 +214,9 @@ class HDCMiner(PairMiner):
     ⌈f·|N|⌉ negative pairs with the smallest distance of the batch (ordered
     pairs; ties: the lower flat index i·B + j first). The paper's cascade
     passes each model's hard samples on to the next; this is the batch-level
-    "keep the hardest fraction" step pytorch-metric-learning implements.
+    "keep the hardest fraction" step pytorch-metric-learning implements. The
+    paper could not be checked offline: this miner follows
+    pytorch-metric-learning's `HDCMiner` (form and default).
 
     Args:
         filter_percentage: f in (0, 1] (default 0.5, pytorch-metric-learning's).
@@ -346,7 +348,9 @@ class BatchEasyHardMiner(PairMiner):
     with one side "all", the other side's pick contributes wherever it exists.
     "semihard" on both sides, or with "all", is rejected. Defaults: easy
     positive, semi-hard negative (Xuan et al.'s EPSHN; pytorch-metric-learning's
-    defaults), which is the triplet miner "easy_positive_semihard".
+    defaults), which is the triplet miner "easy_positive_semihard". The
+    strategies, ranges and their combinations follow pytorch-metric-learning's
+    `BatchEasyHardMiner` (the paper was not checked offline).
 
     Args:
         pos_strategy: one of `STRATEGIES` (default "easy").
@@ -433,7 +437,9 @@ class AngularMiner(Miner):
     `normalize=False` is pytorch-metric-learning's form: its miner asserts a
     normalising distance but measures the triangle on the raw embeddings
     (`pairwise_distance` does not normalise; torch also adds 1e-6 to each
-    coordinate difference, which this does not).
+    coordinate difference, which this does not). The threshold and its
+    default follow pytorch-metric-learning (the paper, checked only for the
+    angle's definition from memory, uses the angle in its loss, not as a miner).
 
     Args:
         angle: threshold in degrees (default 20, pytorch-metric-learning's).
