@@ -30,6 +30,43 @@ LAYOUTS = {
     "two_classes": np.array([4, 4, 4, 7, 7, 7]),
 }
 
+#: Label layouts of the comparisons with pytorch-metric-learning: class ids in [0, 4), including singletons and
+#: a single class (proxy losses index their proxies with them).
+PML_LAYOUTS = {
+    "2_per_class": np.array([0, 0, 1, 1, 2, 2, 3, 3]),
+    "uneven_with_singleton": np.array([3, 1, 1, 0, 3, 2, 0, 1, 1]),
+    "singletons": np.array([0, 1, 2, 3]),
+    "one_class": np.array([2, 2, 2, 2, 2]),
+    "pair_and_singletons": np.array([1, 0, 1, 3]),
+}
+
+
+def mixed_precision_fit(loss, labels, dim=8):
+    """Under the mixed_float16 policy: the gradient of `loss` through a float16 model is finite, and two epochs
+    of `model.fit` (Keras' loss-scale optimizer) give finite losses and weights. Restores the float32 policy."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6,))
+        model = keras.Model(inputs, keras.layers.Dense(dim)(inputs))
+        tfdml.losses.attach_loss_state(model, loss)
+        x = np.random.default_rng(2).normal(size=(len(labels), 6)).astype(np.float32)
+        with tf.GradientTape() as tape:
+            embeddings = model(x)
+            value = loss(labels, embeddings)
+        assert embeddings.dtype == tf.float16 and value.dtype == tf.float32
+        grads = tape.gradient(value, model.trainable_variables)
+        assert np.isfinite(float(value)) and all(np.isfinite(g.numpy()).all() for g in grads)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+        history = model.fit(np.tile(x, (4, 1)), np.tile(labels, 4), batch_size=len(labels), epochs=2, shuffle=False,
+                            verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+        assert all(np.isfinite(np.asarray(v)).all() for v in model.trainable_variables)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
 
 def random_embeddings(labels, dim, seed, scale=1.0):
     """float64 N(0, scale²) embeddings, one row per label."""

@@ -3,7 +3,6 @@ Tuplet-Margin, Intra-Pair-Variance, NCA) against explicit-loop references writte
 equations (paper defaults, and Embedding Expansion for the pair-based ones), plus gradients of the
 paper forms that pytorch-metric-learning does not compute, any magnitude, eager / tf.function / XLA
 and mixed precision. Equality with pytorch-metric-learning: tests/test_loss_pml.py."""
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +10,7 @@ import tensorflow as tf
 import reference_new_losses as ref
 import tfdml
 from conftest import LAYOUTS, expansion_id, loss_and_gradient, loss_value, make_expansion, numeric_gradient, \
-    random_embeddings
+    mixed_precision_fit, random_embeddings
 
 PAIR_LAYOUTS = ["2_per_class", "uneven", "interleaved", "two_classes"]
 EXPANSIONS = [(0, "consecutive", "class"), (2, "consecutive", "class"), (1, "all", "anchor")]
@@ -176,27 +175,7 @@ def test_eager_tf_function_and_xla_agree_with_gradients(name):
 def test_mixed_precision_training(name):
     """Under the mixed_float16 policy (float16 embeddings) the loss computes in float32, its gradients through
     the float16 model are finite, and `model.fit` (Keras' loss-scale optimizer) trains with a finite loss."""
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((6,))
-        model = keras.Model(inputs, keras.layers.Dense(8)(inputs))
-        loss = _build(name, dim=8)
-        tfdml.losses.attach_loss_state(model, loss)
-        x = np.random.default_rng(2).normal(size=(len(LABELS), 6)).astype(np.float32)
-        with tf.GradientTape() as tape:
-            embeddings = model(x)
-            value = loss(LABELS, embeddings)
-        assert embeddings.dtype == tf.float16 and value.dtype == tf.float32
-        grads = tape.gradient(value, model.trainable_variables)
-        assert np.isfinite(float(value)) and all(np.isfinite(g.numpy()).all() for g in grads)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-        history = model.fit(np.tile(x, (4, 1)), np.tile(LABELS, 4), batch_size=len(LABELS), epochs=2, shuffle=False,
-                            verbose=0)
-        assert np.isfinite(history.history["loss"]).all()
-        assert all(np.isfinite(np.asarray(v)).all() for v in model.trainable_variables)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    mixed_precision_fit(_build(name, dim=8), LABELS)
 
 
 @pytest.mark.parametrize("jit", [False, True])

@@ -5,20 +5,14 @@ import numpy as np
 import pytest
 
 import tfdml
-from conftest import loss_and_gradient
+from conftest import loss_and_gradient, PML_LAYOUTS
 
 torch = pytest.importorskip("torch")
 pml = pytest.importorskip("pytorch_metric_learning")
 from pytorch_metric_learning import losses as pml_losses  # noqa: E402
 
 NUM_CLASSES, DIM = 4, 5
-LAYOUTS = {
-    "2_per_class": np.array([0, 0, 1, 1, 2, 2, 3, 3]),
-    "uneven_with_singleton": np.array([3, 1, 1, 0, 3, 2, 0, 1, 1]),
-    "singletons": np.array([0, 1, 2, 3]),
-    "one_class": np.array([2, 2, 2, 2, 2]),
-    "pair_and_singletons": np.array([1, 0, 1, 3]),
-}
+LAYOUTS = PML_LAYOUTS
 # Labels outside [0, NUM_CLASSES): pair-based losses only.
 PAIR_LAYOUTS = {**LAYOUTS, "instances": np.array([0, 1, 2, 3, 4, 5]),
                 "unsorted_sparse_labels": np.array([7, 2, 9, 2, 7, 4])}

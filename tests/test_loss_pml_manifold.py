@@ -12,20 +12,14 @@ import tensorflow as tf
 
 import reference_manifold_loss as ref
 import tfdml
-from conftest import loss_and_gradient, loss_value, numeric_gradient
+from conftest import loss_and_gradient, loss_value, numeric_gradient, PML_LAYOUTS
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("pytorch_metric_learning")
 from pytorch_metric_learning import losses as pml_losses  # noqa: E402
 
 NUM_CLASSES, DIM = 4, 5
-LAYOUTS = {
-    "2_per_class": np.array([0, 0, 1, 1, 2, 2, 3, 3]),
-    "uneven_with_singleton": np.array([3, 1, 1, 0, 3, 2, 0, 1, 1]),
-    "singletons": np.array([0, 1, 2, 3]),
-    "one_class": np.array([2, 2, 2, 2, 2]),
-    "pair_and_singletons": np.array([1, 0, 1, 3]),
-}
+LAYOUTS = PML_LAYOUTS
 TOLERANCE = 1e-6  # PML inverts I − αS̄ in float32 even for float64 inputs: agreement to ~1e-8
 
 

@@ -12,17 +12,11 @@ import tensorflow as tf
 
 import reference_softmax_losses as ref
 import tfdml
-from conftest import loss_and_gradient, loss_value, numeric_gradient
+from conftest import loss_and_gradient, loss_value, numeric_gradient, PML_LAYOUTS, mixed_precision_fit
 from tfdml.losses.large_margin_softmax import angular_margin
 
 NUM_CLASSES, DIM = 4, 5
-LAYOUTS = {
-    "2_per_class": np.array([0, 0, 1, 1, 2, 2, 3, 3]),
-    "uneven_with_singleton": np.array([3, 1, 1, 0, 3, 2, 0, 1, 1]),
-    "singletons": np.array([0, 1, 2, 3]),
-    "one_class": np.array([2, 2, 2, 2, 2]),
-    "pair_and_singletons": np.array([1, 0, 1, 3]),
-}
+LAYOUTS = PML_LAYOUTS
 NAMES = ["large_margin_softmax", "sphereface", "p2sgrad"]
 
 
@@ -256,26 +250,9 @@ def test_degenerate_angles_give_finite_gradients():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_mixed_precision_training(name):
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((6,))
-        model = keras.Model(inputs, keras.layers.Dense(8)(inputs))
-        loss = _build(name, dim=8)
-        tfdml.losses.attach_loss_state(model, loss)
-        x = np.random.default_rng(2).normal(size=(len(ROBUST_LABELS), 6)).astype(np.float32)
-        with tf.GradientTape() as tape:
-            embeddings = model(x)
-            value = loss(ROBUST_LABELS, embeddings)
-        assert embeddings.dtype == tf.float16 and value.dtype == tf.float32
-        grads = tape.gradient(value, model.trainable_variables)
-        assert np.isfinite(float(value)) and all(np.isfinite(g.numpy()).all() for g in grads)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-        history = model.fit(np.tile(x, (4, 1)), np.tile(ROBUST_LABELS, 4), batch_size=len(ROBUST_LABELS), epochs=2,
-                            shuffle=False, verbose=0)
-        assert np.isfinite(history.history["loss"]).all()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    """Under the mixed_float16 policy (float16 embeddings) the loss computes in float32, its gradients through
+    the float16 model are finite, and `model.fit` (Keras' loss-scale optimizer) trains with a finite loss."""
+    mixed_precision_fit(_build(name, dim=8), ROBUST_LABELS)
 
 
 def test_options_round_trip_and_bad_arguments_name_themselves():

@@ -42,15 +42,21 @@ def test_shipped_configs_validate_and_build_their_loss(path):
 
 @pytest.mark.parametrize("name", tfdml.losses.names())
 def test_every_registered_loss_builds_from_a_config(name):
-    config = load_config(None, [f"loss.name={name}"])  # another loss: its own defaults, not triplet's
+    overrides = [f"loss.name={name}"]
+    config = load_config(None, overrides)  # another loss: its own defaults, not triplet's
     if not tfdml.losses.get_class(name).supports_expansion:
         with pytest.raises(ValueError, match="'expansion'.*expansion=null"):
             tfdml.training.build_loss(config, num_classes=7)
-        config = load_config(None, [f"loss.name={name}", "expansion=null"])
+        overrides.append("expansion=null")
+        config = load_config(None, overrides)
     if name == "npair":  # EE + N-pair needs unnormalised synthetic points (EE §3); the default expansion normalises
         with pytest.raises(ValueError, match="expansion.normalize: false"):
             tfdml.training.build_loss(config, num_classes=7)
-        config = load_config(None, [f"loss.name={name}", "expansion.normalize=false"])
+        config = load_config(None, overrides + ["expansion.normalize=false"])
+    if name == "cross_batch_memory":  # a wrapper: the wrapped loss and the memory size have no default
+        with pytest.raises(ValueError, match="missing 2 required positional arguments: 'loss' and 'memory_size'"):
+            tfdml.training.build_loss(config, num_classes=7)
+        config = load_config(None, overrides + ["loss.params.memory_size=40", "loss.params.loss={name: contrastive}"])
     loss = tfdml.training.build_loss(config, num_classes=7)
     assert type(loss) is tfdml.losses.get_class(name)
     if "num_classes" in loss.get_config():

@@ -519,15 +519,18 @@ PA_SETTINGS = {  # dataset: (learning rate, LR decay step in epochs, decay facto
     "cars196": (1.0e-4, 20, 0.5, "statistics", [86.4, 91.9, 95.0, 97.0]),
     "sop": (6.0e-4, 20, 0.25, False, [79.2, 90.7, 96.2, 98.6]),
 }
-PA_HEADER = """Kim et al., 'Proxy Anchor Loss for Deep Metric Learning' (CVPR 2020), Inception-BN (d = 512) on {dataset},
-as the authors' code (tjddus9597/Proxy-Anchor-CVPR2020) with their README's command for this dataset — their README
-notes that this batch size and these parameters do better than the paper's own settings, so the code is followed
-and its README's numbers are the reference. ImageNet BN-Inception (pretrainedmodels' bninception, BGR 0-255 mean
-subtraction = preprocessing 'bninception'), GAP + GMP pooling (pooling avg_max), a 512-d fc, L2-normalised.
-Proxy-Anchor loss alpha 32, delta 0.1, one proxy per class at 100 x the network's learning rate (lr_multiplier 100).
-Batches of 180 images drawn at random (full_random, drop_last), 224 px random resized crop + flip, test: shorter side
-256, centre crop 224 ('roth' / 'roth_test': torchvision's RandomResizedCrop defaults, Resize(256), CenterCrop(224)). AdamW lr {lr}, decoupled weight
-decay 1e-4, the learning rate x {factor} every {step} epochs, 60 epochs of {steps} steps; BatchNorm {bn}."""
+PA_HEADER = """Kim et al., 'Proxy Anchor Loss for Deep Metric Learning' (CVPR 2020), Inception-BN (d = 512)
+on {dataset}, as the authors' code (tjddus9597/Proxy-Anchor-CVPR2020) with their README's command
+for this dataset: their README notes that this batch size and these parameters do better than the
+paper's own settings, so the code is followed and its README's numbers are the reference.
+ImageNet BN-Inception (pretrainedmodels' bninception, bn_inception-52deb4733.pth; BGR 0-255 input
+minus the mean = preprocessing 'bninception'), GAP + GMP pooling (pooling avg_max), a 512-d fc,
+L2-normalised. Proxy-Anchor loss alpha 32, delta 0.1, one proxy per class at 100 x the network's
+learning rate (lr_multiplier 100). Batches of 180 images drawn at random (full_random, drop_last),
+224 px random resized crop + flip; test: shorter side 256, centre crop 224 ('roth' / 'roth_test':
+torchvision's RandomResizedCrop defaults, Resize(256), CenterCrop(224)). AdamW lr {lr}, decoupled
+weight decay 1e-4, the learning rate x {factor} every {step} epochs, 60 epochs of {steps} steps;
+BatchNorm {bn}."""
 PA_DIFFERENCES = [
     "Warm-up: their first epoch trains only the embedding layer and the proxies (--warm 1); here every layer trains "
     "from the start.",
@@ -564,14 +567,16 @@ def proxy_anchor_configs():
 
 
 # ---------------------------------------------------------------------------------------------------- XBM
-XBM_HEADER = """Wang et al., 'Cross-Batch Memory for Embedding Learning' (CVPR 2020): contrastive loss with a cross-batch
-memory on sop, as the authors' published configuration (msight-tech/research-xbm, configs/sample_config.yaml and
-ret_benchmark/config/defaults.py): ImageNet ResNet-50, a 128-d linear embedding, L2-normalised; contrastive loss on
-cosine similarities (positives 1 - s, negatives above 0.5; sum over pairs / batch: metric cosine, pos_margin 1,
-neg_margin 0.5, reduction batch); the memory holds 55,000 embeddings and starts after 1,000 iterations; the loss
-is the batch's own loss + 1.0 x the memory loss (batch_term, as their trainer). Batches of 64 = 16 identities x 4
-(RandomIdentitySampler = m_per_class), 224 px random resized crop + flip ('roth'); test: shorter side 256, centre
-crop 224 ('roth_test'). Adam lr 1e-4 with coupled weight decay 5e-4 (torch.optim.Adam), 35,000 iterations (70 epochs of 500)."""
+XBM_HEADER = """Wang et al., 'Cross-Batch Memory for Embedding Learning' (CVPR 2020): contrastive loss
+with a cross-batch memory on sop, as the authors' published configuration (msight-tech/research-xbm,
+configs/sample_config.yaml and ret_benchmark/config/defaults.py): ImageNet ResNet-50 ({weights}),
+a 128-d linear embedding, L2-normalised; contrastive loss on cosine similarities (positives 1 - s,
+negatives above 0.5; sum over pairs / batch: metric cosine, pos_margin 1, neg_margin 0.5, reduction
+batch); the memory holds 55,000 embeddings and starts after 1,000 iterations; the loss is the
+batch's own loss + 1.0 x the memory loss (batch_term, as their trainer). Batches of 64 = 16
+identities x 4 (RandomIdentitySampler = m_per_class), 224 px random resized crop + flip ('roth');
+test: shorter side 256, centre crop 224 ('roth_test'). Adam lr 1e-4 with coupled weight decay 5e-4
+(torch.optim.Adam), 35,000 iterations (70 epochs of 500)."""
 XBM_DIFFERENCES = [
     "Their random resized crop takes 20-100 % of the area (CROP_SCALE [0.2, 1]); 'roth' takes torchvision's default "
     "8-100 %.",
@@ -593,7 +598,7 @@ def xbm_configs():
         _optimizer("adam", 1.0e-4, 5.0e-4), {"decay_epochs": [], "factor": 0.1},
         _training(70, 500, 5, SOP_KS, ["fc", "pool"], "fc"), _analysis(["recall"], ["fc"], every=5))
     config["paper"] = _paper(XBM_DIFFERENCES)
-    yield name, XBM_HEADER, config
+    yield name, XBM_HEADER.format(weights="torchvision's resnet50-19c8e357.pth"), config
 
 
 FAMILIES = (ee_configs, roth_configs, vo_hays_configs, xuan_configs, proxy_anchor_configs, xbm_configs)
