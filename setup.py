@@ -45,7 +45,7 @@ setup(
     ],
     extras_require={"datasets": DATASETS, "safetensors": SAFETENSORS, "faiss": ["faiss-cpu"], "hub": HUB,
                     "docs": DOCS,
-                    "test": ["pytest", "faiss-cpu"] + DATASETS + SAFETENSORS + HUB + REFERENCE_NETWORKS + DOCS},
+                    "test": ["pytest", "pytest-xdist", "faiss-cpu"] + DATASETS + SAFETENSORS + HUB + REFERENCE_NETWORKS + DOCS},
     entry_points={
         "console_scripts": [
             "tfdml-train=tfdml.cli.train:cli",

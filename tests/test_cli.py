@@ -141,3 +141,17 @@ def test_failed_start_removes_the_run_directory_it_created(tmp_path):
     with pytest.raises(FileNotFoundError):
         train.main(args + _sets(TINY))
     assert (run_dir / "notes.txt").read_text() == "mine"  # a directory this run did not create is kept
+
+
+def test_the_default_run_shortened_to_three_evaluations_runs_every_default_feature(tmp_path):
+    """`python train.py` with every default (validation split, TensorBoard, retrieval examples, untrained
+    baseline, both taps) and only fewer steps: exit 0 and the run directory's outputs."""
+    output = tmp_path / "default"
+    result = _tool("train.py", "--output", str(output), *_sets(["training.epochs=3", "training.steps_per_epoch=2",
+                                                                "training.eval_every=1"]))
+    assert result.returncode == 0, result.stderr
+    assert "val_* metrics and best.keras: validation split" in result.stdout
+    assert "retracing" not in result.stdout + result.stderr  # evaluations reuse one traced search
+    for name in ("best.keras", "final.keras", "metrics.json", "log.csv", "saved_model"):
+        assert (output / name).exists(), name
+    assert any((output / "tensorboard" / "retrieval").glob("events.out.tfevents.*"))

@@ -2,6 +2,7 @@
 import glob
 import os
 
+import pytest
 import tensorflow as tf
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
@@ -110,11 +111,13 @@ def test_evaluation_callback_logs_retrieval_examples_each_evaluation(tmp_path):
     assert sorted(image_summaries(str(tmp_path))) == [("retrieval/fc", 1), ("retrieval/fc", 2), ("retrieval/fc", 3)]
 
 
-def test_training_logs_retrieval_examples_under_tensorboard(tmp_path):
+@pytest.mark.parametrize("selection", ["dataset.validation_classes=0", "dataset.validation_classes=2"])
+def test_training_logs_retrieval_examples_under_tensorboard(tmp_path, selection):
+    """With and without a validation split: the examples search the split that each evaluation embeds."""
     from tfdml.training import load_config, run
 
-    config = load_config(None, ["dataset.image_size=16", "dataset.validation_classes=0", "model.embedding_dim=8",
-                                "sampler.batch_size=20",
+    config = load_config(None, ["dataset.image_size=16", selection, "model.embedding_dim=8",
+                                "sampler.batch_size=12",
                                 "sampler.samples_per_class=4", "training.epochs=1", "training.steps_per_epoch=1",
                                 "training.evaluate_untrained=false", "training.taps=[fc]",
                                 f"output_dir={tmp_path / 'run'}"])

@@ -200,6 +200,29 @@ def rerank(queries, references, estimates, idx, k, delta, block_size=8192, exclu
     return distances, idx
 
 
+_COMPILED = {}  # one traced search per (k, excluding, margin, block size, reference shapes), shared by Searchers
+
+
+def _compiled_search(k, excluding, margin, block_size, references):
+    """A `tf.function` of `top_k` that takes the references as arguments, so Searchers over references of the
+    same shapes (each evaluation of a split) reuse one trace instead of retracing a new closure."""
+    shapes = tuple(tuple(tensor.shape.as_list()) for tensor in references)
+    key = (k, excluding, margin, block_size, shapes)
+    if key not in _COMPILED:
+        spec = [tf.TensorSpec([None, shapes[0][1]], tf.float32)] + [tf.TensorSpec(shape, tf.float32)
+                                                                     for shape in shapes]
+        if excluding:
+            spec.append(tf.TensorSpec([None], tf.int64))
+
+        def run(queries, *arguments):
+            prepared = References(*arguments[:len(References._fields)])
+            exclude = arguments[len(References._fields)] if excluding else None
+            return top_k(queries, prepared, k, margin, block_size, exclude)
+
+        _COMPILED[key] = tf.function(run, input_signature=spec)
+    return _COMPILED[key]
+
+
 class Searcher:
     """Compiled exact k-NN search against fixed reference embeddings (numpy in, numpy out).
 
@@ -213,20 +236,10 @@ class Searcher:
         self.block_size, self.margin = int(block_size), int(margin)
         self.references = prepare_references(embeddings, self.block_size)
         self.dim = int(self.references.raw.shape[1])
-        self._compiled = {}
 
     def _function(self, k, excluding):
-        key = (k, excluding)
-        if key not in self._compiled:
-            spec = [tf.TensorSpec([None, self.dim], tf.float32)]
-            if excluding:
-                spec.append(tf.TensorSpec([None], tf.int64))
-
-            def run(queries, exclude=None):
-                return top_k(queries, self.references, k, self.margin, self.block_size, exclude)
-
-            self._compiled[key] = tf.function(run, input_signature=spec)
-        return self._compiled[key]
+        compiled = _compiled_search(k, excluding, self.margin, self.block_size, self.references)
+        return lambda queries, *exclude: compiled(queries, *self.references, *exclude)
 
     def chunks(self, queries, k, exclude=None, chunk_size=1024):
         """Yields `(start, squared distances float64, indices int64)` per chunk of queries."""

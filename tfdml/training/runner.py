@@ -295,14 +295,15 @@ def monitored_metric(config):
     return f"val_{taps[0]}_recall@1" if taps else "val_recall@1"
 
 
-def make_callbacks(config, run_dir, eval_data, analysis=(), test_split=None):
+def make_callbacks(config, run_dir, eval_data, analysis=(), eval_split=None):
     """The chief's callbacks: evaluation on `eval_data` (the validation split, or the test split without one:
     log.csv's "val_*" columns), best model, `analysis` (their values reach log.csv), log.csv, TensorBoard (with
-    `test_split`, each evaluation also logs retrieval examples of the test split to tensorboard/retrieval)."""
+    `eval_split`, the split `eval_data` embeds in order, each evaluation also logs retrieval examples of that
+    split to tensorboard/retrieval)."""
     training = config["training"]
     examples = None
-    if training["tensorboard"] and test_split is not None and importlib.util.find_spec("tensorboard") is not None:
-        examples = RetrievalExamples(test_split, os.path.join(run_dir, "tensorboard", "retrieval"))
+    if training["tensorboard"] and eval_split is not None and importlib.util.find_spec("tensorboard") is not None:
+        examples = RetrievalExamples(eval_split, os.path.join(run_dir, "tensorboard", "retrieval"))
     callbacks = [] if eval_data is None else [  # None: no labelled split to evaluate on (unlabeled folder)
         RetrievalEvaluation(eval_data, every=training["eval_every"], ks=training["ks"], metrics=("recall", "nmi"),
                             taps=training["taps"], examples=examples),
@@ -540,7 +541,7 @@ def run(config, callbacks=(), verbose=2, overwrite=False, allow_config_change=Fa
                  epochs=training["epochs"], steps_per_epoch=training["steps_per_epoch"],
                  callbacks=(make_callbacks(config, run_dir, selection_data,
                                            analysis_callbacks(config, train_split, test_data, test_split, run_dir),
-                                           test_split)
+                                           test_split if validation is None else validation)
                             if chief else []) + list(callbacks) + extra,
                  verbose=verbose, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
                  checkpoint_every=training["checkpoint_every"])
