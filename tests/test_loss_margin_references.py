@@ -128,6 +128,33 @@ def test_dynamic_soft_margin_keeps_its_histogram_without_a_triplet_or_with_nan()
     np.testing.assert_array_equal(loss.histogram.numpy(), before)
 
 
+def test_dynamic_soft_margin_histogram_is_checkpointed_saved_and_left_alone_by_evaluation(tmp_path):
+    """The running histogram is model state: fit updates it, evaluate does not, a checkpoint and a .keras file
+    restore it (a resumed run continues with its histogram)."""
+    loss = tfdml.losses.DynamicSoftMarginLoss(bins=16, momentum=0.5)
+    inputs = tf.keras.Input((5,))
+    model = tfdml.losses.attach_loss_state(tf.keras.Model(inputs, tf.keras.layers.Dense(4)(inputs)), loss)
+    model.compile(optimizer="adam", loss=loss)
+    assert any(v is loss.histogram for v in model.non_trainable_variables)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(24, 5)).astype(np.float32), np.repeat(np.arange(6), 4)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    trained = loss.histogram.numpy().copy()
+    assert trained.sum() == pytest.approx(1.0)
+    model.evaluate(rng.normal(size=(16, 5)).astype(np.float32) * 3.0, np.repeat(np.arange(4), 4), batch_size=8,
+                   verbose=0)
+    np.testing.assert_array_equal(loss.histogram.numpy(), trained)
+
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    loss.reset_histogram()
+    tf.train.Checkpoint(model=model).read(path).assert_existing_objects_matched()
+    np.testing.assert_array_equal(loss.histogram.numpy(), trained)
+
+    model.save(tmp_path / "dsm.keras")
+    restored = tf.keras.models.load_model(tmp_path / "dsm.keras")
+    np.testing.assert_array_equal(restored.loss.histogram.numpy(), trained)
+
+
 @pytest.mark.parametrize("triplets", ["hardest", "all"])
 def test_dynamic_soft_margin_gradient_is_the_cdf_weight(triplets):
     """Paper form: ∂loss/∂x = Φ(x)/|T| with Φ held fixed — central differences of Σ Φ_fixed·x / |T|."""

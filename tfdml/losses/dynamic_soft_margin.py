@@ -1,4 +1,7 @@
 """Dynamic soft margin loss (Zhang & Rusinkiewicz, ICCV 2019): a CDF-weighted soft margin."""
+import contextlib
+
+import keras
 import tensorflow as tf
 
 from tfdml import distances
@@ -9,6 +12,39 @@ from tfdml.losses.registry import register
 
 TRIPLETS = ("hardest", "all")
 BATCH_HISTOGRAMS = ("normalized", "counts")
+
+
+@keras.saving.register_keras_serializable(package="tfdml")
+class RunningHistogram(keras.layers.Layer):
+    """The dynamic soft margin loss's running histogram h as a model-trackable state layer.
+
+    One non-trainable variable `histogram` of `bins` values (zero until the
+    first batch). Under a `tf.distribute` strategy it is mirrored with the
+    ONLY_FIRST_REPLICA aggregation: the loss computes h from the all-gathered
+    global batch, identical on every replica. Tracked by the model
+    (`tfdml.losses.attach_loss_state`, done by `EmbeddingModel.compile`), it is
+    saved in checkpoints and `.keras` files, so a resumed run continues with its
+    histogram.
+
+    Args:
+        bins: number of histogram bins.
+        dtype: dtype of the histogram.
+    """
+
+    def __init__(self, bins, dtype="float32", **kwargs):
+        super().__init__(dtype=dtype, **kwargs)
+        self.bins = int(bins)
+        self.histogram = self.add_weight(shape=(self.bins,), initializer="zeros", trainable=False,
+                                         dtype=self.dtype_policy.variable_dtype, name="histogram",
+                                         aggregation="only_first_replica")
+
+    def call(self, inputs):
+        """Returns `inputs`: never used as a model layer, present for Keras' `Layer` contract."""
+        return inputs
+
+    def get_config(self):
+        """Config of this layer: its `bins` (Keras serialisation)."""
+        return {**super().get_config(), "bins": self.bins}
 
 
 @register("dynamic_soft_margin")
@@ -28,9 +64,11 @@ class DynamicSoftMarginLoss(MetricLoss):
        t = (x − min_value)/w, φ = t − ⌊t⌋ (x clipped to [min_value, max_value]);
     2. h ← (1 − μ) h + μ h_batch, with μ = `momentum` (μ = 1 for the first
        batch, when h is still zero), then h ← h / Σh; the running histogram h
-       is the loss's state (`loss.histogram`, a non-trainable variable not
-       saved with the model; `reset_histogram()` zeroes it; a batch without a
-       triplet or with a non-finite embedding leaves it unchanged);
+       is the loss's state (`loss.histogram`, a non-trainable variable of
+       `loss.state_layer`, so a model that tracks the loss's state saves it in
+       checkpoints and `.keras` files; `reset_histogram()` zeroes it; a batch
+       without a triplet or with a non-finite embedding, and evaluation
+       (`model.evaluate`, validation in `fit`), leave it unchanged);
     3. Φ(x) = Σ_{b ≤ ⌊t⌋} h_b, and
 
            loss = 1/|T| Σ_{(a,p,n) ∈ T} Φ(x_apn) · x_apn
@@ -109,13 +147,30 @@ class DynamicSoftMarginLoss(MetricLoss):
         self.triplets = check_choice(triplets, "triplets", TRIPLETS)
         self.batch_histogram = check_choice(batch_histogram, "batch_histogram", BATCH_HISTOGRAMS)
         self.histogram_gradient = bool(histogram_gradient)
-        self.histogram = tf.Variable(tf.zeros([self.bins], self.compute_dtype), trainable=False,
-                                     name="dynamic_soft_margin_histogram",
-                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.state_layer = RunningHistogram(self.bins, dtype=self.compute_dtype, name=f"{name}_state")
+        self._frozen = False
+
+    @property
+    def histogram(self):
+        """The running histogram h, a (bins,) non-trainable variable of `state_layer`."""
+        return self.state_layer.histogram
+
+    def build_state(self, embedding_dim):
+        """The state layer (the histogram does not depend on `embedding_dim`)."""
+        return self.state_layer
 
     def reset_histogram(self):
         """Zeroes the running histogram (the next batch starts it afresh)."""
         self.histogram.assign(tf.zeros_like(self.histogram))
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """While active (also while a function is traced), calls use the histogram without updating it."""
+        previous, self._frozen = self._frozen, True
+        try:
+            yield self
+        finally:
+            self._frozen = previous
 
     def compute(self, labels, embeddings):
         """The loss of the batch: updates the running histogram with the relative distances x of its
@@ -148,7 +203,7 @@ class DynamicSoftMarginLoss(MetricLoss):
         weight = tf.cast(used, values.dtype)
         votes = (tf.math.unsorted_segment_sum(weight * (1.0 - share), low, self.bins)
                  + tf.math.unsorted_segment_sum(weight * share, high, self.bins))
-        old = tf.cast(tf.stop_gradient(self.histogram.read_value()), values.dtype)
+        old = tf.cast(tf.stop_gradient(self.histogram.value), values.dtype)
         momentum = tf.where(tf.reduce_sum(old) > 0, tf.constant(self.momentum, values.dtype),
                             tf.ones([], values.dtype))
         if self.batch_histogram == "normalized":
@@ -159,9 +214,10 @@ class DynamicSoftMarginLoss(MetricLoss):
         finite_batch = tf.logical_and(tf.reduce_all(tf.math.is_finite(embeddings)),
                                       tf.reduce_all(tf.logical_or(finite, tf.logical_not(valid))))
         update = tf.logical_and(tf.reduce_any(used), finite_batch)
-        histogram = tf.where(update, mixed, old)
+        histogram = old if self._frozen else tf.where(update, mixed, old)
         if not self.histogram_gradient:
             histogram = tf.stop_gradient(histogram)
-        self.histogram.assign(tf.cast(tf.stop_gradient(histogram), self.histogram.dtype))
+        if not self._frozen:
+            self.histogram.assign(tf.cast(tf.stop_gradient(histogram), self.histogram.dtype))
         cdf = tf.cumsum(histogram)
         return masked_mean(tf.gather(cdf, low) * safe, used)
