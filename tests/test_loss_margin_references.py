@@ -155,6 +155,34 @@ def test_dynamic_soft_margin_histogram_is_checkpointed_saved_and_left_alone_by_e
     np.testing.assert_array_equal(restored.loss.histogram.numpy(), trained)
 
 
+def test_dynamic_soft_margin_two_replicas_equal_one_device():
+    """The histogram is built from the all-gathered global batch: 2 replicas with 4 samples each equal one device
+    with the 8, in every batch's value and in the running histogram of each replica."""
+    from conftest import mirrored_strategy
+
+    single = tfdml.losses.DynamicSoftMarginLoss(bins=16, momentum=0.3)
+    strategy = mirrored_strategy()
+    with strategy.scope():
+        mirrored = tfdml.losses.DynamicSoftMarginLoss(bins=16, momentum=0.3)
+
+    @tf.function
+    def replica_values(labels, x):
+        def step(labels, x):
+            index = tf.distribute.get_replica_context().replica_id_in_sync_group
+            return mirrored(labels[4 * index:4 * index + 4], x[4 * index:4 * index + 4])
+
+        return strategy.reduce("SUM", strategy.run(step, (labels, x)), axis=None)
+
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        labels = rng.permutation(np.repeat(np.arange(4), 2))
+        x = rng.normal(size=(8, 5)).astype(np.float32)
+        expected = float(single(labels, x))
+        assert float(replica_values(tf.constant(labels), tf.constant(x))) == pytest.approx(expected, rel=1e-5)
+    for replica_value in mirrored.histogram.value.values:
+        np.testing.assert_allclose(replica_value.numpy(), single.histogram.numpy(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("triplets", ["hardest", "all"])
 def test_dynamic_soft_margin_gradient_is_the_cdf_weight(triplets):
     """Paper form: ∂loss/∂x = Φ(x)/|T| with Φ held fixed — central differences of Σ Φ_fixed·x / |T|."""
