@@ -22,6 +22,8 @@ A subclass declares what it can do as class attributes (`supports_expansion`,
 `compute(labels, embeddings)` and gets validation, `expansion`/`seed` handling
 and `get_config` from here.
 """
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -128,6 +130,23 @@ def nan_if_not_finite(value, embeddings):
 def compute_dtype_for(loss_dtype):
     """float64 if the loss was built with dtype float64, else float32."""
     return tf.float64 if loss_dtype in ("float64", tf.float64) else tf.float32
+
+
+class FreezableState:
+    """Mixin of a loss with non-trainable state updated by each call (a cross-batch memory, a running
+    histogram): inside `frozen()` calls leave that state unchanged. Evaluation steps enter it
+    (`tfdml.losses.state.frozen_loss_state`), so validation batches never change training state."""
+
+    _frozen = False
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """While active (also while a function is traced), calls do not update the loss's state."""
+        previous, self._frozen = self._frozen, True
+        try:
+            yield self
+        finally:
+            self._frozen = previous
 
 
 class MetricLoss(keras.losses.Loss):

@@ -1,12 +1,10 @@
 """Dynamic soft margin loss (Zhang & Rusinkiewicz, ICCV 2019): a CDF-weighted soft margin."""
-import contextlib
-
 import keras
 import tensorflow as tf
 
 from tfdml import distances
 from tfdml.checks import check_choice, check_int, check_number
-from tfdml.losses.base import MetricLoss
+from tfdml.losses.base import FreezableState, MetricLoss
 from tfdml.losses.ops import masked_mean
 from tfdml.losses.registry import register
 
@@ -48,7 +46,7 @@ class RunningHistogram(keras.layers.Layer):
 
 
 @register("dynamic_soft_margin")
-class DynamicSoftMarginLoss(MetricLoss):
+class DynamicSoftMarginLoss(FreezableState, MetricLoss):
     """Dynamic soft margin loss (Zhang & Rusinkiewicz, "Learning Local
     Descriptors With a CDF-Based Dynamic Soft Margin", ICCV 2019, Sec. 3).
 
@@ -148,7 +146,6 @@ class DynamicSoftMarginLoss(MetricLoss):
         self.batch_histogram = check_choice(batch_histogram, "batch_histogram", BATCH_HISTOGRAMS)
         self.histogram_gradient = bool(histogram_gradient)
         self.state_layer = RunningHistogram(self.bins, dtype=self.compute_dtype, name=f"{name}_state")
-        self._frozen = False
 
     @property
     def histogram(self):
@@ -162,15 +159,6 @@ class DynamicSoftMarginLoss(MetricLoss):
     def reset_histogram(self):
         """Zeroes the running histogram (the next batch starts it afresh)."""
         self.histogram.assign(tf.zeros_like(self.histogram))
-
-    @contextlib.contextmanager
-    def frozen(self):
-        """While active (also while a function is traced), calls use the histogram without updating it."""
-        previous, self._frozen = self._frozen, True
-        try:
-            yield self
-        finally:
-            self._frozen = previous
 
     def compute(self, labels, embeddings):
         """The loss of the batch: updates the running histogram with the relative distances x of its

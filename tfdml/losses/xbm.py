@@ -1,11 +1,9 @@
 """Cross-batch memory, XBM (Wang et al., "Cross-Batch Memory for Embedding Learning", CVPR 2020)."""
-import contextlib
-
 import keras
 import tensorflow as tf
 
 from tfdml.checks import check_choice, check_number
-from tfdml.losses.base import MetricLoss
+from tfdml.losses.base import FreezableState, MetricLoss
 from tfdml.losses.pairs import append_references
 from tfdml.losses.registry import get as get_loss
 from tfdml.losses.registry import register
@@ -131,7 +129,7 @@ class _StateLayers(keras.layers.Layer):
 
 
 @register("cross_batch_memory")
-class CrossBatchMemory(MetricLoss):
+class CrossBatchMemory(FreezableState, MetricLoss):
     """Cross-batch memory (XBM; Wang et al., "Cross-Batch Memory for Embedding
     Learning", CVPR 2020) around a pair-based loss.
 
@@ -210,7 +208,6 @@ class CrossBatchMemory(MetricLoss):
                              "an expansion with n_points > 0.")
         self.queue = MemoryQueue(self.memory_size, dtype=self.compute_dtype, name=f"{name}_queue")
         self.state_layer = _StateLayers(self.queue, getattr(self.loss, "state_layer", None), name=f"{name}_state")
-        self._frozen = False
 
     @property
     def expansion(self):
@@ -235,15 +232,6 @@ class CrossBatchMemory(MetricLoss):
         if not self.queue.built_for_embeddings:
             self.queue.build_for(int(embeddings.shape[-1]))
         self.loss.prepare(embeddings)
-
-    @contextlib.contextmanager
-    def frozen(self):
-        """While active (also while a function is traced), calls neither read nor write the memory."""
-        previous, self._frozen = self._frozen, True
-        try:
-            yield self
-        finally:
-            self._frozen = previous
 
     def compute(self, labels, embeddings):
         """The wrapped loss of the batch against the memory (plus its batch term when `batch_term`),
