@@ -569,7 +569,7 @@ def proxy_anchor_configs():
 # ---------------------------------------------------------------------------------------------------- XBM
 XBM_HEADER = """Wang et al., 'Cross-Batch Memory for Embedding Learning' (CVPR 2020): contrastive loss
 with a cross-batch memory on sop, as the authors' published configuration (msight-tech/research-xbm,
-configs/sample_config.yaml and ret_benchmark/config/defaults.py): ImageNet ResNet-50 ({weights}),
+configs/sample_config.yaml and ret_benchmark/config/defaults.py): ImageNet ResNet-50 (torchvision's resnet50-19c8e357.pth),
 a 128-d linear embedding, L2-normalised; contrastive loss on cosine similarities (positives 1 - s,
 negatives above 0.5; sum over pairs / batch: metric cosine, pos_margin 1, neg_margin 0.5, reduction
 batch); the memory holds 55,000 embeddings and starts after 1,000 iterations; the loss is the
@@ -598,7 +598,7 @@ def xbm_configs():
         _optimizer("adam", 1.0e-4, 5.0e-4), {"decay_epochs": [], "factor": 0.1},
         _training(70, 500, 5, SOP_KS, ["fc", "pool"], "fc"), _analysis(["recall"], ["fc"], every=5))
     config["paper"] = _paper(XBM_DIFFERENCES)
-    yield name, XBM_HEADER.format(weights="torchvision's resnet50-19c8e357.pth"), config
+    yield name, XBM_HEADER, config
 
 
 FAMILIES = (ee_configs, roth_configs, vo_hays_configs, xuan_configs, proxy_anchor_configs, xbm_configs)

@@ -16,6 +16,7 @@ it), for a batch of queries against a fixed `References` set:
 
 The result equals an exact float64 brute force, ties broken by the lower index.
 """
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -200,27 +201,21 @@ def rerank(queries, references, estimates, idx, k, delta, block_size=8192, exclu
     return distances, idx
 
 
-_COMPILED = {}  # one traced search per (k, excluding, margin, block size, reference shapes), shared by Searchers
+@functools.lru_cache(maxsize=32)
+def _compiled_search(k, excluding, margin, block_size, shapes):
+    """A `tf.function` of `top_k` that takes the references (of these `shapes`) as arguments, so Searchers
+    over references of the same shapes (each evaluation of a split) reuse one trace instead of retracing
+    a new closure."""
+    spec = [tf.TensorSpec([None, shapes[0][1]], tf.float32)] + [tf.TensorSpec(shape, tf.float32) for shape in shapes]
+    if excluding:
+        spec.append(tf.TensorSpec([None], tf.int64))
 
+    def run(queries, *arguments):
+        prepared = References(*arguments[:len(References._fields)])
+        exclude = arguments[len(References._fields)] if excluding else None
+        return top_k(queries, prepared, k, margin, block_size, exclude)
 
-def _compiled_search(k, excluding, margin, block_size, references):
-    """A `tf.function` of `top_k` that takes the references as arguments, so Searchers over references of the
-    same shapes (each evaluation of a split) reuse one trace instead of retracing a new closure."""
-    shapes = tuple(tuple(tensor.shape.as_list()) for tensor in references)
-    key = (k, excluding, margin, block_size, shapes)
-    if key not in _COMPILED:
-        spec = [tf.TensorSpec([None, shapes[0][1]], tf.float32)] + [tf.TensorSpec(shape, tf.float32)
-                                                                     for shape in shapes]
-        if excluding:
-            spec.append(tf.TensorSpec([None], tf.int64))
-
-        def run(queries, *arguments):
-            prepared = References(*arguments[:len(References._fields)])
-            exclude = arguments[len(References._fields)] if excluding else None
-            return top_k(queries, prepared, k, margin, block_size, exclude)
-
-        _COMPILED[key] = tf.function(run, input_signature=spec)
-    return _COMPILED[key]
+    return tf.function(run, input_signature=spec)
 
 
 class Searcher:
@@ -238,7 +233,8 @@ class Searcher:
         self.dim = int(self.references.raw.shape[1])
 
     def _function(self, k, excluding):
-        compiled = _compiled_search(k, excluding, self.margin, self.block_size, self.references)
+        shapes = tuple(tuple(tensor.shape.as_list()) for tensor in self.references)
+        compiled = _compiled_search(k, excluding, self.margin, self.block_size, shapes)
         return lambda queries, *exclude: compiled(queries, *self.references, *exclude)
 
     def chunks(self, queries, k, exclude=None, chunk_size=1024):
